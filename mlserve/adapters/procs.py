@@ -1,0 +1,94 @@
+"""Processes mlserve started and may outlive it: identified by pid *and* start time.
+
+A pid alone can be reused by an unrelated process after a reboot or a long time; the start time
+(``/proc/PID/stat`` field 22) makes the reference exact, so ``stop`` never signals a stranger.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+LOG_TAIL = 20
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    if fields[0] == "Z":        # a zombie has finished; only its parent's wait() is missing
+        return None
+    return fields[19]
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    start: str | None
+
+    @classmethod
+    def of(cls, pid: int) -> "ProcessRef":
+        return cls(pid, _start_time(pid))
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "ProcessRef":
+        return cls(int(extra.get("pid") or 0), extra.get("pid_start"))
+
+    def alive(self) -> bool:
+        return self.pid > 0 and self.start is not None and _start_time(self.pid) == self.start
+
+
+def stop_process(ref: ProcessRef, proc: subprocess.Popen | None, grace: float = 30.0) -> None:
+    """SIGTERM (the runtime drains in-flight requests), then SIGKILL after ``grace`` seconds."""
+    if not ref.alive():
+        if proc is not None:
+            proc.poll()
+        return
+    try:
+        os.kill(ref.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        if proc is None and not ref.alive():
+            return
+        time.sleep(0.02)
+    if ref.alive():
+        os.kill(ref.pid, signal.SIGKILL)
+        if proc is not None:
+            proc.wait(5)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return "".join(l.decode(errors="replace") for l in deque(fh, maxlen=lines)).rstrip()
+    except OSError:
+        return "(no log)"
+
+
+def follow_file(path: Path, *, lines: int, follow: bool) -> Iterator[str]:
+    """The last ``lines`` lines, then (with ``follow``) new lines as they are written."""
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return
+    with fh:
+        for line in deque(fh, maxlen=lines):
+            yield line.decode(errors="replace").rstrip("\n")
+        while follow:
+            line = fh.readline()
+            if line:
+                yield line.decode(errors="replace").rstrip("\n")
+            else:
+                time.sleep(0.2)

@@ -1,0 +1,77 @@
+"""Health and smoke checks every adapter shares, over plain HTTP (stdlib only).
+
+``wait_healthy`` polls ``GET /health`` until 200 while the release's process is alive;
+``run_smoke`` sends each smoke case and compares the output exactly. Adapters that cannot reach
+the release directly (SSH) pass their own ``call`` function; the logic stays here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+Call = Callable[[Any], "tuple[int, Any]"]  # payload -> (HTTP status, decoded body)
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """(status, decoded JSON or text). Connection problems raise OSError."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own URL
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: True,
+                 tick: Callable[[], None] = lambda: None) -> str | None:
+    """Poll ``url`` + /health. None when healthy, else the reason it is not."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not alive():
+            return "the release's process exited while loading"
+        try:
+            status, body = http_json("GET", url.rstrip("/") + "/health", timeout=2)
+            if status == 200:
+                return None
+            last = f"/health answered {status}"
+        except OSError as exc:
+            last = f"/health unreachable ({exc.__class__.__name__})"
+        tick()
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    return f"not healthy after {timeout:g}s ({last})"
+
+
+def predict_call(url: str, timeout: float = 60.0) -> Call:
+    def call(payload: Any) -> tuple[int, Any]:
+        return http_json("POST", url.rstrip("/") + "/predict", {"input": payload}, timeout=timeout)
+    return call
+
+
+def run_smoke(call: Call, cases: list) -> str | None:
+    """None when every case passes, else a description of the first failure."""
+    for i, case in enumerate(cases):
+        try:
+            status, body = call(case.input)
+        except OSError as exc:
+            return f"smoke case {i + 1}: request failed ({exc})"
+        if status != 200:
+            detail = body.get("error") if isinstance(body, dict) else body
+            return f"smoke case {i + 1}: HTTP {status}: {detail}"
+        output = body.get("output") if isinstance(body, dict) else body
+        if case.expect is not None and output != case.expect:
+            return (f"smoke case {i + 1}: expected {json.dumps(case.expect)}, "
+                    f"got {json.dumps(output)}")
+    return None

@@ -1,0 +1,344 @@
+"""``mlserve.yaml``: the pydantic v2 model of the manifest, and loading it with located errors.
+
+Contract: ``load_manifest(path)`` returns a ``Project`` (the validated ``Manifest`` plus where it
+came from) or raises ``ManifestError`` whose problems each read
+``file:line:col: field.path: what is wrong. Fix: how``. Nothing here imports the model code:
+the entrypoint is checked by parsing it (``ast``), so validation is safe and fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .errors import InvalidInput, ManifestError, NotFound
+from .strict import Strict
+from .targets import Target, TargetBase
+from .yamlpos import Located, read_located
+
+MANIFEST_NAME = "mlserve.yaml"
+NAME_RE = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_MEMORY_RE = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_ENTRY_RE = re.compile(r"^(?P<file>[^:]+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _requirements(value: Any) -> Any:
+    """A file name or a list of pip specifiers; one clear error instead of pydantic's two."""
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise PydanticCustomError("requirements", "must be a file name (requirements.txt) or a list of "
+                              "pip specifiers, got {got}", {"got": type(value).__name__})
+
+
+def _env_value(value: Any) -> Any:
+    """Environment values are strings; YAML numbers and booleans are written as YAML spells them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+class ModelSpec(Strict):
+    entrypoint: str = Field(description="`file.py:Class` relative to the manifest. The class has "
+                            "`load()` and `predict(payload)`, optionally `predict_batch(list)`.",
+                            examples=["model.py:Model"])
+    python: str = Field("3.11", pattern=r"^3\.(9|1[0-9])$", description="Python version the model "
+                        "runs on.", examples=["3.11"])
+    requirements: Annotated[str | list[str], BeforeValidator(_requirements)] = Field(
+        default_factory=list, description="A requirements file relative to the manifest, or a "
+        "list of pip specifiers.", examples=["requirements.txt", ["scikit-learn>=1.3"]])
+    system_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")]] = Field(
+        default_factory=list, description="Debian packages the model needs (for images and VMs).",
+        examples=[["libgomp1"]])
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_form(cls, value: str) -> str:
+        if not _ENTRY_RE.match(value):
+            raise PydanticCustomError("entrypoint", "{value!r} is not `file.py:ClassName`",
+                                      {"value": value})
+        if value.startswith("/") or ".." in Path(value.split(":")[0]).parts:
+            raise PydanticCustomError("entrypoint", "{value!r} must be a path inside the manifest's "
+                                      "directory", {"value": value})
+        return value
+
+    @property
+    def entry_file(self) -> str:
+        return self.entrypoint.split(":", 1)[0]
+
+    @property
+    def entry_class(self) -> str:
+        return self.entrypoint.split(":", 1)[1]
+
+
+class GPU(Strict):
+    type: str = Field(description="Accelerator type.", examples=["A10G", "T4", "H100"])
+    count: int = Field(1, ge=1, le=16, description="How many.", examples=[1])
+
+
+class Resources(Strict):
+    cpu: float = Field(1, gt=0, le=512, description="CPU cores.", examples=[1, 0.5])
+    memory: str = Field("1Gi", description="Memory, Kubernetes style.", examples=["1Gi", "512Mi"])
+    gpu: GPU | None = Field(None, description="Accelerators, when the model needs them.",
+                            examples=[{"type": "A10G", "count": 1}])
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY_RE.match(str(value)):
+            raise PydanticCustomError("memory", "{value!r} is not a size like 512Mi or 2Gi",
+                                      {"value": value})
+        return value
+
+
+class Scaling(Strict):
+    min_replicas: int = Field(1, ge=0, le=1000, description="Replicas kept running (0 = scale to "
+                              "zero where the provider can).", examples=[1])
+    max_replicas: int = Field(1, ge=1, le=1000, description="Upper bound on replicas.", examples=[2])
+    concurrency: int = Field(4, ge=1, le=1024, description="Predictions in flight per replica.",
+                             examples=[8])
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Scaling":
+        if self.min_replicas > self.max_replicas:
+            raise PydanticCustomError("scaling", "min_replicas ({a}) is greater than max_replicas "
+                                      "({b})", {"a": self.min_replicas, "b": self.max_replicas})
+        return self
+
+
+class SmokeCase(Strict):
+    input: Any = Field(description="Sent as `{\"input\": ...}` to the new release.",
+                       examples=[{"x": [1, 2, 3]}])
+    expect: Any = Field(None, description="The exact output expected; omit to only require success.",
+                        examples=[{"y": [2, 4, 6]}])
+
+
+EnvName = Annotated[str, Field(pattern=ENV_NAME_RE)]
+
+
+class Manifest(Strict):
+    """mlserve.yaml: one model, described once, deployable to every target it names."""
+
+    name: str = Field(pattern=NAME_RE, description="DNS-safe name, 1-40 characters.",
+                      examples=["hello"])
+    model: ModelSpec = Field(description="The model code.")
+    resources: Resources = Field(default_factory=Resources, description="What one replica needs.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Replicas and concurrency.")
+    env: dict[EnvName, Annotated[str, BeforeValidator(_env_value)]] = Field(
+        default_factory=dict, description="Environment of the model (not secret).",
+        examples=[{"GREETING": "hi"}])
+    secrets: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]] = Field(
+        default_factory=list, description="Names of secrets; values come from the environment (or "
+        "the provider's secret store) at deploy time and are never written anywhere.",
+        examples=[["API_TOKEN"]])
+    smoke: list[SmokeCase] = Field(default_factory=list, description="Run against every new "
+                                   "release before it takes traffic; a mismatch fails the deploy.")
+    targets: dict[Annotated[str, Field(pattern=NAME_RE)], Target] = Field(
+        min_length=1, description="Where this model can be deployed, by name.",
+        examples=[{"local": {"provider": "local", "port": 8080}}])
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> "Manifest":
+        dupes = sorted({s for s in self.secrets if self.secrets.count(s) > 1})
+        if dupes:
+            raise PydanticCustomError("secrets", "secret {name!r} is listed twice", {"name": dupes[0]})
+        clash = sorted(set(self.secrets) & set(self.env))
+        if clash:
+            raise PydanticCustomError("secrets", "{name!r} is both in env and in secrets; a secret's "
+                                      "value must not be written in the manifest", {"name": clash[0]})
+        return self
+
+
+@dataclass(frozen=True)
+class Project:
+    """A validated manifest and where it lives."""
+
+    manifest: Manifest
+    path: Path
+    located: Located
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def target(self, name: str | None) -> tuple[str, TargetBase]:
+        """The named target, or the only one, or the one called ``local``."""
+        targets = self.manifest.targets
+        if name is None:
+            if len(targets) == 1:
+                name = next(iter(targets))
+            elif "local" in targets:
+                name = "local"
+            else:
+                raise InvalidInput(f"{self.path} has several targets ({', '.join(targets)})",
+                                   fix="name one: mlserve deploy TARGET")
+        if name not in targets:
+            raise NotFound(f"no target {name!r} in {self.path}",
+                           fix=f"use one of: {', '.join(targets)}")
+        return name, targets[name]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_FIXES = {
+    "missing": "add it (see `mlserve schema` for the field's form)",
+    "unknown_key": "remove it or correct its spelling",
+    "union_tag_invalid": "use one of the providers listed",
+    "union_tag_not_found": "add `provider:` to the target (e.g. `provider: local`)",
+    "string_pattern_mismatch": "change the value",
+}
+
+
+_PATTERN_WORDS = {
+    NAME_RE: "be 1-40 lowercase letters, digits and dashes, starting with a letter and not ending "
+             "with a dash (it becomes a DNS name)",
+    ENV_NAME_RE: "be letters, digits and underscores, not starting with a digit",
+    r"^[A-Z_][A-Z0-9_]*$": "be an upper-case environment variable name (API_TOKEN)",
+    r"^3\.(9|1[0-9])$": "be a Python version from 3.9 on, quoted (\"3.11\")",
+}
+
+
+def _strip_tags(loc: tuple, data: Any) -> tuple:
+    """Drop pydantic's union-tag segments (e.g. the 'local' in targets.x.local.port)."""
+    out: list = []
+    node = data
+    for seg in loc:
+        if isinstance(node, dict) and seg in node:
+            out.append(seg)
+            node = node[seg]
+        elif isinstance(node, list) and isinstance(seg, int) and seg < len(node):
+            out.append(seg)
+            node = node[seg]
+        elif seg in ("str", "list[str]", "[key]") or (isinstance(node, dict) and node.get("provider") == seg):
+            continue
+        else:
+            out.append(seg)
+            node = None
+    return tuple(out)
+
+
+def _problem(err: dict, located: Located) -> str:
+    data = located.data
+    loc = _strip_tags(tuple(err["loc"]), data)
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    on_key = "[key]" in err["loc"]
+    if kind == "unknown_key":
+        key = err["ctx"]["key"]
+        loc = (*loc, key)
+        where = located.where(loc, key=True)
+    else:
+        where = located.where(loc, key=kind == "missing" or on_key)
+    if kind == "union_tag_invalid":
+        msg = f"unknown provider {err['ctx']['tag']!r}; expected one of {err['ctx']['expected_tags']}"
+    elif kind == "union_tag_not_found":
+        msg = "the target has no `provider:`"
+    elif kind == "string_pattern_mismatch":
+        rule = _PATTERN_WORDS.get(err["ctx"]["pattern"], f"match {err['ctx']['pattern']}")
+        msg = f"{err['input']!r} is not allowed: it must {rule}"
+    elif kind.endswith("_type") or kind in ("greater_than", "less_than_equal", "greater_than_equal",
+                                            "less_than", "literal_error", "too_short"):
+        msg = f"{msg} (got {err['input']!r})" if not isinstance(err.get("input"), (dict, list)) else msg
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    fix = _FIXES.get(kind, "see `mlserve schema` for what this field accepts")
+    return f"{where}: {path}: {msg}" + (f". Fix: {fix}" if fix else "")
+
+
+def _semantic_checks(manifest: Manifest, root: Path, located: Located) -> list[str]:
+    """What pydantic cannot know: files exist, the entrypoint class has the contract."""
+    problems = []
+    entry = manifest.model
+    where = located.where(("model", "entrypoint"))
+    file = root / entry.entry_file
+    if not file.is_file():
+        problems.append(f"{where}: model.entrypoint: {entry.entry_file} does not exist in {root}. "
+                        "Fix: create it or correct the path")
+    else:
+        problems.extend(_check_class(file, entry.entry_class, where))
+    if isinstance(entry.requirements, str) and not (root / entry.requirements).is_file():
+        problems.append(f"{located.where(('model', 'requirements'))}: model.requirements: "
+                        f"{entry.requirements} does not exist in {root}. Fix: create it, or list "
+                        "the packages inline (requirements: [numpy])")
+    return problems
+
+
+def _check_class(file: Path, cls_name: str, where: str) -> list[str]:
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    except SyntaxError as exc:
+        return [f"{file}:{exc.lineno}:{exc.offset}: model.entrypoint: {file.name} has a syntax "
+                f"error: {exc.msg}. Fix: correct the Python code"]
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            methods = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            if not methods & {"predict", "predict_batch"} and not node.bases:
+                return [f"{where}: model.entrypoint: class {cls_name} in {file.name} has no "
+                        "predict(payload) method. Fix: add `def predict(self, payload):`"]
+            return []
+    if any(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign)) and _binds(n, cls_name)
+           for n in tree.body):
+        return []
+    return [f"{where}: model.entrypoint: {file.name} defines no class {cls_name}. Fix: correct the "
+            "class name after the colon"]
+
+
+def _binds(node: ast.stmt, name: str) -> bool:
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    return any((a.asname or a.name.split(".")[-1]) == name for a in node.names)
+
+
+def parse_manifest(located: Located, root: Path) -> Manifest:
+    if located.data is None:
+        raise ManifestError(f"{located.file} is empty", where=f"{located.file}:1:1",
+                            fix="run `mlserve init` for a working example")
+    if not isinstance(located.data, dict):
+        raise ManifestError("the manifest must be a mapping of keys (name:, model:, targets:)",
+                            where=f"{located.file}:1:1", fix="see `mlserve init` for the form")
+    try:
+        manifest = Manifest.model_validate(located.data)
+    except ValidationError as exc:
+        problems = [_problem(e, located) for e in exc.errors()]
+        raise ManifestError(f"{located.file} is invalid ({len(problems)} problem"
+                            f"{'s' if len(problems) != 1 else ''})", problems=problems) from None
+    problems = _semantic_checks(manifest, root, located)
+    if problems:
+        raise ManifestError(f"{located.file} is invalid ({len(problems)} problem"
+                            f"{'s' if len(problems) != 1 else ''})", problems=problems)
+    return manifest
+
+
+def find_manifest(file: str | Path | None) -> Path:
+    """The manifest to use: ``-f FILE``, a directory's mlserve.yaml, or ./mlserve.yaml."""
+    path = Path(file) if file else Path(MANIFEST_NAME)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    return path.absolute()
+
+
+def load_project(file: str | Path | None = None) -> Project:
+    path = find_manifest(file)
+    located = read_located(path)
+    shown = Path(located.file)
+    try:
+        located.file = str(shown.relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    return Project(manifest=parse_manifest(located, path.parent), path=path, located=located)
+
+
+def json_schema() -> dict:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlserve.yaml"
+    return schema

@@ -1,0 +1,36 @@
+"""How the core reports progress without knowing about terminals.
+
+``service`` and adapters call a ``Reporter``; the CLI passes one that draws Rich spinners and
+progress bars on stderr, tests pass the plain one (which records what it was told).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+
+class Progress:
+    def advance(self, amount: float = 1) -> None:
+        """Move the bar on by ``amount``."""
+
+    def update(self, description: str) -> None:
+        """Change the text shown beside the bar."""
+
+
+class Reporter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def step(self, message: str) -> None:
+        """A stage of the work has started (shown as a line)."""
+        self.lines.append(message)
+
+    def warn(self, message: str) -> None:
+        self.lines.append("warning: " + message)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: float | None = None) -> Iterator[Progress]:
+        """A bar (``total`` known) or spinner for long work."""
+        self.lines.append(description)
+        yield Progress()

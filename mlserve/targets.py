@@ -1,0 +1,129 @@
+"""Per-provider target options: one pydantic model per provider, discriminated on ``provider``.
+
+Each model documents every field (description + example) because `mlserve schema` exports them
+for editors. Options that belong to a provider live here and nowhere else; the manifest only
+knows the union.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator
+
+from .strict import Strict
+
+_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+                      r"(?::(?P<port>\d{1,5}))?$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class TargetBase(Strict):
+    health_timeout: float = Field(
+        120.0, gt=0, le=3600,
+        description="Seconds to wait for a new release to load and answer /health before the "
+                    "deploy fails (and the previous release keeps serving).",
+        examples=[120])
+
+
+class LocalTarget(TargetBase):
+    """This machine: a release directory, a venv and a background process (the embedded default)."""
+
+    provider: Literal["local"] = Field(description="Serve on this machine.", examples=["local"])
+    port: Port = Field(8080, description="Loopback port the model answers on.", examples=[8080])
+    host: str = Field("127.0.0.1", description="Address to listen on. Keep loopback unless the "
+                      "machine is meant to be reached from others.", examples=["127.0.0.1"])
+    keep_releases: int = Field(5, ge=1, le=100, description="Old releases kept for rollback.",
+                               examples=[5])
+
+
+class SSHTarget(TargetBase):
+    """Any Linux host reached over SSH (bare metal, GPU clouds that hand out boxes, your server)."""
+
+    provider: Literal["ssh"] = Field(description="Deploy over SSH.", examples=["ssh"])
+    hosts: list[str] = Field(min_length=1, description="`user@host[:port]`, one or many (a fleet).",
+                             examples=[["ubuntu@203.0.113.7", "ubuntu@gpu-2.example.com:2222"]])
+    identity_file: str | None = Field(None, description="Private key; the ssh-agent when absent.",
+                                      examples=["~/.ssh/id_ed25519"])
+    known_hosts: str = Field("~/.ssh/known_hosts", description="Host keys checked strictly: an "
+                             "unknown or changed host key is refused.", examples=["~/.ssh/known_hosts"])
+    accept_new_host_keys: bool = Field(False, description="Explicit opt-in to trust a host seen "
+                                       "for the first time and record its key (like OpenSSH's "
+                                       "accept-new). A changed key is always refused.", examples=[False])
+    jump_host: str | None = Field(None, description="Bastion `user@host[:port]` to go through.",
+                                  examples=["ubuntu@bastion.example.com"])
+    base_dir: str = Field("~/.mlserve", description="Remote directory mlserve owns; nothing "
+                          "outside it is touched.", examples=["/opt/mlserve"])
+    port: Port = Field(8080, description="Port the model answers on, on each host.", examples=[8080])
+    bind: str = Field("0.0.0.0", description="Address the model listens on, on each host.",
+                      examples=["0.0.0.0"])
+    python: str = Field("python3", description="Remote interpreter used to build the venv.",
+                        examples=["python3"])
+    max_parallel: int = Field(4, ge=1, le=256, description="Hosts worked on at once.", examples=[4])
+    max_unavailable: int = Field(1, ge=1, description="Hosts switching release at once during a "
+                                 "rolling deploy.", examples=[1])
+    connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for SSH.",
+                                   examples=[10])
+
+    @field_validator("hosts", "jump_host")
+    @classmethod
+    def _check_hosts(cls, value):
+        for host in [value] if isinstance(value, str) else (value or []):
+            if not _HOST_RE.match(host):
+                raise ValueError(f"{host!r} is not user@host[:port]")
+            port = _HOST_RE.match(host).group("port")
+            if port and not 1 <= int(port) <= 65535:
+                raise ValueError(f"{host!r}: port must be 1-65535")
+        return value
+
+
+class DockerTarget(TargetBase):
+    """A container image (the generic package for SageMaker, Vertex AI, Azure ML, Runpod, k8s)."""
+
+    provider: Literal["docker"] = Field(description="Build a container image.", examples=["docker"])
+    image: str = Field(description="Image repository to build and push (no tag: the release id "
+                       "is the tag).", examples=["registry.example.com/team/hello"])
+    base_image: str | None = Field(None, description="Base image; a slim Python image by default, "
+                                   "a CUDA image when a GPU is requested.",
+                                   examples=["python:3.11-slim"])
+    port: Port = Field(8080, description="Port the container serves on.", examples=[8080])
+    push: bool = Field(True, description="Push to the registry after building.", examples=[True])
+
+
+class ReplicateTarget(TargetBase):
+    """Replicate: packaged with Cog."""
+
+    provider: Literal["replicate"] = Field(description="Deploy to Replicate.", examples=["replicate"])
+    model: str = Field(pattern=r"^[a-z0-9_.-]+/[a-z0-9_.-]+$",
+                       description="Replicate model `owner/name`.", examples=["acme/hello"])
+    hardware: str | None = Field(None, description="Replicate hardware SKU.", examples=["gpu-a40-small"])
+
+
+class BasetenTarget(TargetBase):
+    """Baseten: packaged with Truss."""
+
+    provider: Literal["baseten"] = Field(description="Deploy to Baseten.", examples=["baseten"])
+    model_name: str | None = Field(None, description="Baseten model name (default: the manifest name).",
+                                   examples=["hello"])
+
+
+class VMTarget(TargetBase):
+    """A managed cloud VM booted with cloud-init user-data (AWS EC2, GCP, Azure)."""
+
+    provider: Literal["vm"] = Field(description="Boot a VM with cloud-init.", examples=["vm"])
+    port: Port = Field(8080, description="Port the model serves on, on the VM.", examples=[8080])
+    user: str = Field("mlserve", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                      description="Service user created on the VM.", examples=["mlserve"])
+    bundle_url: str | None = Field(None, description="Where the VM fetches the bundle (an https or "
+                                   "s3 URL); embedded in the user-data when absent.",
+                                   examples=["https://example.com/bundles/hello.tar.gz"])
+
+
+Target = Annotated[
+    Union[LocalTarget, SSHTarget, DockerTarget, ReplicateTarget, BasetenTarget, VMTarget],
+    Field(discriminator="provider"),
+]
+
+PROVIDERS = ("local", "ssh", "docker", "replicate", "baseten", "vm")
