@@ -65,10 +65,10 @@ class ModelSpec(Strict):
     @classmethod
     def _entrypoint_form(cls, value: str) -> str:
         if not _ENTRY_RE.match(value):
-            raise PydanticCustomError("entrypoint", "{value!r} is not `file.py:ClassName`",
+            raise PydanticCustomError("entrypoint", "'{value}' is not `file.py:ClassName`",
                                       {"value": value})
         if value.startswith("/") or ".." in Path(value.split(":")[0]).parts:
-            raise PydanticCustomError("entrypoint", "{value!r} must be a path inside the manifest's "
+            raise PydanticCustomError("entrypoint", "'{value}' must be a path inside the manifest's "
                                       "directory", {"value": value})
         return value
 
@@ -96,7 +96,7 @@ class Resources(Strict):
     @classmethod
     def _memory(cls, value: str) -> str:
         if not _MEMORY_RE.match(str(value)):
-            raise PydanticCustomError("memory", "{value!r} is not a size like 512Mi or 2Gi",
+            raise PydanticCustomError("memory", "'{value}' is not a size like 512Mi or 2Gi",
                                       {"value": value})
         return value
 
@@ -151,10 +151,10 @@ class Manifest(Strict):
     def _secrets_apart(self) -> "Manifest":
         dupes = sorted({s for s in self.secrets if self.secrets.count(s) > 1})
         if dupes:
-            raise PydanticCustomError("secrets", "secret {name!r} is listed twice", {"name": dupes[0]})
+            raise PydanticCustomError("secrets", "secret '{name}' is listed twice", {"name": dupes[0]})
         clash = sorted(set(self.secrets) & set(self.env))
         if clash:
-            raise PydanticCustomError("secrets", "{name!r} is both in env and in secrets; a secret's "
+            raise PydanticCustomError("secrets", "'{name}' is both in env and in secrets; a secret's "
                                       "value must not be written in the manifest", {"name": clash[0]})
         return self
 
@@ -183,7 +183,7 @@ class Project:
                 raise InvalidInput(f"{self.path} has several targets ({', '.join(targets)})",
                                    fix="name one: mlserve deploy TARGET")
         if name not in targets:
-            raise NotFound(f"no target {name!r} in {self.path}",
+            raise NotFound(f"no target '{name}' in {self.path}",
                            fix=f"use one of: {', '.join(targets)}")
         return name, targets[name]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-LOG_TAIL = 20
+LOG_TAIL = 40
 
 
 def _start_time(pid: int) -> str | None:

@@ -36,18 +36,22 @@ TargetArg = Annotated[Optional[str], typer.Argument(
 _DEBUG = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        typer.echo(f"mlserve {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", envvar="MLSERVE_DEBUG",
                                         help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     global _DEBUG
     _DEBUG = _DEBUG or debug
-    if version:
-        from .. import __version__
-        typer.echo(f"mlserve {__version__}")
-        raise typer.Exit()
 
 
 from . import ops, project  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,41 @@
+"""Small helpers shared by the foundation tests (no fakes: they run the real CLI and processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+MLSERVE = [sys.executable, "-m", "mlserve.cli"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> Result:
+    """Run the real CLI entry point in-process, as the console script does."""
+    from mlserve.cli.main import run
+    with pytest.raises(SystemExit) as exc:
+        run(list(args))
+    captured = capsys.readouterr()
+    code = exc.value.code if isinstance(exc.value.code, int) else 0
+    return Result(code, captured.out, captured.err)
+
+
+def run_process(*args: str, env: dict | None = None, cwd: Path | None = None,
+                timeout: float = 180) -> Result:
+    """Run ``python -m mlserve.cli ARGS`` in a child process (what users and CI run)."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([*MLSERVE, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
