@@ -115,3 +115,20 @@ def test_not_deployed_target(tmp_path, capsys):
                       str(tmp_path), "--json")
     assert json.loads(listing.out)["deployments"][0]["status"] == "NOT DEPLOYED"
     Path(tmp_path).exists()
+
+
+def test_provider_catalogue_covers_every_target_provider(capsys):
+    from mlserve.targets import PROVIDERS
+    result = run_cli(capsys, "providers", "--json")
+    assert result.code == 0
+    names = {p["name"] for p in json.loads(result.out)["providers"]}
+    assert names == set(PROVIDERS)
+
+
+def test_build_only_provider_says_why_it_cannot_deploy(tmp_path, capsys):
+    run_cli(capsys, "init", str(tmp_path))
+    manifest = tmp_path / "mlserve.yaml"
+    manifest.write_text(manifest.read_text() + "  rep: {provider: replicate, model: acme/hello}\n")
+    result = run_cli(capsys, "deploy", "rep", "-f", str(tmp_path), "--state", str(tmp_path / "s"))
+    assert result.code == 2
+    assert "cannot deploy" in result.err and "cog push" in result.err

@@ -17,10 +17,12 @@ def get(provider: str) -> Provider:
     """The adapter for ``provider``; the import happens here, not at start-up."""
     spec = _REGISTRY.get(provider)
     if spec is None:
-        raise InvalidInput(f"the {provider!r} provider can be packaged with `mlserve build` but "
-                           "not deployed by this version",
-                           fix="deploy the built package with the provider's own tool, or use a "
-                               "target whose provider is one of: " + ", ".join(sorted(_REGISTRY)))
+        from ..providers import catalogue
+        reason = next((e["unsupported"].get("deploy") for e in catalogue() if e["name"] == provider),
+                      None) or "not implemented yet"
+        raise InvalidInput(f"the {provider!r} provider cannot deploy: {reason}",
+                           fix="package it with `mlserve build TARGET`, or deploy to a provider "
+                               "mlserve deploys to: " + ", ".join(sorted(_REGISTRY)))
     module_name, _, cls_name = spec.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, cls_name)()

@@ -56,3 +56,17 @@ def serve(ctx: typer.Context) -> None:
     """
     from ..runtime.__main__ import main as runtime_main
     raise typer.Exit(runtime_main(list(ctx.args)) or 0)
+
+
+@app.command()
+def providers(as_json: JsonOpt = False) -> None:
+    """The providers mlserve knows: layer, packaging, and whether it deploys or only builds."""
+    from ..providers import catalogue
+    from .output import table
+    entries = catalogue()
+    if as_json:
+        emit_json({"providers": entries})
+        return
+    table("providers", ["provider", "layer", "packaging", "mlserve does", "not supported"],
+          [[e["name"], e["layer"], e["packaging"], "deploy" if e["deploy"] else "build",
+            "; ".join(f"{k}: {v}" for k, v in e["unsupported"].items())] for e in entries])
