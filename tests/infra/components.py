@@ -1,1 +1,40 @@
-"""Fixtures that start real components (sshd, dockerd, a registry, ...). Filled in by tests/infra work."""
+"""Pytest plugin: fixtures that start real components for the test suite.
+
+Listed once in tests/conftest.py; it loads the fixture modules below, so nothing else needs
+registering. Fixtures (all session-scoped; details in each module and tests/README-infra.md):
+
+- ``sshd_host``, ``sshd_user_host``  (tests.infra.sshd)
+- ``ssh_fleet``                      (tests.infra.fleet; root)
+- ``dockerd``, ``registry``, ``base_image``  (tests.infra.containers; dockerd/base_image root)
+- ``cloud_init_schema``              (tests.infra.cloudinit)
+
+A test using (directly or through other fixtures) a fixture that starts processes is marked
+``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
+root"`` deselects them without anyone marking tests by hand.
+
+Missing components skip locally and fail under ``CI=true``: see tests.infra.policy.require.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = [
+    "tests.infra.sshd",
+    "tests.infra.fleet",
+    "tests.infra.containers",
+    "tests.infra.cloudinit",
+]
+
+ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image"})
+SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & ROOT_FIXTURES:
+            item.add_marker(pytest.mark.root)
