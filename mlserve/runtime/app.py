@@ -1,0 +1,204 @@
+"""The ASGI application: every provider's routes in one dict, no framework.
+
+| route | answer |
+|---|---|
+| GET /health, GET /ping, Vertex AIP_HEALTH_ROUTE | 200 {"status":"ready","name","release"} or 503 {"status":"loading"} |
+| GET / (Azure ML / KServe liveness) | 200 {"status":"alive"} as soon as the process serves |
+| POST /predict | {"input": X} -> {"output": predict(X)} |
+| POST /invocations (SageMaker), POST /score (Azure ML) | {"instances": [...]} -> {"predictions": [...]}; {"input": X} -> {"output": ...}; any other JSON is the payload, the output is the body |
+| POST Vertex AIP_PREDICT_ROUTE, POST /v1/models/NAME:predict (KServe v1) | {"instances": [...]} -> {"predictions": [...]} |
+| GET /v1/models/NAME | {"name": NAME, "ready": bool} |
+
+Errors are JSON ``{"error": ...}``: 400 bad JSON or shape, 404, 405, 413 body too large,
+500 user code raised (``"<ExcType>: <message>"``, secrets masked), 503 not loaded yet.
+"""
+
+from __future__ import annotations
+
+import json
+from time import perf_counter
+from typing import Any, Awaitable, Callable
+
+from .logs import Logs
+
+JSON_TYPE = (b"content-type", b"application/json")
+_encode = json.JSONEncoder(separators=(",", ":"), default=lambda o: _jsonable(o)).encode
+_loads = json.loads
+
+
+def _jsonable(obj: Any) -> Any:
+    """Last resort for outputs JSON cannot hold as is: numpy arrays/scalars, sets, tuples."""
+    for method in ("tolist", "item"):
+        convert = getattr(obj, method, None)
+        if callable(convert):
+            return convert()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class App:
+    def __init__(self, settings, logs: Logs) -> None:
+        self._name = settings.name
+        self._release = settings.release
+        self._max_body = settings.max_body_bytes
+        self._logs = logs
+        self._access = logs.access if settings.access_log else None
+        self._redact = logs.redact
+        self.runner = None  # set by set_ready(); None means "loading"
+        self._ready_body = b""
+        self.routes = self._build_routes(settings)
+
+    def _build_routes(self, settings) -> dict[str, dict[str, Callable]]:
+        health = {"GET": self._health}
+        instances = {"POST": self._instances}
+        routes = {
+            "/": {"GET": self._alive},
+            "/health": health,
+            "/ping": health,
+            "/predict": {"POST": self._predict},
+            "/invocations": {"POST": self._invocations},
+            "/score": {"POST": self._invocations},
+            f"/v1/models/{settings.name}": {"GET": self._kserve_ready},
+            f"/v1/models/{settings.name}:predict": instances,
+        }
+        if settings.vertex_health_route:
+            routes[settings.vertex_health_route] = health
+        if settings.vertex_predict_route:
+            routes[settings.vertex_predict_route] = instances
+        return routes
+
+    def set_ready(self, runner) -> None:
+        self._ready_body = _encode({"status": "ready", "name": self._name, "release": self._release}).encode()
+        self.runner = runner
+
+    # -- ASGI entry ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        started = perf_counter()
+        try:
+            handler = self.routes[scope["path"]][scope["method"]]
+        except KeyError:
+            handler = self._unrouted
+        try:
+            status = await handler(scope, receive, send)
+        except HTTPError as exc:
+            status = await _respond(send, exc.status, _encode({"error": self._redact(str(exc))}).encode())
+        if self._access is not None:
+            self._access((self._logs.now, scope["client"], scope["method"], scope["path"], status, perf_counter() - started))
+
+    async def _unrouted(self, scope: dict, receive: Callable, send: Callable) -> int:
+        methods = self.routes.get(scope["path"])
+        if methods is None:
+            raise HTTPError(404, f"no route {scope['path']}")
+        allow = ", ".join(sorted(methods)).encode()
+        body = _encode({"error": f"method {scope['method']} not allowed on {scope['path']}; use {allow.decode()}"}).encode()
+        return await _respond(send, 405, body, [(b"allow", allow)])
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def _alive(self, scope: dict, receive: Callable, send: Callable) -> int:
+        return await _respond(send, 200, b'{"status":"alive"}')
+
+    async def _health(self, scope: dict, receive: Callable, send: Callable) -> int:
+        if self.runner is None:
+            return await _respond(send, 503, b'{"status":"loading"}')
+        return await _respond(send, 200, self._ready_body)
+
+    async def _kserve_ready(self, scope: dict, receive: Callable, send: Callable) -> int:
+        body = _encode({"name": self._name, "ready": self.runner is not None}).encode()
+        return await _respond(send, 200, body)
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    async def _predict(self, scope: dict, receive: Callable, send: Callable) -> int:
+        request = await self._read_json(scope, receive)
+        if type(request) is not dict or "input" not in request:
+            raise HTTPError(400, 'body must be a JSON object with an "input" key: {"input": ...}')
+        ok, output = await self.runner.submit(request["input"])
+        return await self._answer(send, scope, ok, output, "output")
+
+    async def _invocations(self, scope: dict, receive: Callable, send: Callable) -> int:
+        request = await self._read_json(scope, receive)
+        if type(request) is dict:
+            if "instances" in request:
+                return await self._many(send, scope, request["instances"])
+            if "input" in request:
+                ok, output = await self.runner.submit(request["input"])
+                return await self._answer(send, scope, ok, output, "output")
+        ok, output = await self.runner.submit(request)
+        return await self._answer(send, scope, ok, output, None)
+
+    async def _instances(self, scope: dict, receive: Callable, send: Callable) -> int:
+        request = await self._read_json(scope, receive)
+        if type(request) is not dict or "instances" not in request:
+            raise HTTPError(400, 'body must be a JSON object with an "instances" list: {"instances": [...]}')
+        return await self._many(send, scope, request["instances"])
+
+    async def _many(self, send: Callable, scope: dict, instances: Any) -> int:
+        if type(instances) is not list:
+            raise HTTPError(400, '"instances" must be a JSON list')
+        outcomes = await self.runner.submit_many(instances)
+        for ok, value in outcomes:
+            if not ok:
+                return await self._answer(send, scope, False, value, None)
+        return await self._answer(send, scope, True, [value for _, value in outcomes], "predictions")
+
+    async def _answer(self, send: Callable, scope: dict, ok: bool, value: Any, key: str | None) -> int:
+        if ok:
+            try:
+                return await _respond(send, 200, _encode(value if key is None else {key: value}).encode())
+            except (TypeError, ValueError) as exc:
+                value = exc  # the output cannot be JSON: the model's fault, reported like a raise
+        self._logs.exception(f"predict failed for {scope['method']} {scope['path']}:", value)
+        message = self._redact(f"{type(value).__name__}: {value}")
+        return await _respond(send, 500, _encode({"error": message}).encode())
+
+    async def _read_json(self, scope: dict, receive: Callable) -> Any:
+        if self.runner is None:
+            raise HTTPError(503, "model is loading; retry when GET /health answers 200")
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body"):
+            body = await self._read_rest(scope, receive, body)
+        elif len(body) > self._max_body:
+            raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+        try:
+            return _loads(body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+    async def _read_rest(self, scope: dict, receive: Callable, first: bytes) -> bytes:
+        """Slow path for bodies that span several reads: Content-Length first, then a running total."""
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+        chunks, size, more = [first], len(first), True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+async def _respond(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None) -> int:
+    headers = [JSON_TYPE, (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status

@@ -1,0 +1,119 @@
+"""The runtime's logs: a cheap access log on stdout and events (lifecycle, tracebacks) on stderr.
+
+The access log is the hot path. A request costs one ``list.append`` of a tuple; the tuples are
+formatted and written in one ``write`` by a timer on the event loop (``tick``, every 100 ms) and at
+shutdown. The timestamp is a string cached by the same timer, so no request formats a time.
+Python ``logging`` is never called per request.
+
+Every line either stream receives passes through ``Redactor``: the values of the environment
+variables named in ``MLSERVE_SECRET_NAMES`` become ``***`` (user code can put them in exception
+messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from typing import TextIO
+
+MASK = "***"
+TICK_SECONDS = 0.1
+
+
+class Redactor:
+    def __init__(self, secrets: list[str]) -> None:
+        self._secrets = [s for s in secrets if s]
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Logs:
+    """Both streams. ``access`` is loop-thread only; ``event`` may be called from any thread."""
+
+    def __init__(self, redact: Redactor, access_enabled: bool = True, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.redact = redact
+        self.now = utc_now()  # refreshed by tick(); read by the app for each access record
+        self.access_enabled = access_enabled
+        self._access: list[tuple] = []
+        self._out = out or sys.stdout
+        self._err = err or sys.stderr
+        self._lock = threading.Lock()
+
+    def access(self, record: tuple) -> None:
+        """``record`` = (time, client, method, path, status, seconds)."""
+        self._access.append(record)
+
+    def event(self, message: str) -> None:
+        line = f"{utc_now()} mlserve.runtime {message}"
+        self._write(self._err, self.redact(line if line.endswith("\n") else line + "\n"))
+
+    def exception(self, message: str, exc: BaseException) -> None:
+        """Log ``message`` then the traceback (frames and message only: never local variables)."""
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.event(f"{message}\n{text}")
+
+    def tick(self) -> None:
+        self.now = utc_now()
+        self.flush_access()
+
+    def flush_access(self) -> None:
+        if not self._access:
+            return
+        records, self._access = self._access, []
+        self._write(self._out, self.redact("".join(map(_format_access, records))))
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        with self._lock:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken log stream must not take the server down
+
+
+def _format_access(record: tuple) -> str:
+    when, client, method, path, status, seconds = record
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    return f"{when} {peer} {method} {path} {status} {seconds * 1000.0:.2f}ms\n"
+
+
+class EventHandler(logging.Handler):
+    """Routes uvicorn's own (lifecycle) log records into ``Logs.event`` with redaction."""
+
+    def __init__(self, logs: Logs) -> None:
+        super().__init__(logging.INFO)
+        self._logs = logs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call must not break the server
+            message = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            self._logs.exception(f"{record.levelname.lower()}: {message}", record.exc_info[1])
+        else:
+            self._logs.event(f"{record.levelname.lower()}: {message}")
+
+
+def route_uvicorn_logs(logs: Logs) -> None:
+    handler = EventHandler(logs)
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler] if name == "uvicorn" else []
+        logger.setLevel(logging.INFO)
+        logger.propagate = name != "uvicorn"
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    access.disabled = True
