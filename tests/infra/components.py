@@ -30,6 +30,12 @@ ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # also declared in pyproject.toml; repeated so the plugin works from any rootdir
+    config.addinivalue_line("markers", "slow: starts processes, venvs or containers")
+    config.addinivalue_line("markers", "root: needs root-only components")
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -10,8 +10,8 @@ key in the ``[host]:port`` form paramiko's ``load_host_keys`` reads. ``fleet.py`
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
+import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -163,9 +163,12 @@ LogLevel VERBOSE
 
 
 def home_of(user: str) -> str:
-    import pwd
-
     return pwd.getpwnam(user).pw_dir
+
+
+def current_user() -> str:
+    """The effective user's name (not $USER, which CI may set to anything)."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def ensure_test_user(name: str = TEST_USER) -> str:
@@ -255,7 +258,7 @@ def _configure(workdir, user, listen, netns, client_key, sshd) -> SshdHost:
 @pytest.fixture(scope="session")
 def sshd_host() -> Iterator[SshdHost]:
     """sshd on 127.0.0.1:<free port>; logs in as the user running the tests (root in CI)."""
-    with running_sshd(user=getpass.getuser()) as host:
+    with running_sshd(user=current_user()) as host:
         yield host
 
 
@@ -269,6 +272,6 @@ def sshd_user_host() -> Iterator[SshdHost]:
         user = TEST_USER
         ensure_test_user(user)
     else:
-        user = getpass.getuser()
+        user = current_user()
     with running_sshd(user=user) as host:
         yield host
