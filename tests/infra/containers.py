@@ -158,7 +158,7 @@ def registry() -> Iterator[Registry]:
 def base_image_tarball() -> Path:
     """The cached rootfs tarball, built by .ci/build-base-image.sh when missing (~1 min)."""
     require_tool("base_image", "debootstrap", "debootstrap")
-    done = subprocess.run([str(BUILD_BASE_IMAGE)], capture_output=True, text=True)
+    done = subprocess.run(["bash", str(BUILD_BASE_IMAGE)], capture_output=True, text=True)
     if done.returncode:
         raise ComponentError(f"{BUILD_BASE_IMAGE} failed:\n{done.stderr[-3000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
