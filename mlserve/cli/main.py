@@ -54,7 +54,7 @@ def _main(
     _DEBUG = _DEBUG or debug
 
 
-from . import ops, project  # noqa: E402,F401  (registers the commands)
+from . import build, ops, project  # noqa: E402,F401  (registers the commands)
 
 
 def _print_error(text: str, exit_code: int) -> None:

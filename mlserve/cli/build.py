@@ -1,0 +1,81 @@
+"""``mlserve build``: render the build context of one target (Cog, Truss, Dockerfile, cloud-init)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .main import JsonOpt, ManifestOpt, TargetArg, app
+from .output import console, emit_json, say
+
+FORMATS = ("cog", "truss", "docker", "cloud-init")
+COLLAPSE_AFTER = 12
+
+
+def _format(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of: {', '.join(FORMATS)}")
+    return value
+
+
+@app.command()
+def build(
+    target: TargetArg = None,
+    file: ManifestOpt = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", callback=_format, metavar="[cog|truss|docker|cloud-init]",
+        help="Packaging to render. Default: the target provider's (replicate: cog, baseten: "
+             "truss, docker: docker, vm: cloud-init, local/ssh: docker).")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Directory to write (replaced if an earlier build wrote it). "
+                               "Default: .mlserve/build/TARGET-FORMAT beside the manifest.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render a self-contained, reproducible build context for TARGET; the model's code is
+    copied unchanged. The release id is the content hash of what was written."""
+    from ..packaging import build as build_context
+    result = build_context(file, target, fmt, output)
+    for warning in result.warnings:
+        say(f"[yellow]warning:[/yellow] {warning}")
+    if as_json:
+        emit_json({k: v for k, v in result.to_dict().items() if k != "warnings"})
+        return
+    _show_tree(result)
+
+
+def _show_tree(result) -> None:
+    """The written tree; below the top level, a directory of many files (vendored packages)
+    shows as one line."""
+    from rich.markup import escape
+    from rich.tree import Tree
+    counts: dict[str, int] = {}
+    for path in result.files:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            key = "/".join(parts[:depth])
+            counts[key] = counts.get(key, 0) + 1
+    tree = Tree(f"[bold]{escape(Path(result.output).name)}/[/bold]")
+    nodes: dict[str, Tree] = {"": tree}
+    collapsed: set[str] = set()
+    for path in result.files:
+        parts = path.split("/")
+        parent_key = ""
+        for depth, part in enumerate(parts[:-1]):
+            key = "/".join(parts[:depth + 1])
+            if key not in nodes:
+                many = depth > 0 and counts[key] > COLLAPSE_AFTER
+                label = f"[blue]{escape(part)}/[/blue]" + (f" ({counts[key]} files)" if many else "")
+                nodes[key] = nodes[parent_key].add(label)
+                if many:
+                    collapsed.add(key)
+            parent_key = key
+            if key in collapsed:
+                break
+        else:
+            nodes[parent_key].add(escape(parts[-1]))
+    console().print(tree)
+    say(f"wrote {len(result.files)} files to [bold]{escape(result.output)}[/bold] "
+        f"({result.format} for target {escape(result.target)}), release "
+        f"[green]{result.release}[/green]")

@@ -1,0 +1,100 @@
+"""``mlserve build``: render a self-contained build context for one target, reproducibly.
+
+``build(manifest, target, fmt, output)`` collects the model's files (``mlserve.bundle.collect``,
+so ``.mlserveignore`` applies), renders one format into memory, writes it to ``output`` (a new
+directory, or one an earlier build wrote) and returns a ``BuildResult``. The release id is the
+content hash of the written context (``Bundle`` of the output directory): the same manifest and
+files give the same bytes, hence the same id, on any machine with the same mlserve.
+
+Formats and the providers that use them (``DEFAULT_FORMAT``): ``cog`` (Replicate), ``truss``
+(Baseten), ``docker`` (the docker provider, and local/ssh targets when asked for an image),
+``cloud-init`` (vm).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..bundle import collect
+from ..errors import InvalidInput
+from ..manifest import Project, load_project
+from .cloudinit import render_cloud_init
+from .context import MARKER, BuildContext, Spec, clear_output
+from .formats import render_cog, render_docker, render_truss
+
+RENDERERS: dict[str, Callable[[Spec, BuildContext], None]] = {
+    "cog": render_cog,
+    "truss": render_truss,
+    "docker": render_docker,
+    "cloud-init": render_cloud_init,
+}
+FORMATS = tuple(RENDERERS)
+DEFAULT_FORMAT = {"replicate": "cog", "baseten": "truss", "docker": "docker", "vm": "cloud-init",
+                  "local": "docker", "ssh": "docker"}
+
+
+@dataclass
+class BuildResult:
+    format: str
+    target: str
+    release: str
+    output: str
+    files: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_output(project: Project, target_name: str, fmt: str) -> Path:
+    return project.root / ".mlserve" / "build" / f"{target_name}-{fmt}"
+
+
+def _ignores(project: Project, output: Path) -> list[str]:
+    """Keep the output directory out of the bundle when it lies inside the project."""
+    try:
+        rel = output.resolve().relative_to(project.root.resolve())
+    except ValueError:
+        return []
+    return [f"/{rel.as_posix()}/"] if rel.parts else []
+
+
+def render_context(project: Project, target_name: str, fmt: str, output: Path) -> BuildContext:
+    """The files of the build context, in memory (copied files by reference)."""
+    if fmt not in RENDERERS:
+        raise InvalidInput(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    name, target = project.target(target_name)
+    spec = Spec(project, name, target, collect(project.root, extra_ignores=_ignores(project, output)))
+    ctx = BuildContext()
+    RENDERERS[fmt](spec, ctx)
+    ctx.text(MARKER, f"written by `mlserve build --format {fmt}`; rebuilding replaces this "
+                     "directory\n")
+    return ctx
+
+
+def build(manifest: str | Path | None = None, target: str | None = None, fmt: str | None = None,
+          output: str | Path | None = None) -> BuildResult:
+    project = load_project(manifest)
+    name, options = project.target(target)
+    fmt = fmt or DEFAULT_FORMAT[options.provider]
+    dest = Path(output).absolute() if output else default_output(project, name, fmt)
+    ctx = render_context(project, name, fmt, dest)
+    if dest.resolve() == project.root.resolve() or project.root.resolve().is_relative_to(
+            dest.resolve()):
+        raise InvalidInput(f"the output directory {dest} holds the project itself",
+                           fix="choose a directory for the build context with -o")
+    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        ctx.write(staging)
+        clear_output(dest)
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    bundle = collect(dest)
+    return BuildResult(format=fmt, target=name, release=bundle.release_id, output=str(dest),
+                       files=sorted(ctx.files), warnings=ctx.warnings)

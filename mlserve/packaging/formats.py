@@ -1,0 +1,123 @@
+"""Renderers of the container formats: Cog (Replicate), Truss (Baseten) and a Dockerfile.
+
+Each ``render_*(spec, ctx)`` adds a complete build context to ``ctx``. The model's files are
+copied unchanged; everything mlserve generates comes from ``templates/<format>/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..render import render
+from ..resources import templates_dir
+from .context import LARGE_FILE_BYTES, BuildContext, Spec
+from .runtime import local_python, runtime_sources, vendored_sources
+
+SHIM = Path(__file__).with_name("shim.py")
+#: The base images used when the target names none (``base_image``).
+SLIM_BASE = "python:{python}-slim"
+CUDA_BASE = "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"
+
+
+def _common(spec: Spec) -> dict:
+    m = spec.manifest
+    return {
+        "name": m.name,
+        "entrypoint": m.model.entrypoint,
+        "python": m.model.python,
+        "env": dict(m.env),
+        "secrets": list(m.secrets),
+        "system_packages": list(m.model.system_packages),
+        "concurrency": m.scaling.concurrency,
+        "has_requirements": bool(spec.requirements()),
+    }
+
+
+def _requirements(spec: Spec, ctx: BuildContext) -> None:
+    text = spec.requirements_text()
+    if text:
+        ctx.text("requirements.txt", text)
+
+
+def _shim_and_runtime(prefix: str, ctx: BuildContext) -> None:
+    """The loader the Cog/Truss wrappers share with ``mlserve serve``."""
+    ctx.copy(prefix + "mlserve_shim.py", SHIM)
+    for rel, source in runtime_sources():
+        ctx.copy(prefix + rel, source)
+
+
+def render_cog(spec: Spec, ctx: BuildContext) -> None:
+    """cog.yaml + predict.py (a ``BaseRunner`` with ``run``) around the class in app/."""
+    values = _common(spec)
+    model = spec.option("replicate", "model")
+    values.update(gpu=spec.manifest.resources.gpu is not None, app_dir="app",
+                  image=f"r8.im/{model}" if model else "")
+    ctx.text("cog.yaml", render("cog", "cog.yaml.j2", **values))
+    ctx.text("predict.py", render("cog", "predict.py.j2", **values))
+    _requirements(spec, ctx)
+    _shim_and_runtime("", ctx)
+    spec.user_files("app/", ctx)
+    if spec.manifest.secrets:
+        ctx.warnings.append("Replicate has no secret store for a model's environment: secrets "
+                            f"({', '.join(spec.manifest.secrets)}) must be set in the "
+                            "container's environment by whoever runs it")
+
+
+def render_truss(spec: Spec, ctx: BuildContext) -> None:
+    """config.yaml + model/model.py around the class in model/app/."""
+    values = _common(spec)
+    res = spec.manifest.resources
+    accelerator = ""
+    if res.gpu is not None:
+        accelerator = res.gpu.type if res.gpu.count == 1 else f"{res.gpu.type}:{res.gpu.count}"
+    values.update(model_name=spec.option("baseten", "model_name") or spec.manifest.name, app_dir="app",
+                  truss_python="py" + spec.python.replace(".", ""), cpu=f"{res.cpu:g}",
+                  memory=res.memory, accelerator=accelerator)
+    ctx.text("config.yaml", render("truss", "config.yaml.j2", **values))
+    ctx.text("model/model.py", render("truss", "model.py.j2", **values))
+    _requirements(spec, ctx)
+    _shim_and_runtime("model/", ctx)
+    spec.user_files("model/app/", ctx)
+
+
+def base_image(spec: Spec) -> tuple[str, bool]:
+    """The base image, and whether python3 must be installed on it (the CUDA default)."""
+    chosen = spec.option("docker", "base_image")
+    if chosen:
+        return chosen, False
+    if spec.manifest.resources.gpu is not None:
+        return CUDA_BASE, True
+    return SLIM_BASE.format(python=spec.python), False
+
+
+def render_docker(spec: Spec, ctx: BuildContext) -> None:
+    """Dockerfile + runtime/ (mlserve runtime, vendored deps) + large/ + app/."""
+    values = _common(spec)
+    image, install_python = base_image(spec)
+    apt = list(values["system_packages"])
+    if install_python:
+        apt = sorted({*apt, "python3", "python3-venv"})
+    large: list[tuple[str, str]] = []
+    for f in spec.bundle.files:
+        if f.size >= LARGE_FILE_BYTES:
+            source = f"large/{f.digest}"
+            if source not in ctx.files:
+                ctx.copy(source, f.source, executable=f.executable)
+            large.append((source, f"/app/{f.path}".replace("$", "\\$")))
+        else:
+            ctx.copy(f"app/{f.path}", f.source, executable=f.executable)
+    if not any(p.startswith("app/") for p in ctx.files):
+        ctx.text("app/.keep", "")  # COPY app/ needs the directory even when every file is large
+    values.update(base_image=image, install_python=install_python, apt_packages=apt,
+                  large_files=large, port=spec.option("docker", "port", 8080))
+    ctx.text("Dockerfile", render("docker", "Dockerfile.j2", **values))
+    ctx.text("requirements.txt", spec.requirements_text())
+    ctx.copy("runtime/healthcheck.py", templates_dir() / "docker" / "healthcheck.py")
+    for rel, source in runtime_sources():
+        ctx.copy(f"runtime/lib/{rel}", source)
+    for rel, source in vendored_sources(spec.python):
+        ctx.copy(f"runtime/vendor/{rel}", source)
+    if spec.python != local_python():
+        ctx.warnings.append(f"model.python is {spec.python} but mlserve runs on {local_python()}: "
+                            "the image gets pure-Python uvicorn/h11 (the compiled uvloop and "
+                            "httptools copied from here will not load there)")
