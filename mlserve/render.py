@@ -6,8 +6,8 @@ file through a named filter that quotes it for the file's language:
 
 ==================  ===========================================================================
 ``shell``           one POSIX shell word (``shlex.quote``): safe in bash/sh scripts
-``dockerfile``      a double-quoted Dockerfile ``ENV``/``LABEL`` value (``\\``, ``"`` and ``$``
-                    escaped); a line break cannot be written and is refused
+``dockerfile``      a single-quoted Dockerfile ``ENV``/``LABEL`` value (no expansion inside;
+                    ``'`` written as ``'\\''``); a line break cannot be written and is refused
 ``yaml``            a YAML double-quoted scalar; every character that YAML would fold, strip
                     or refuse (control characters, line separators, BOM) is escaped
 ``yaml_block(n)``   a multi-line text as a YAML literal block (``|``) indented by ``n`` spaces,
@@ -82,7 +82,10 @@ def yaml_block(value: Any, indent: int) -> str:
 
 
 def dockerfile_quote(value: Any) -> str:
-    """A double-quoted Dockerfile value: ``\\``, ``"`` and ``$`` escaped, no line breaks."""
+    """A single-quoted Dockerfile ``ENV``/``LABEL`` value: nothing inside is expanded or
+    unescaped (``$`` and ``\\`` stay as they are); a ``'`` closes the quotes, is escaped, and
+    reopens them. Docker's lexer and hadolint's parser both read it; line breaks cannot be
+    written in an instruction and are refused."""
     text = _as_text(value, "dockerfile")
     bad = next((ch for ch in text if ch in "\n\r" or ord(ch) < 0x20 and ch != "\t"), None)
     if bad is not None:
@@ -91,8 +94,7 @@ def dockerfile_quote(value: Any) -> str:
             "Dockerfile ENV or LABEL instruction cannot hold",
             fix="remove the line break from the value in mlserve.yaml, or pass the value when "
                 "the container starts (docker run -e NAME=...)")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def shell_quote(value: Any) -> str:

@@ -62,7 +62,7 @@ def test_py_literal_refuses_objects_without_a_literal():
 
 
 def test_dockerfile_quote_escapes_expansion_and_refuses_line_breaks():
-    assert dockerfile_quote('a"b\\c$HOME') == '"a\\"b\\\\c\\$HOME"'
+    assert dockerfile_quote("it's a\"b\\c$HOME") == "'it'\\''s a\"b\\c$HOME'"
     for bad in ("a\nb", "a\rb"):
         with pytest.raises(InvalidInput, match="Dockerfile"):
             dockerfile_quote(bad)
