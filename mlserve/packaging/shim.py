@@ -42,7 +42,7 @@ class Shim:
         for name, value in self.env.items():
             os.environ.setdefault(name, value)
         for name in self.secret_names:
-            value = (secrets or {}).get(name)
+            value = _lookup(secrets, name)
             if value:
                 os.environ.setdefault(name, str(value))
         missing = [n for n in self.secret_names if not os.environ.get(n)]
@@ -82,6 +82,16 @@ class Shim:
                              daemon=True).start()
             self._loop = loop
         return self._loop
+
+
+def _lookup(secrets: Any, name: str) -> Any:
+    """A secret from a platform's mapping; Truss's raises its own error for a missing one."""
+    if secrets is None:
+        return None
+    try:
+        return secrets[name]
+    except Exception:  # noqa: BLE001 - absent, whatever the platform calls it
+        return None
 
 
 async def _await(awaitable: Any) -> Any:
