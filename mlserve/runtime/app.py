@@ -22,8 +22,26 @@ from typing import Any, Awaitable, Callable
 from .logs import Logs
 
 JSON_TYPE = (b"content-type", b"application/json")
-_encode = json.JSONEncoder(separators=(",", ":"), default=lambda o: _jsonable(o)).encode
 _loads = json.loads
+
+
+def _make_encoder():
+    """Compact JSON text, with numpy-friendly fallbacks.
+
+    ``json.dumps`` builds a new C encoder on every call; building it once saves a microsecond
+    per request. Without the circular-reference check a self-containing output raises
+    RecursionError (a 500) instead of ValueError.
+    """
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(separators=(",", ":"), default=_jsonable).encode
+    encoder = c_make_encoder(None, _jsonable, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    join = "".join
+
+    def encode(obj: Any) -> str:
+        return join(encoder(obj, 0))
+
+    return encode
 
 
 def _jsonable(obj: Any) -> Any:
@@ -37,6 +55,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_encode = _make_encoder()
 
 
 class HTTPError(Exception):
@@ -158,7 +179,7 @@ class App:
         if ok:
             try:
                 return await _respond(send, 200, _encode(value if key is None else {key: value}).encode())
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 value = exc  # the output cannot be JSON: the model's fault, reported like a raise
         self._logs.exception(f"predict failed for {scope['method']} {scope['path']}:", value)
         message = self._redact(f"{type(value).__name__}: {value}")

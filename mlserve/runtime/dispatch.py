@@ -25,6 +25,7 @@ way) costs more than a small model's whole prediction:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from time import perf_counter
@@ -33,6 +34,17 @@ from typing import Any, Callable
 _SLOW_CALL = 0.0005  # seconds; a call this long is worth its own hand-back
 _FLUSH_AFTER = 0.002  # seconds a finished result may wait for company
 _FLUSH_COUNT = 256
+
+
+def _no_wakeup_preemption() -> None:
+    """Run this worker thread as SCHED_BATCH (Linux): same CPU share, but waking it does not
+    preempt the event loop. Otherwise every wake-up on a busy core switches to a worker that
+    then has to wait for the GIL the loop still holds, and back: two context switches for nothing.
+    """
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass  # not Linux, or forbidden by a seccomp profile: slower hand-offs, same results
 
 
 def _resolve(results: list) -> None:
@@ -110,6 +122,7 @@ class ThreadDispatcher:
                 self._parked.pop().release()
 
     def _work(self, wake) -> None:
+        _no_wakeup_preemption()
         run = self._run_batch if self._predict_batch is not None else self._run_one
         items = self._items
         done: list = []
