@@ -1,0 +1,33 @@
+"""Cog runner for the mlserve model big-model: rendered by `mlserve build`, do not edit.
+
+The model's own code is in app/, unchanged; mlserve_shim loads it the way `mlserve serve` does.
+Request: {"input": {"input": <the model's payload>}}; the output is what predict() returns.
+"""
+
+import os
+import sys
+from typing import Any
+
+from cog import BaseRunner, Input, concurrent
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mlserve_shim import Shim  # noqa: E402
+
+SHIM = Shim(
+    app_dir='app',
+    entrypoint='model.py:Model',
+    env={'GREETING': 'it\'s "quoted" $(not run) `nor this`', 'UNICODE': 'héllo ✓'},
+    secret_names=['API_TOKEN', 'HF_TOKEN'],
+)
+
+
+class Runner(BaseRunner):
+    def setup(self) -> None:
+        SHIM.load()
+
+    @concurrent(max=4)
+    async def run(
+        self,
+        input: Any = Input(description="The model's input: what mlserve sends as {\"input\": ...}."),
+    ) -> Any:
+        return await SHIM.apredict(input)
