@@ -181,3 +181,26 @@ def test_requirement_items_cannot_inject_lines(tmp_path):
     manifest = make_project(tmp_path / "p", requirements=["numpy\n--index-url http://evil"])
     with pytest.raises(InvalidInput, match="line break"):
         build_to(manifest, "truss", tmp_path / "o")
+
+
+def test_output_inside_the_project_is_left_out_of_later_builds(tmp_path):
+    manifest = make_project(tmp_path / "p")
+    first = build_to(manifest, "cog", tmp_path / "p" / "ctx")
+    again = build_to(manifest, "cog", tmp_path / "p" / "ctx")
+    assert first.release == again.release
+    assert not [f for f in again.files if f.startswith("app/ctx/")]
+
+
+def test_output_cannot_be_the_project_itself(tmp_path):
+    manifest = make_project(tmp_path / "p")
+    with pytest.raises(InvalidInput, match="holds the project"):
+        build_to(manifest, "docker", tmp_path / "p")
+    assert (tmp_path / "p" / "model.py").exists()
+
+
+def test_gpu_builds_pick_a_cuda_base_and_say_what_they_cannot_know(tmp_path):
+    manifest = make_project(tmp_path / "p", gpu={"type": "T4"})
+    result = build_to(manifest, "docker", tmp_path / "o")
+    dockerfile = (tmp_path / "o" / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=nvidia/cuda:" in dockerfile and "python3-venv" in dockerfile
+    assert any("Python 3.12" in w for w in result.warnings)   # model.python is 3.11

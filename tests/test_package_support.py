@@ -1,7 +1,8 @@
 """Shared pieces of the packaging tests (no tests here): a project with hostile manifest values,
 builds through ``mlserve.packaging``, the tools' own venvs, and small HTTP helpers.
 
-Tool venvs (Cog, Truss) live under ``MLSERVE_TEST_CACHE`` (default /var/tmp/mlserve-tests), one
+Tool venvs (Cog, Truss) live under ``MLSERVE_TEST_CACHE`` (default /var/cache/mlserve-tests, the
+cache .ci/build-base-image.sh keeps the base image rootfs in), one
 per tool and pinned requirement, created once (under a lock) and reused by later runs; a venv
 that cannot be created skips the test locally and fails it under CI (tests.infra.policy).
 """
@@ -25,7 +26,7 @@ import yaml
 from mlserve.packaging import BuildResult, build
 from tests.infra.policy import require
 
-CACHE = Path(os.environ.get("MLSERVE_TEST_CACHE", "/var/tmp/mlserve-tests"))
+CACHE = Path(os.environ.get("MLSERVE_TEST_CACHE", "/var/cache/mlserve-tests"))
 
 #: Values that break naive quoting in every language mlserve renders.
 HOSTILE = {

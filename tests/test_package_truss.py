@@ -97,3 +97,30 @@ def test_truss_model_server_answers(rendered, tmp_path):
             (200, {"env": EXPECTED_ENV})
     finally:
         stop_process(proc)
+
+
+VALIDATE = """
+import json, sys
+import truss
+handle = truss.load(sys.argv[1])
+handle.validate()
+config = handle.spec.config
+print("RESULT " + json.dumps({"accelerator": str(config.resources.accelerator.accelerator.value),
+                             "count": config.resources.accelerator.count,
+                             "requirements": config.requirements_file,
+                             "secrets": sorted(config.secrets)}))
+"""
+
+
+@pytest.mark.slow
+def test_truss_validates_a_gpu_model_with_a_requirements_file(truss_venv, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).with_name("golden") / "truss" / "gpu" / "project", project)
+    build_to(project / "mlserve.yaml", None, tmp_path / "ctx", target="bt")
+    done = subprocess.run([str(truss_venv / "bin" / "python"), "-c", VALIDATE, str(tmp_path / "ctx")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    assert json.loads(line[len("RESULT "):]) == {"accelerator": "A10G", "count": 2,
+                                                 "requirements": "requirements.txt",
+                                                 "secrets": ["API_TOKEN", "HF_TOKEN"]}

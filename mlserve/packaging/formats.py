@@ -14,9 +14,12 @@ from .context import LARGE_FILE_BYTES, BuildContext, Spec
 from .runtime import local_python, runtime_sources, vendored_sources
 
 SHIM = Path(__file__).with_name("shim.py")
+#: Python versions Cog 0.23 builds images for.
+COG_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 #: The base images used when the target names none (``base_image``).
 SLIM_BASE = "python:{python}-slim"
 CUDA_BASE = "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"
+CUDA_BASE_PYTHON = "3.12"    # Ubuntu 24.04's python3
 
 
 def _common(spec: Spec) -> dict:
@@ -57,6 +60,9 @@ def render_cog(spec: Spec, ctx: BuildContext) -> None:
     _requirements(spec, ctx)
     _shim_and_runtime("", ctx)
     spec.user_files("app/", ctx)
+    if spec.python not in COG_PYTHONS:
+        ctx.warnings.append(f"Cog builds Python {', '.join(COG_PYTHONS)}; model.python is "
+                            f"{spec.python}")
     if spec.manifest.secrets:
         ctx.warnings.append("Replicate has no secret store for a model's environment: secrets "
                             f"({', '.join(spec.manifest.secrets)}) must be set in the "
@@ -94,6 +100,10 @@ def render_docker(spec: Spec, ctx: BuildContext) -> None:
     """Dockerfile + runtime/ (mlserve runtime, vendored deps) + large/ + app/."""
     values = _common(spec)
     image, install_python = base_image(spec)
+    if install_python and spec.python != CUDA_BASE_PYTHON:
+        ctx.warnings.append(f"the default GPU base image ({CUDA_BASE}) runs Python "
+                            f"{CUDA_BASE_PYTHON}, model.python is {spec.python}: set "
+                            "base_image on a docker target to a CUDA image with that Python")
     apt = list(values["system_packages"])
     if install_python:
         apt = sorted({*apt, "python3", "python3-venv"})
