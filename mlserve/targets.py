@@ -48,22 +48,32 @@ class SSHTarget(TargetBase):
     identity_file: str | None = Field(None, description="Private key; the ssh-agent when absent.",
                                       examples=["~/.ssh/id_ed25519"])
     known_hosts: str = Field("~/.ssh/known_hosts", description="Host keys checked strictly: an "
-                             "unknown or changed host key is refused.", examples=["~/.ssh/known_hosts"])
+                             "unknown or changed host key is refused (add a host with "
+                             "`ssh-keyscan -p PORT HOST >> FILE` after checking its fingerprint).",
+                             examples=["~/.ssh/known_hosts"])
     accept_new_host_keys: bool = Field(False, description="Explicit opt-in to trust a host seen "
                                        "for the first time and record its key (like OpenSSH's "
                                        "accept-new). A changed key is always refused.", examples=[False])
     jump_host: str | None = Field(None, description="Bastion `user@host[:port]` to go through.",
                                   examples=["ubuntu@bastion.example.com"])
-    base_dir: str = Field("~/.mlserve", description="Remote directory mlserve owns; nothing "
-                          "outside it is touched.", examples=["/opt/mlserve"])
+    base_dir: str = Field("~/.mlserve", description="Remote directory mlserve owns (content-"
+                          "addressed files, releases, venvs, logs); nothing outside it is touched, "
+                          "and `mlserve delete` removes what this deployment put there.",
+                          examples=["/opt/mlserve"])
     port: Port = Field(8080, description="Port the model answers on, on each host.", examples=[8080])
     bind: str = Field("0.0.0.0", description="Address the model listens on, on each host.",
                       examples=["0.0.0.0"])
-    python: str = Field("python3", description="Remote interpreter used to build the venv.",
-                        examples=["python3"])
-    max_parallel: int = Field(4, ge=1, le=256, description="Hosts worked on at once.", examples=[4])
-    max_unavailable: int = Field(1, ge=1, description="Hosts switching release at once during a "
-                                 "rolling deploy.", examples=[1])
+    python: str = Field("python3", description="Interpreter on the host (a name on its PATH or a "
+                        "path), Python >= 3.10: it runs mlserve's helper and the model, and builds "
+                        "the model's venv when it has requirements.", examples=["python3"])
+    keep_releases: int = Field(5, ge=1, le=100, description="Releases kept on each host for "
+                               "rollback.", examples=[5])
+    max_parallel: int = Field(4, ge=1, le=256, description="Hosts worked on at once (upload, "
+                              "start and check).", examples=[4])
+    max_unavailable: int = Field(1, ge=1, description="Hosts switching to the new release at once "
+                                 "during a rolling deploy; every host's new release is started "
+                                 "and checked beside the old one before any host switches.",
+                                 examples=[1])
     connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for SSH.",
                                    examples=[10])
 
