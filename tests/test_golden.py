@@ -1,5 +1,6 @@
-"""Golden renders: tests/golden/<format>/<case>/project/ is the input (manifest and model),
-tests/golden/<format>/<case>/expected/ what `mlserve build` must write for it.
+"""Golden renders: tests/golden/<format>/<case>/project/ is the input (the manifest, plus
+tests/golden/model.py unless the case has its own model.py), tests/golden/<format>/<case>/expected/
+what `mlserve build` must write for it.
 
 The target built is the project's target whose provider defaults to the format (else its
 default target). Compared: every file mlserve renders, byte for byte, and ``FILES``, the list of
@@ -55,6 +56,8 @@ def _render(case: str, tmp_path: Path) -> dict[str, str]:
     fmt = case.split("/")[0]
     project = tmp_path / "project"
     shutil.copytree(GOLDEN / case / "project", project)
+    if not (project / "model.py").exists():
+        shutil.copy(GOLDEN / "model.py", project / "model.py")
     out = tmp_path / "out"
     result = build(project, _target(project, fmt), fmt, out)
     files = {p: _normalise(p, (out / p).read_text(encoding="utf-8"))

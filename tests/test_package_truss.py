@@ -115,7 +115,9 @@ print("RESULT " + json.dumps({"accelerator": str(config.resources.accelerator.ac
 @pytest.mark.slow
 def test_truss_validates_a_gpu_model_with_a_requirements_file(truss_venv, tmp_path):
     project = tmp_path / "project"
-    shutil.copytree(Path(__file__).with_name("golden") / "truss" / "gpu" / "project", project)
+    golden = Path(__file__).with_name("golden")
+    shutil.copytree(golden / "truss" / "gpu" / "project", project)
+    shutil.copy(golden / "model.py", project / "model.py")
     build_to(project / "mlserve.yaml", None, tmp_path / "ctx", target="bt")
     done = subprocess.run([str(truss_venv / "bin" / "python"), "-c", VALIDATE, str(tmp_path / "ctx")],
                           capture_output=True, text=True, timeout=300)
