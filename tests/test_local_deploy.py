@@ -254,3 +254,24 @@ def test_iris_example_with_requirements_and_artifact(tmp_path):
     venvs = list((tmp_path / "state" / "venvs").iterdir())
     assert any((v / ".complete").exists() for v in venvs)
     assert run_process("delete", *args, "--yes").code == 0
+
+
+def test_logs_follow_streams_new_lines(tmp_path):
+    project, port = _project(tmp_path)
+    args = ["-f", str(project), "--state", str(tmp_path / "state")]
+    assert run_process("deploy", *args).code == 0
+    follower = subprocess.Popen([sys.executable, "-m", "mlserve.cli", "logs", *args, "--follow", "-n", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = follower.stdout.readline()          # the history line
+        assert first
+        _post(f"http://127.0.0.1:{port}", {"x": [7]})
+        deadline = time.monotonic() + 10
+        seen = ""
+        while "POST /predict 200" not in seen and time.monotonic() < deadline:
+            seen = follower.stdout.readline()
+        assert "POST /predict 200" in seen
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert run_process("delete", *args, "--yes").code == 0
