@@ -1,0 +1,6 @@
+"""The half of the SSH adapter that runs on the host, shipped there as a zip archive.
+
+It imports only the standard library and the stdlib-only mlserve modules packed beside it
+(``mlserve.checks``, ``mlserve.adapters.procs``, ``mlserve.adapters.venvs``), never paramiko
+or pydantic: see ``mlserve.adapters.ssh.sync.helper_archive`` for what the archive holds.
+"""

@@ -1,0 +1,194 @@
+"""Running the helper on a host: one SSH exec per operation, JSON in and out.
+
+The command line is a short inline bootstrap (``LAUNCH``) that runs the helper archive from the
+host's object store, or exits 99 when the host does not have it yet; the archive is then sent
+once (``INSTALL`` checks its hash before keeping it) and the call retried. Requests are JSON
+lines on stdin (``{"op": ..., ...}``), each followed by object contents for uploads; each result
+is one JSON line on stdout. Channel and socket failures become ``MlserveError`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Iterator
+
+from ...errors import MlserveError, ProviderError
+from .connection import Connection, translate
+from .sync import Blob, Plan
+
+CHUNK = 1 << 20
+MISSING_HELPER = 99
+LAUNCH = ("import os,sys;b=sys.argv[1];p=os.path.join(os.path.expanduser(b),'objects',sys.argv[2])\n"
+          "os.path.isfile(p) or sys.exit(99)\n"
+          "sys.argv=[p,b]+sys.argv[3:];import runpy;runpy.run_path(p,run_name='__main__')")
+INSTALL = ("import hashlib,os,sys;b=os.path.expanduser(sys.argv[1]);h=sys.argv[2]\n"
+           "d=sys.stdin.buffer.read(int(sys.argv[3]))\n"
+           "hashlib.sha256(d).hexdigest()==h or sys.exit('mlserve: the helper arrived incomplete')\n"
+           "os.path.isdir(b) or (os.makedirs(b,0o700),open(os.path.join(b,'.mlserve-base'),'w')"
+           ".write('created by mlserve; removed with its last deployment\\n'))\n"
+           "o=os.path.join(b,'objects');os.makedirs(o,0o700,exist_ok=True)\n"
+           "t=os.path.join(o,'.%s.%d'%(h,os.getpid()));open(t,'wb').write(d);os.chmod(t,0o444)\n"
+           "os.replace(t,os.path.join(o,h))")
+
+
+class HostFailure(MlserveError):
+    """The helper reported a failure (``reason``, log tail in ``details``)."""
+
+    def __init__(self, message: str, reason: str = "", **kw) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason or message
+
+
+class Agent:
+    """Calls helper operations on one connected host, over one long-lived SSH exec.
+
+    Every exec pays for the login shell (and its rc files) and a Python start on the host, so
+    one helper process (``serve``) answers all of a command's requests in turn.
+    """
+
+    def __init__(self, conn: Connection, options, target_name: str, helper: Blob) -> None:
+        self.conn, self.options, self.target_name, self.helper = conn, options, target_name, helper
+        self.file_bytes = 0
+        self.files_sent = 0
+        self._channel = None
+        self._buffer = b""
+
+    @property
+    def label(self) -> str:
+        return self.conn.spec.label
+
+    def _command(self, script: str, *args: str) -> str:
+        return " ".join([shlex.quote(self.options.python), "-c", shlex.quote(script),
+                         *(shlex.quote(a) for a in args)])
+
+    def _open(self, command: str, timeout: float | None):
+        channel = self.conn.client.get_transport().open_session(timeout=self.options.connect_timeout)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        return channel
+
+    def call(self, op: str, request: dict, *, timeout: float | None = 120.0,
+             plan: Plan | None = None, missing: list | None = None) -> dict:
+        """Run ``op``; send the ``missing`` objects of ``plan`` after the request."""
+        try:
+            result = self._call(op, request, timeout, plan, missing)
+            if result is None:          # the helper is not on the host yet
+                self._install_helper()
+                result = self._call(op, request, timeout, plan, missing)
+        except MlserveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - paramiko/socket errors, translated below
+            self.close()
+            error = translate(exc, self.conn.spec, self.options, self.target_name)
+            if error is None:
+                raise
+            if missing:
+                error.message += " (during the upload)"
+            raise error from None
+        if result.get("ok"):
+            return result
+        raise HostFailure(f"{self.label}: {result.get('reason')}", result.get("reason") or "",
+                          fix=result.get("fix") or None,
+                          details=(f"last lines of the log on {self.label}:\n{result['log']}"
+                                   if result.get("log") else None))
+
+    def _call(self, op, request, timeout, plan, missing) -> dict | None:
+        fresh = self._channel is None
+        if fresh:
+            self._channel = self._open(self._command(LAUNCH, self.options.base_dir,
+                                                     self.helper.digest, "serve"), timeout)
+        channel = self._channel
+        channel.settimeout(timeout)
+        channel.sendall(json.dumps({"op": op, **request}).encode() + b"\n")
+        for digest, offset in missing or []:
+            self._send_object(channel, plan.blobs[digest], offset)
+        line = self._read_line(channel)
+        if line is not None:
+            return json.loads(line)
+        err = _read_all(channel.recv_stderr)
+        code = channel.recv_exit_status()
+        self.close()
+        if code == MISSING_HELPER and fresh and not missing:
+            return None
+        raise ProviderError(f"the mlserve helper failed on {self.label} (exit {code})",
+                            fix="check that `python` in the target names Python >= 3.10 on the "
+                                "host; run with --debug and report the output",
+                            details=err.decode(errors="replace")[-3000:] or None)
+
+    def _read_line(self, channel) -> bytes | None:
+        while b"\n" not in self._buffer:
+            chunk = channel.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def close(self) -> None:
+        channel, self._channel, self._buffer = self._channel, None, b""
+        if channel is not None:
+            try:
+                channel.close()
+            except (OSError, EOFError):     # the connection is already gone
+                pass
+
+    def _send_object(self, channel, blob: Blob, offset: int) -> None:
+        with blob.open() as fh:
+            fh.seek(offset)
+            while chunk := fh.read(CHUNK):
+                channel.sendall(chunk)
+                self.file_bytes += len(chunk)
+        self.files_sent += 1
+
+    def _install_helper(self) -> None:
+        command = self._command(INSTALL, self.options.base_dir, self.helper.digest,
+                                str(self.helper.size))
+        channel = self._open(command, 60)
+        try:
+            channel.sendall(self.helper.data)
+            channel.shutdown_write()
+            err = _read_all(channel.recv_stderr)
+            code = channel.recv_exit_status()
+        finally:
+            channel.close()
+        if code:
+            raise ProviderError(f"cannot install mlserve's helper on {self.label} with "
+                                f"{self.options.python!r} (exit {code})",
+                                where=f"targets.{self.target_name}.python",
+                                fix="point `python` at a Python 3 interpreter on the host, and "
+                                    "check that base_dir is writable by the login user",
+                                details=err.decode(errors="replace")[-2000:])
+
+    def lines(self, op: str, request: dict) -> Iterator[str]:
+        """Stream the text lines an operation prints (``logs``), until it ends."""
+        command = self._command(LAUNCH, self.options.base_dir, self.helper.digest, op)
+        try:
+            channel = self._open(command, None)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, self.conn.spec, self.options, self.target_name) or exc from None
+        try:
+            channel.sendall(json.dumps(request).encode() + b"\n")
+            buffer = b""
+            for chunk in iter(lambda: channel.recv(65536), b""):
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    if line.startswith(b'{"ok": '):       # the result ends the output
+                        result = json.loads(line)
+                        if not result.get("ok"):
+                            raise HostFailure(f"{self.label}: {result.get('reason')}")
+                        return
+                    yield line.decode(errors="replace")
+            if channel.recv_exit_status() == MISSING_HELPER:
+                raise ProviderError(f"mlserve's helper is not on {self.label}",
+                                    fix="run `mlserve status` first (it installs it), then retry")
+        finally:
+            channel.close()
+
+
+def _read_all(recv) -> bytes:
+    parts = []
+    for chunk in iter(lambda: recv(65536), b""):
+        parts.append(chunk)
+    return b"".join(parts)
