@@ -1,0 +1,207 @@
+"""One release on one host (``HostDeploy``, a ``fleet`` worker) and the fleet around it.
+
+Per host, three SSH execs: ``probe`` (what the host has and serves), ``prepare`` (upload what
+is missing, assemble, start beside the old release on a check port, health + smoke on the
+host) and ``activate`` (public port, ``current`` link, old release drained). A host already
+serving the release healthily costs one exec and sends no file content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from ...errors import DeployError, MlserveError
+from ..base import Context, Outcome
+from . import fleet
+from .connection import Connection, Counter, HostSpec, connect, fingerprint
+from .remote import Agent, HostFailure
+from .sync import Plan, helper_archive
+
+VENV_TIMEOUT = 1800.0
+
+
+class RolloutError(DeployError):
+    """A deploy or rollback that stopped; ``hosts`` says where each host stands."""
+
+    def __init__(self, message: str, hosts: list[dict], exit_code: int, **kw) -> None:
+        super().__init__(message, **kw)
+        self.hosts = hosts
+        self.exit_code = exit_code
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "hosts": self.hosts}
+
+
+def deployment_name(ctx: Context) -> str:
+    return f"{ctx.manifest.name}.{ctx.target_name}"
+
+
+def base_request(ctx: Context, spec: HostSpec) -> dict:
+    return {"deployment": deployment_name(ctx), "hostkey": spec.key, "port": ctx.target.port,
+            "bind": ctx.target.bind}
+
+
+def host_url(ctx: Context, spec: HostSpec) -> str:
+    bind = ctx.target.bind
+    host = spec.host if bind in ("0.0.0.0", "::", "") else bind
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{ctx.target.port}"
+
+
+@contextlib.contextmanager
+def session(ctx: Context, spec: HostSpec, counter: Counter | None = None) -> Iterator[Agent]:
+    conn = open_connection(ctx, spec, counter)
+    try:
+        yield Agent(conn, ctx.target, ctx.target_name, helper_archive())
+    finally:
+        conn.close()
+
+
+def open_connection(ctx: Context, spec: HostSpec, counter: Counter | None = None) -> Connection:
+    def accepted(host: str, key) -> None:
+        ctx.reporter.warn(f"trusting {host} on first use: {key.get_name()} {fingerprint(key)} "
+                          f"recorded in {ctx.target.known_hosts}")
+    return connect(spec, ctx.target, ctx.target_name, counter, on_accept=accepted)
+
+
+class HostDeploy:
+    def __init__(self, ctx: Context, spec: HostSpec, plan: Plan, release: str,
+                 snapshot: dict, new_files: bool) -> None:
+        self.ctx, self.spec, self.plan, self.release = ctx, spec, plan, release
+        self.snapshot, self.new_files = snapshot, new_files
+        self.label = spec.label
+        current = ctx.state.current(ctx.target_name)   # until the host itself says
+        self.previous: str | None = current.release_id if current else None
+        self.counter = Counter()
+        self.agent: Agent | None = None
+        self.info: dict[str, Any] = {"url": host_url(ctx, spec)}
+
+    def request(self, **more) -> dict:
+        return {**base_request(self.ctx, self.spec), "release": self.release, **more}
+
+    def prepare(self) -> bool:
+        target, say = self.ctx.target, self.ctx.reporter.step
+        self.agent = Agent(open_connection(self.ctx, self.spec, self.counter), target,
+                           self.ctx.target_name, self.plan.helper)
+        probe = self.agent.call("probe", self.request(lib=self.plan.lib_key,
+                                                      digests=self.plan.digests()),
+                                timeout=target.connect_timeout + 60)
+        self._check_python(probe["python"])
+        current = probe["current"]
+        self.previous = current.get("release")
+        self.info.update(base_dir=probe["base"], supervision=probe["systemd"] or "setsid")
+        if current.get("release") == self.release and current.get("healthy"):
+            say(f"{self.label}: {self.release} is already serving")
+            self.info.update(pid=current.get("pid"), log=current.get("log"))
+            return False
+        missing = probe["missing"]
+        size = sum(self.plan.blobs[d].size - off for d, off in missing)
+        say(f"{self.label}: sending {len(missing)} file(s), {_size(size)}; starting "
+            f"{self.release} beside {self.previous or 'nothing'}")
+        try:
+            result = self._prepare(probe, missing)
+        except HostFailure as exc:
+            exc.message = f"{self.label}: release {self.release} was not started: {exc.reason}"
+            raise
+        self.info.update({k: result.get(k) for k in ("pid", "check_port", "dir", "log", "unit")})
+        return True
+
+    def _prepare(self, probe: dict, missing: list) -> dict:
+        target = self.ctx.target
+        model = self.snapshot["model"]
+        return self.agent.call("prepare", self.request(
+            objects=[{"digest": d, "size": self.plan.blobs[d].size, "offset": off}
+                     for d, off in missing],
+            lib=self.plan.lib_key, helper=self.plan.helper.digest,
+            lib_files=None if probe["lib_ready"] else self.plan.lib_files,
+            app=self.plan.app if self.new_files and not probe["app_ready"] else None,
+            requirements=model.get("requirements") or [],
+            launch={"entrypoint": model["entrypoint"], "name": self.snapshot["name"],
+                    "concurrency": self.snapshot["scaling"]["concurrency"],
+                    "env": self.snapshot.get("env") or {}, "secrets": self.ctx.secrets},
+            smoke=self.snapshot.get("smoke") or [], health_timeout=target.health_timeout,
+            resources=self.snapshot.get("resources") or {}),
+            plan=self.plan, missing=missing, timeout=VENV_TIMEOUT + target.health_timeout)
+
+    def _check_python(self, version: list[int]) -> None:
+        have, need = tuple(version[:2]), self.plan.min_python
+        if have < need:
+            raise DeployError(
+                f"{self.label}: {self.ctx.target.python} is Python {'.'.join(map(str, version))}; "
+                f"the runtime needs Python >= {need[0]}.{need[1]}",
+                where=f"targets.{self.ctx.target_name}.python",
+                fix="install a newer Python on the host and name it in `python` (e.g. python3.11)")
+        wanted = self.snapshot["model"].get("python")
+        if wanted and wanted != f"{have[0]}.{have[1]}":
+            self.ctx.reporter.warn(f"model.python is {wanted} but {self.label} runs Python "
+                                   f"{have[0]}.{have[1]}")
+
+    def activate(self) -> None:
+        self.ctx.reporter.step(f"{self.label}: switching to {self.release}")
+        result = self.agent.call("activate", self.request(keep=self.ctx.target.keep_releases),
+                                 timeout=120)
+        self.info.update(pid=result.get("pid"), previous=result.get("previous"))
+
+    def abort(self) -> None:
+        if self.agent is not None:
+            self.agent.call("stop", self.request(), timeout=60)
+
+    def transfer(self) -> dict:
+        return {"files_sent": self.agent.files_sent if self.agent else 0,
+                "file_bytes_sent": self.agent.file_bytes if self.agent else 0,
+                "wire_bytes_sent": self.counter.sent, "wire_bytes_received": self.counter.received}
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.conn.close()
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def rollout(ctx: Context, plan: Plan, release: str, snapshot: dict, new_files: bool,
+            seq: int) -> Outcome:
+    """Deploy ``release`` to every host of the target (see ``fleet``); raise RolloutError."""
+    target = ctx.target
+    workers = [HostDeploy(ctx, HostSpec.parse(h), plan, release, snapshot, new_files)
+               for h in target.hosts]
+    try:
+        results = fleet.roll(workers, release, target.max_parallel, target.max_unavailable)
+    finally:
+        for worker in workers:
+            worker.close()
+    transfers = [w.transfer() for w in workers]
+    for res, worker, transfer in zip(results, workers, transfers):
+        res.info.update(worker.info, transfer=transfer)
+    hosts = [r.to_dict() for r in results]
+    total = {k: sum(t[k] for t in transfers) for k in transfers[0]}
+    extra = {"hosts": hosts, "transfer": total, "deployment": deployment_name(ctx)}
+    ctx.state.update_extra(seq, extra)
+    failed = fleet.first_failure(results)
+    if failed is not None:
+        raise _rollout_error(ctx, release, results, failed, hosts)
+    url = workers[0].info["url"]
+    return Outcome(url=url, extra=extra, changed=any(r.status == fleet.DEPLOYED for r in results))
+
+
+def _rollout_error(ctx: Context, release: str, results, failed, hosts) -> RolloutError:
+    cause: MlserveError = failed.error
+    keeps = ("the previous release keeps serving" if failed.release
+             else "nothing was serving there before")
+    if len(results) == 1:
+        return RolloutError(cause.message, hosts, cause.exit_code, where=cause.where,
+                            fix=cause.fix or f"fix the cause and deploy again ({keeps})",
+                            details=cause.details)
+    switched = sum(r.status == fleet.DEPLOYED for r in results)
+    details = fleet.summary(results) + (f"\n{cause.details}" if cause.details else "")
+    return RolloutError(
+        f"the rollout of {release} stopped at {failed.host} ({switched} of {len(results)} hosts "
+        f"switched): {cause.message}", hosts, cause.exit_code, where=cause.where,
+        fix=cause.fix or "fix the cause and deploy again; hosts not switched keep their "
+                         "previous release", details=details)
