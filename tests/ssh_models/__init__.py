@@ -1,0 +1,100 @@
+"""Projects for the SSH adapter tests: the ``echo`` model plus an ``ssh`` target (see ``make``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+
+def make(root: Path, target: dict, *, smoke: bool = True, env: dict | None = None,
+         name: str = "echo") -> Path:
+    """Write ``root/proj`` (the echo model) with one target called ``box``; return the manifest."""
+    project = root / "proj"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(HERE / "echo", project)
+    manifest = {
+        "name": name,
+        "model": {"entrypoint": "model.py:Model", "python": "3.11"},
+        "scaling": {"concurrency": 4},
+        "env": {"FACTOR": "2", **(env or {})},
+        "smoke": [{"input": {"x": [1, 2]}, "expect": None}] if smoke else [],
+        "targets": {"box": {"provider": "ssh", **target}},
+    }
+    path = project / "mlserve.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def set_version(manifest: Path, version: str) -> None:
+    model = manifest.parent / "model.py"
+    text = model.read_text()
+    start = text.index('VERSION = "') + len('VERSION = "')
+    model.write_text(text[:start] + version + text[text.index('"', start):])
+
+
+def edit(manifest: Path, **changes) -> None:
+    data = yaml.safe_load(manifest.read_text())
+    for key, value in changes.items():
+        data[key] = value
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def edit_target(manifest: Path, **changes) -> None:
+    data = yaml.safe_load(manifest.read_text())
+    data["targets"]["box"].update(changes)
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def predict(url: str, x=(1, 2), timeout: float = 5) -> dict:
+    req = urllib.request.Request(url + "/predict", data=json.dumps({"input": {"x": list(x)}}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())["output"]
+
+
+def health(url: str, timeout: float = 5) -> dict:
+    with urllib.request.urlopen(url + "/health", timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def target_for(host, base_dir, port: int, **more) -> dict:
+    """An ``ssh`` target for one of the tests.infra sshd hosts."""
+    return {"hosts": [f"{host.user}@{host.host}:{host.port}"], "identity_file": str(host.key_path),
+            "known_hosts": str(host.known_hosts), "base_dir": str(base_dir), "port": port,
+            "bind": "127.0.0.1", "health_timeout": 60, **more}
+
+
+class VersionPoller:
+    """Predicts every few ms in a thread; records the versions that answered and every failure."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+        self.url, self.versions, self.failures, self.ok = url, [], [], 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+        while not self._stop.is_set():
+            try:
+                version = predict(self.url, timeout=10)["version"]
+                self.ok += 1
+                if not self.versions or self.versions[-1] != version:
+                    self.versions.append(version)
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(exc))
+            time.sleep(0.005)
+
+    def __enter__(self) -> "VersionPoller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(15)
