@@ -51,7 +51,7 @@ def bundle_tarball(spec: Spec) -> bytes:
         for name in sorted(members):
             _add(tar, name, *members[name])
     out = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz:
         gz.write(raw.getvalue())
     return out.getvalue()
 
