@@ -143,7 +143,7 @@ def test_cog_wrapper_carries_env_exactly(newline_project, tmp_path):
     assert shim["env"] == {"FACTOR": "2", **HOSTILE, **NEWLINES}
     assert shim["secret_names"] == [SECRET_NAME] and shim["entrypoint"] == "model.py:Model"
     config = yaml.safe_load((tmp_path / "o" / "cog.yaml").read_text())
-    assert config == {"build": {"gpu": False, "python_version": "3.11"},
+    assert config == {"build": {"gpu": False, "python_version": "3.11", "sdk_version": "0.23.1"},
                       "image": "r8.im/acme/hostile", "run": "predict.py:Runner"}
 
 

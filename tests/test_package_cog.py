@@ -1,4 +1,5 @@
-"""The Cog format, proven by Cog's own server from PyPI (cog 0.23: the SDK + the coglet server),
+"""The Cog format, proven by Cog's own server from PyPI (the cog version cog.yaml pins: the SDK +
+the coglet server),
 in its own cached venv: it serves the rendered directory and POST /predictions returns the
 smoke cases' outputs, with the manifest's env values reaching the model exactly.
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mlserve.packaging.formats import COG_SDK_VERSION
 from tests.infra.net import free_port
 from tests.infra.procs import new_workdir, start_process, stop_process
 from tests.test_package_support import (
@@ -22,7 +25,18 @@ from tests.test_package_support import (
     tool_venv,
 )
 
-COG = "cog>=0.23,<0.24"
+COG = f"cog=={COG_SDK_VERSION}"    # the SDK cog.yaml pins (build.sdk_version)
+
+# What `cog build` runs in the image to derive the OpenAPI schema: any warning fails it here.
+INSPECT = """
+import json, sys, warnings
+warnings.simplefilter("error")
+sys.path.insert(0, ".")
+from cog import _inspector
+info = _inspector.create_predictor("predict", "Runner")
+print(json.dumps({name: [f.type.primitive.name, f.type.repetition.name] for name, f in info.inputs.items()}))
+print(_inspector.check_input(info.inputs, {"input": [1, {"a": None}]}) == {"input": [1, {"a": None}]})
+"""
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +60,11 @@ def test_cog_server_serves_the_rendered_runner(cog_venv, tmp_path):
     build_to(manifest, None, ctx)
     config = yaml.safe_load((ctx / "cog.yaml").read_text())
     assert config["run"] == "predict.py:Runner" and config["build"]["python_version"] == "3.11"
+    inspected = subprocess.run([str(cog_venv / "bin" / "python"), "-c", INSPECT], cwd=ctx,
+                               capture_output=True, text=True, timeout=120)
+    assert inspected.returncode == 0, inspected.stderr[-3000:]
+    assert inspected.stdout.splitlines() == ['{"input": ["ANY", "REQUIRED"]}', "True"]
+    assert config["build"]["sdk_version"] == COG_SDK_VERSION
     port = free_port()
     env = {"PATH": f"{cog_venv / 'bin'}:{os.environ['PATH']}", "PORT": str(port),
            "COG_PREDICT_TYPE_STUB": config["run"], "HOME": str(tmp_path),

@@ -14,7 +14,9 @@ from .context import LARGE_FILE_BYTES, BuildContext, Spec
 from .runtime import local_python, runtime_sources, vendored_sources
 
 SHIM = Path(__file__).with_name("shim.py")
-#: Python versions Cog 0.23 builds images for.
+#: The Cog SDK the wrapper is written and tested for (BaseRunner/run, concurrent, Opaque), and
+#: the Python versions it builds images for.
+COG_SDK_VERSION = "0.23.1"
 COG_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 #: The base images used when the target names none (``base_image``).
 SLIM_BASE = "python:{python}-slim"
@@ -54,7 +56,7 @@ def render_cog(spec: Spec, ctx: BuildContext) -> None:
     values = _common(spec)
     model = spec.option("replicate", "model")
     values.update(gpu=spec.manifest.resources.gpu is not None, app_dir="app",
-                  image=f"r8.im/{model}" if model else "")
+                  image=f"r8.im/{model}" if model else "", sdk_version=COG_SDK_VERSION)
     ctx.text("cog.yaml", render("cog", "cog.yaml.j2", **values))
     ctx.text("predict.py", render("cog", "predict.py.j2", **values))
     _requirements(spec, ctx)

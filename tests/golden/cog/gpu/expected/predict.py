@@ -1,14 +1,15 @@
 """Cog runner for the mlserve model big-model: rendered by `mlserve build`, do not edit.
 
 The model's own code is in app/, unchanged; mlserve_shim loads it the way `mlserve serve` does.
-Request: {"input": {"input": <the model's payload>}}; the output is what predict() returns.
+Request: {"input": {"input": <the model's payload>}}; the output is what predict() returns. Both
+are opaque JSON to Cog (cog.Opaque): the model's own code decides what they hold.
 """
 
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
-from cog import BaseRunner, Input, concurrent
+from cog import BaseRunner, Input, Opaque, concurrent
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mlserve_shim import Shim  # noqa: E402
@@ -28,6 +29,7 @@ class Runner(BaseRunner):
     @concurrent(max=4)
     async def run(
         self,
-        input: Any = Input(description="The model's input: what mlserve sends as {\"input\": ...}."),
-    ) -> Any:
+        input: Annotated[Any, Opaque] = Input(
+            description="The model's input: what mlserve sends as {\"input\": ...}."),
+    ) -> Annotated[Any, Opaque]:
         return await SHIM.apredict(input)
