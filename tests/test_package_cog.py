@@ -1,7 +1,7 @@
-"""The Cog format, proven by Cog's own server from PyPI (the cog version cog.yaml pins: the SDK +
-the coglet server),
-in its own cached venv: it serves the rendered directory and POST /predictions returns the
-smoke cases' outputs, with the manifest's env values reaching the model exactly.
+"""The Cog format, proven by Cog's own server from PyPI (the version cog.yaml pins: the SDK and
+the coglet server) in its own cached venv: it serves the rendered directory and POST
+/predictions returns the smoke cases' outputs, with the manifest's env values reaching the model
+exactly.
 
 Cog's build (`cog build`, a Go binary) is not on PyPI: the server runs the directory the way the
 image would, with the variables the build sets (COG_PREDICT_TYPE_STUB, COG_MAX_CONCURRENCY).

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.net import free_port
 from tests.infra.policy import require
 from tests.test_package_support import (
@@ -38,8 +39,11 @@ def hadolint() -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
+    base = f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}"   # what the base_image fixture imports
     return make_project(tmp_path_factory.mktemp("docker-project"), env=HOSTILE,
-                        secrets=[SECRET_NAME], files={WEIGHTS_NAME: WEIGHTS})
+                        secrets=[SECRET_NAME], files={WEIGHTS_NAME: WEIGHTS},
+                        targets={"img": {"provider": "docker", "image": "hostile",
+                                         "base_image": base}})
 
 
 @pytest.mark.parametrize("case", ["plain", "gpu", "system-packages", "requirements"])
@@ -57,18 +61,21 @@ def test_hadolint_passes(tmp_path, case):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _build(engine, ctx: Path, tag: str, base: str, release: str) -> tuple[object, list[str]]:
+def _build(engine, ctx: Path, tag: str, release: str, base: str | None = None):
+    """Build ``ctx``; ``base`` overrides the Dockerfile's BASE_IMAGE default (--build-arg)."""
     client = engine.client(timeout=600)
+    args = {"MLSERVE_RELEASE": release, **({"BASE_IMAGE": base} if base else {})}
     image, logs = client.images.build(path=str(ctx), tag=tag, rm=True, network_mode="host",
-                                      buildargs={"BASE_IMAGE": base, "MLSERVE_RELEASE": release})
+                                      buildargs=args)
     return image, [chunk.get("stream", "") for chunk in logs]
 
 
 @pytest.fixture(scope="module")
 def image(dockerd, base_image, project, tmp_path_factory):
     ctx = tmp_path_factory.mktemp("docker-ctx") / "ctx"
-    result = build_to(project, "docker", ctx)
-    built, _ = _build(dockerd, ctx, "mlserve-test/hostile:first", base_image.ref, result.release)
+    result = build_to(project, None, ctx)          # the docker target names the local base image
+    assert f"ARG BASE_IMAGE={base_image.ref}\n" in (ctx / "Dockerfile").read_text()
+    built, _ = _build(dockerd, ctx, "mlserve-test/hostile:first", result.release)
     return {"image": built, "ctx": ctx, "release": result.release}
 
 
@@ -142,11 +149,11 @@ def test_code_change_rebuilds_only_the_code_layer_and_pushes(dockerd, base_image
     original = model.read_text()
     model.write_text(original.replace('"FACTOR", "2"', '"FACTOR", "3"'))  # one-line change
     try:
-        result = build_to(project, "docker", tmp_path / "ctx")
+        result = build_to(project, None, tmp_path / "ctx")
     finally:
         model.write_text(original)
-    second, logs = _build(dockerd, tmp_path / "ctx", "mlserve-test/hostile:second", base_image.ref,
-                          result.release)
+    second, logs = _build(dockerd, tmp_path / "ctx", "mlserve-test/hostile:second", result.release,
+                          base=base_image.ref)
     first_layers = image["image"].attrs["RootFS"]["Layers"]
     second_layers = second.attrs["RootFS"]["Layers"]
     assert len(first_layers) == len(second_layers)
