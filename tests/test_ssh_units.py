@@ -58,6 +58,9 @@ class Host:
         if self.fail_activate:
             raise ProviderError(f"{self.label}: lost")
 
+    def finish(self):
+        self.log.append(("finish", self.label))
+
     def abort(self):
         self.log.append(("abort", self.label))
 
@@ -73,7 +76,8 @@ def test_every_host_checked_before_any_switches_then_switched_in_order():
     hosts = [Host(f"h{i}", log) for i in range(4)]
     assert _roll(hosts) == [(f"h{i}", "deployed", "r-new") for i in range(4)]
     assert {step for step, _ in log[:4]} == {"prepare"}
-    assert log[4:] == [("activate", f"h{i}") for i in range(4)]
+    assert log[4:8] == [("activate", f"h{i}") for i in range(4)]
+    assert sorted(log[8:]) == [("finish", f"h{i}") for i in range(4)]
     assert Host.peak == {"prepare": 4, "activate": 1}
 
 

@@ -7,13 +7,14 @@ Contract of ``roll(workers, max_parallel, max_unavailable)``:
    changes in this phase. The first failure stops it: hosts not started yet are ``skipped``,
    hosts already checked get their new release stopped (``not switched``).
 2. Switch, in host order, in waves of ``max_unavailable`` hosts (bounded by ``max_parallel``):
-   each host's new release takes the public port and its old one drains. A failure stops the
-   rollout: that host keeps its old release (``failed``), later hosts are stopped back
-   (``not switched``); earlier waves stay on the new release (``deployed``).
+   each host's new release takes the public port and its old one is told to drain. A failure
+   stops the rollout: that host keeps its old release (``failed``), later hosts are stopped
+   back (``not switched``); earlier waves stay on the new release (``deployed``).
+3. Finish, in parallel: wait for each switched host's old release to have drained and exited.
 
 A host already serving the release is ``unchanged`` and takes part in neither phase. A worker
 is anything with ``label``, ``previous`` (release serving before), ``prepare() -> bool``
-(False: unchanged), ``activate()`` and ``abort()``; failures are ``MlserveError``.
+(False: unchanged), ``activate()``, ``finish()`` and ``abort()``; failures are ``MlserveError``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Worker(Protocol):
 
     def prepare(self) -> bool: ...
     def activate(self) -> None: ...
+    def finish(self) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -106,7 +108,16 @@ def roll(workers: list[Worker], release: str, max_parallel: int,
         parallel(activate, ready[start:start + wave], wave)
     left = [w for w in ready if results[id(w)].status == "ready"]
     parallel(lambda w: _abort(w, results[id(w)]), left, max_parallel)
+    switched = [w for w in ready if results[id(w)].status == DEPLOYED]
+    parallel(lambda w: _finish(w, results[id(w)]), switched, max_parallel)
     return [results[id(w)] for w in workers]
+
+
+def _finish(worker: Worker, res: HostResult) -> None:
+    try:
+        worker.finish()
+    except Exception as exc:  # noqa: BLE001 - the host serves the new release already
+        res.reason = f"switched, but the old release was not confirmed stopped: {exc}"
 
 
 def _abort(worker: Worker, res: HostResult) -> None:

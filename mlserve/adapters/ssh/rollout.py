@@ -139,9 +139,12 @@ class HostDeploy:
 
     def activate(self) -> None:
         self.ctx.reporter.step(f"{self.label}: switching to {self.release}")
-        result = self.agent.call("activate", self.request(keep=self.ctx.target.keep_releases),
-                                 timeout=120)
+        result = self.agent.call("activate", self.request(), timeout=120)
         self.info.update(pid=result.get("pid"), previous=result.get("previous"))
+
+    def finish(self) -> None:
+        self.agent.call("finish", self.request(previous=self.info.get("previous"),
+                                               keep=self.ctx.target.keep_releases), timeout=120)
 
     def abort(self) -> None:
         if self.agent is not None:
