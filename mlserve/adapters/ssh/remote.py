@@ -25,10 +25,12 @@ LAUNCH = ("import os,sys;b=sys.argv[1];p=os.path.join(os.path.expanduser(b),'obj
 INSTALL = ("import hashlib,os,sys;b=os.path.expanduser(sys.argv[1]);h=sys.argv[2]\n"
            "d=sys.stdin.buffer.read(int(sys.argv[3]))\n"
            "hashlib.sha256(d).hexdigest()==h or sys.exit('mlserve: the helper arrived incomplete')\n"
-           "os.path.isdir(b) or (os.makedirs(b,0o700),open(os.path.join(b,'.mlserve-base'),'w')"
-           ".write('created by mlserve; removed with its last deployment\\n'))\n"
+           "try:os.makedirs(b,0o700)\n"
+           "except FileExistsError:pass\n"
+           "else:open(os.path.join(b,'.mlserve-base'),'w').write('created by mlserve; removed "
+           "with its last deployment\\n')\n"
            "o=os.path.join(b,'objects');os.makedirs(o,0o700,exist_ok=True)\n"
-           "t=os.path.join(o,'.%s.%d'%(h,os.getpid()));open(t,'wb').write(d);os.chmod(t,0o444)\n"
+           "t=os.path.join(o,'.%s.%s'%(h,os.urandom(4).hex()));open(t,'wb').write(d);os.chmod(t,0o444)\n"
            "os.replace(t,os.path.join(o,h))")
 
 
@@ -59,7 +61,8 @@ class Agent:
         return self.conn.spec.label
 
     def _command(self, script: str, *args: str) -> str:
-        return " ".join([shlex.quote(self.options.python), "-c", shlex.quote(script),
+        # -I: the login's PYTHONPATH, PYTHONHOME or user site must not change the helper
+        return " ".join([shlex.quote(self.options.python), "-I", "-c", shlex.quote(script),
                          *(shlex.quote(a) for a in args)])
 
     def _open(self, command: str, timeout: float | None):

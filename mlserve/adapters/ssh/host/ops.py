@@ -150,7 +150,7 @@ def prepare(store: Store, request: dict, stream) -> dict:
     run = launch(rel, str(helper), str(store.base), spec, request.get("resources") or {})
     supervisor = ProcessRef(*run["supervisor"])
     url = f"http://127.0.0.1:{spec['check_port']}"
-    reason = wait_healthy(url, request["health_timeout"], alive=supervisor.alive)
+    reason = _wait_healthy(url, request["health_timeout"], supervisor)
     if reason is None and request.get("smoke"):
         reason = run_smoke(predict_call(url), [SimpleNamespace(input=c.get("input"),
                                                                expect=c.get("expect"))
@@ -162,6 +162,21 @@ def prepare(store: Store, request: dict, stream) -> dict:
     return {"received": received, "check_port": spec["check_port"], "dir": str(rel),
             "log": str(log), "pid": run["runtime"][0], "supervisor": run["supervisor"][0],
             "mode": run.get("mode"), "unit": run.get("unit"), "venv": venv}
+
+
+def _wait_healthy(url: str, timeout: float, supervisor: ProcessRef) -> str | None:
+    """``wait_healthy`` in 0.1 s slices: its backoff grows to 0.5 s, most of a small model's
+    start-up, while polling loopback every few tens of ms costs nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = wait_healthy(url, 0.1, alive=supervisor.alive)
+        if reason is None:
+            return None
+        if not supervisor.alive():                  # its own words for a process that died
+            return wait_healthy(url, 1, alive=supervisor.alive)
+        if time.monotonic() >= deadline:
+            last = reason.partition(" (")[2]
+            return f"not healthy after {timeout:g}s ({last}" if last else reason
 
 
 def _stop_strays(dep: Deployment, request: dict) -> None:
@@ -224,7 +239,7 @@ def ensure_venv(store: Store, requirements, app_dir: Path) -> tuple[str, str | N
     venv = store.venvs / key
     if (venv / ".complete").exists():
         return str(venv / "bin" / "python"), key
-    build = store.venvs / f".{key}.tmp-{os.getpid()}"
+    build = store.venvs / f".{key}.tmp-{os.urandom(4).hex()}"   # unique across hosts sharing a disk
     shutil.rmtree(build, ignore_errors=True)
     log = store.venvs / f"{key}.log"
     with open(log, "wb") as fh:
@@ -252,8 +267,9 @@ def ensure_venv(store: Store, requirements, app_dir: Path) -> tuple[str, str | N
 
 
 def activate(store: Store, request: dict, stream) -> dict:
-    """Send the checked release onto the public port, point ``current`` at it, then stop the
-    previous release (it drains in-flight requests), prune old releases."""
+    """Send the checked release onto the public port, point ``current`` at it, and tell the
+    previous release to drain (SIGTERM); ``finish`` waits for it. Splitting the two lets a
+    rolling deploy move to the next host while this one's old release drains."""
     dep = Deployment(store, request)
     rid = request["release"]
     rel = dep.release(rid)
@@ -277,10 +293,21 @@ def activate(store: Store, request: dict, stream) -> dict:
     previous = dep.current()
     dep.set_current(rid)
     write_json(rel / "release.json", {**read_json(rel / "release.json"), "activated": time.time()})
-    if previous and previous != rid:
-        dep.stop(previous, grace=request.get("grace", 35.0))
-    _prune(dep, request.get("keep", 5), rid)
+    old = dep.supervisor(previous) if previous and previous != rid else None
+    if old is not None and old.alive():
+        os.kill(old.pid, signal.SIGTERM)          # the supervisor passes it on; the runtime drains
     return {"previous": previous, "pid": read_json(rel / "run.json")["runtime"][0]}
+
+
+def finish(store: Store, request: dict, stream) -> dict:
+    """After a switch: wait for the previous release to drain (SIGKILL after ``grace``), then
+    prune old releases and collect garbage."""
+    dep = Deployment(store, request)
+    previous = request.get("previous")
+    if previous and previous != dep.current():
+        dep.stop(previous, grace=request.get("grace", 35.0))
+    _prune(dep, request.get("keep", 5), request["release"])
+    return {}
 
 
 def _prune(dep: Deployment, keep: int, current: str) -> None:
@@ -379,5 +406,5 @@ def _stop_units(units: list[str]) -> None:
     subprocess.run(["systemctl", *user, "reset-failed", *units], capture_output=True)
 
 
-OPS = {"probe": probe, "prepare": prepare, "activate": activate, "stop": stop,
+OPS = {"probe": probe, "prepare": prepare, "activate": activate, "finish": finish, "stop": stop,
        "status": status, "predict": predict, "logs": logs, "delete": delete}

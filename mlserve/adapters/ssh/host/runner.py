@@ -81,7 +81,7 @@ def launch(release_dir: Path, helper: str, base: str, spec: dict, resources: dic
     fifo.unlink(missing_ok=True)
     os.mkfifo(fifo, 0o600)
     nonce = secrets.token_hex(8)
-    argv = [sys.executable, helper, base, "supervise", str(release_dir), nonce]
+    argv = [sys.executable, "-I", helper, base, "supervise", str(release_dir), nonce]
     mode = systemd_mode()
     unit = None
     try:

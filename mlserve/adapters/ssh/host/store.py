@@ -52,8 +52,11 @@ class Store:
         self.deployments = self.base / "deployments"
 
     def ensure(self) -> None:
-        if not self.base.exists():
+        try:
             self.base.mkdir(mode=0o700, parents=True)
+        except FileExistsError:             # also when another host sharing this disk made it
+            pass
+        else:
             (self.base / MARKER).write_text("created by mlserve; removed with its last deployment\n")
         for path in (self.objects, self.partial, self.libs, self.venvs, self.deployments):
             path.mkdir(mode=0o700, exist_ok=True)
