@@ -91,6 +91,8 @@ def _stop(container) -> str:
     return logs
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_image_config_has_the_manifest_values_exactly(image):
     config = image["image"].attrs["Config"]
     env = dict(item.split("=", 1) for item in config["Env"])
@@ -105,6 +107,8 @@ def test_image_config_has_the_manifest_values_exactly(image):
     assert not os.path.exists("/tmp/mlserve-pwned")
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_sagemaker_contract(dockerd, image):
     port = free_port()
     container = _run(dockerd, image["image"], command=["serve"], environment={"MLSERVE_PORT": str(port)})
@@ -128,6 +132,8 @@ def test_sagemaker_contract(dockerd, image):
     assert SECRET_VALUE not in logs
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_vertex_contract(dockerd, image):
     port = free_port()
     health, predict = "/v1/endpoints/7/deployedModels/9", "/v1/endpoints/7/deployedModels/9:predict"
@@ -143,6 +149,8 @@ def test_vertex_contract(dockerd, image):
         _stop(container)
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_code_change_rebuilds_only_the_code_layer_and_pushes(dockerd, base_image, registry, image,
                                                              project, tmp_path):
     model = project.parent / "model.py"

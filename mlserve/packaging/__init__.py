@@ -1,6 +1,6 @@
 """``mlserve build``: render a self-contained build context for one target, reproducibly.
 
-``build(manifest, target, fmt, output)`` collects the model's files (``mlserve.bundle.collect``,
+``build(manifest, target, fmt, output)`` (or ``build_project`` with a loaded project) collects the model's files (``mlserve.bundle.collect``,
 so ``.mlserveignore`` applies), renders one format into memory, writes it to ``output`` (a new
 directory, or one an earlier build wrote) and returns a ``BuildResult``. The release id is the
 content hash of the written context (``Bundle`` of the output directory): the same manifest and
@@ -78,7 +78,14 @@ def render_context(project: Project, target_name: str, fmt: str, output: Path) -
 
 def build(manifest: str | Path | None = None, target: str | None = None, fmt: str | None = None,
           output: str | Path | None = None) -> BuildResult:
-    project = load_project(manifest)
+    """``mlserve build``: load the manifest, then ``build_project``."""
+    return build_project(load_project(manifest), target, fmt, output)
+
+
+def build_project(project: Project, target: str | None = None, fmt: str | None = None,
+                  output: str | Path | None = None) -> BuildResult:
+    """Render ``fmt`` (default: the target provider's) for ``target`` into ``output`` (default:
+    ``default_output``); what adapters call from ``package()`` with the project they hold."""
     name, options = project.target(target)
     fmt = fmt or DEFAULT_FORMAT[options.provider]
     dest = Path(output).absolute() if output else default_output(project, name, fmt)
