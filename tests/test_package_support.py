@@ -97,7 +97,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 # --- tool venvs -----------------------------------------------------------------------------
 
-def tool_venv(name: str, *requirements: str, timeout: float = 900) -> Path:
+def tool_venv(name: str, *requirements: str, timeout: float = 540) -> Path:
     """A venv with ``requirements`` installed, cached across runs; returns its directory."""
     key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:10]
     venv = CACHE / f"{name}-venv-{key}"
