@@ -238,6 +238,33 @@ def test_connection_cut_mid_upload_resumes_and_old_release_keeps_answering(sshd_
     assert not remote.exists()
 
 
+def test_model_requirements_get_a_venv_per_requirement_set_reused_across_releases(
+        sshd_host, tmp_path):
+    """The host builds a venv for the model's requirements (here a wheel shipped in the bundle,
+    as the test hosts are offline) and reuses it until the requirement lines change."""
+    remote = tmp_path / "remote"
+    manifest = make(tmp_path, target_for(sshd_host, remote, free_port()), model="withreqs",
+                    name="echo-reqs")
+    state = tmp_path / "state"
+
+    def venvs() -> list[str]:
+        return sorted(p.name for p in (remote / "venvs").iterdir() if p.is_dir())
+
+    first = service.deploy(manifest, "box", state)
+    answer = predict(first.url)
+    assert answer["answer"] == 42 and f"{remote}/venvs/" in answer["tiny"]
+    [venv] = venvs()
+    set_version(manifest, "v2")
+    service.deploy(manifest, "box", state)
+    assert venvs() == [venv] and predict(first.url)["version"] == "v2"
+    requirements = manifest.parent / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("mlsvtiny==1.0", "mlsvtiny>=1.0"))
+    service.deploy(manifest, "box", state)
+    assert len(venvs()) == 2 and predict(first.url)["answer"] == 42
+    service.delete(manifest, "box", state)
+    assert not remote.exists()
+
+
 def test_jump_host_and_ssh_agent(sshd_host, sshd_user_host, tmp_path, monkeypatch):
     """The user host is reached through the root host as bastion; both keys come from a real
     ssh-agent (no identity_file)."""

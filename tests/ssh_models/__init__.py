@@ -13,14 +13,19 @@ HERE = Path(__file__).resolve().parent
 
 
 def make(root: Path, target: dict, *, smoke: bool = True, env: dict | None = None,
-         name: str = "echo") -> Path:
-    """Write ``root/proj`` (the echo model) with one target called ``box``; return the manifest."""
+         name: str = "echo", model: str = "echo") -> Path:
+    """Write ``root/proj`` (a model from this directory) with one target called ``box``;
+    return the manifest. ``withreqs`` also gets its requirement's wheel in ``wheels/``."""
     project = root / "proj"
     shutil.rmtree(project, ignore_errors=True)
-    shutil.copytree(HERE / "echo", project)
+    shutil.copytree(HERE / model, project)
+    spec = {"entrypoint": "model.py:Model", "python": "3.11"}
+    if (project / "requirements.txt").exists():
+        spec["requirements"] = "requirements.txt"
+        tiny_wheel(project / "wheels")
     manifest = {
         "name": name,
-        "model": {"entrypoint": "model.py:Model", "python": "3.11"},
+        "model": spec,
         "scaling": {"concurrency": 4},
         "env": {"FACTOR": "2", **(env or {})},
         "smoke": [{"input": {"x": [1, 2]}, "expect": None}] if smoke else [],
@@ -29,6 +34,27 @@ def make(root: Path, target: dict, *, smoke: bool = True, env: dict | None = Non
     path = project / "mlserve.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path
+
+
+def tiny_wheel(dest: Path, answer: int = 42) -> Path:
+    """Write ``mlsvtiny-1.0-py3-none-any.whl`` (one module, ``ANSWER``) by hand: no build tools."""
+    import base64
+    import hashlib
+    import zipfile
+    files = {"mlsvtiny/__init__.py": f"ANSWER = {answer}\n".encode(),
+             "mlsvtiny-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: mlsvtiny\nVersion: 1.0\n",
+             "mlsvtiny-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: mlserve-tests\n"
+                                              b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+                     for name, data in files.items())
+    files["mlsvtiny-1.0.dist-info/RECORD"] = (record + "mlsvtiny-1.0.dist-info/RECORD,,\n").encode()
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / "mlsvtiny-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, data)
+    return wheel
 
 
 def set_version(manifest: Path, version: str) -> None:
