@@ -12,7 +12,7 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -48,6 +48,33 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+InputType = Literal["string", "integer", "number", "boolean", "array", "object"]
+
+
+class InputSpec(Strict):
+    """One named field of the payload, for providers with typed inputs (Cog) and for docs."""
+
+    type: InputType = Field(description="JSON type of the field.", examples=["string", "number"])
+    description: str | None = Field(None, description="Shown in the provider's UI and API docs.",
+                                    examples=["Text to classify"])
+    default: Any = Field(None, description="Value used when the field is absent; without one the "
+                         "field is required.", examples=[0.5])
+    items: Literal["string", "integer", "number", "boolean"] | None = Field(
+        None, description="Element type, for arrays.", examples=["number"])
+    choices: list[str | int | float] | None = Field(None, description="Allowed values.",
+                                                    examples=[["small", "large"]])
+    ge: float | None = Field(None, description="Minimum (numbers).", examples=[0])
+    le: float | None = Field(None, description="Maximum (numbers).", examples=[1])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InputSpec":
+        if self.items is not None and self.type != "array":
+            raise PydanticCustomError("inputs", "items is only for type: array", {})
+        if (self.ge is not None or self.le is not None) and self.type not in ("integer", "number"):
+            raise PydanticCustomError("inputs", "ge/le are only for integer and number inputs", {})
+        return self
+
+
 class ModelSpec(Strict):
     entrypoint: str = Field(description="`file.py:Class` relative to the manifest. The class has "
                             "`load()` and `predict(payload)`, optionally `predict_batch(list)`.",
@@ -60,6 +87,10 @@ class ModelSpec(Strict):
     system_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")]] = Field(
         default_factory=list, description="Debian packages the model needs (for images and VMs).",
         examples=[["libgomp1"]])
+    inputs: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")], InputSpec] | None = Field(
+        None, description="Optional description of the payload's fields (when it is an object): "
+        "providers with typed inputs (Cog) get one typed parameter per field.",
+        examples=[{"x": {"type": "array", "items": "number", "description": "Numbers to double"}}])
 
     @field_validator("entrypoint")
     @classmethod
