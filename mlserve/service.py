@@ -181,3 +181,9 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
 
 def project_for(manifest=None) -> Project:
     return load_project(manifest)
+
+
+def build(manifest=None, target=None, fmt=None, output=None):
+    """Render the build context of one target (``mlserve build``); see ``mlserve.packaging``."""
+    from .packaging import build as build_context
+    return build_context(manifest, target, fmt, output)

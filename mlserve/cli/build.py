@@ -35,8 +35,8 @@ def build(
 ) -> None:
     """Render a self-contained, reproducible build context for TARGET; the model's code is
     copied unchanged. The release id is the content hash of what was written."""
-    from ..packaging import build as build_context
-    result = build_context(file, target, fmt, output)
+    from .. import service
+    result = service.build(file, target, fmt, output)
     for warning in result.warnings:
         say(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
