@@ -76,12 +76,12 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def ignore_spec(root: Path, extra: list[str] | None = None) -> pathspec.PathSpec:
+def ignore_spec(root: Path, extra: list[str] | None = None) -> pathspec.GitIgnoreSpec:
     lines = list(BUILTIN_IGNORES) + list(extra or [])
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
         lines += ignore_file.read_text(encoding="utf-8").splitlines()
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def collect(root: Path, *, extra_ignores: list[str] | None = None) -> Bundle:
