@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,12 +19,12 @@ import pytest
 
 from mlserve import service
 from mlserve.errors import DeployError, MlserveError
-from mlserve.report import Reporter
 from tests.helpers import run_cli
 from tests.infra.net import free_port, port_open
 from tests.infra.policy import require_tool
 from tests.ssh_models import (VersionPoller, edit, edit_target, health, make, predict, set_version,
                               target_for)
+from tests.ssh_models import undeploy_afterwards  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +106,8 @@ def test_deploy_noop_one_file_redeploy_rollback_logs_status_delete(sshd_host, tm
     service.delete(manifest, "box", state)
     assert not remote.exists(), list(remote.rglob("*"))[:10]
     assert not port_open("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    service.delete(manifest, "box", state)              # again: nothing there, nothing left
+    assert not remote.exists()
 
 
 def _follow_sees_a_new_request(manifest, state, url, remote) -> None:
@@ -142,8 +143,6 @@ def _follow_sees_a_new_request(manifest, state, url, remote) -> None:
 
 def test_non_root_user_deploys_into_its_home(sshd_user_host, tmp_path, monkeypatch):
     base = Path(sshd_user_host.home) / ".mlserve"
-    if base.exists() and os.geteuid() == 0:
-        shutil.rmtree(base)
     target = target_for(sshd_user_host, "~/.mlserve", free_port())
     manifest = make(tmp_path, target, name="echo-user")
     edit(manifest, secrets=["MLSV_TOKEN"])

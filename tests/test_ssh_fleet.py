@@ -12,6 +12,7 @@ from mlserve import service
 from mlserve.errors import DeployError
 from tests.infra.net import free_port
 from tests.ssh_models import VersionPoller, health, make, predict, set_version
+from tests.ssh_models import undeploy_afterwards  # noqa: F401 - autouse fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

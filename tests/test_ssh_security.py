@@ -17,6 +17,7 @@ from mlserve.errors import EXIT_FAILURE, EXIT_MISSING, MlserveError
 from mlserve.report import Reporter
 from tests.infra.net import free_port
 from tests.ssh_models import edit_target, make, predict, target_for
+from tests.ssh_models import undeploy_afterwards  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.slow
 

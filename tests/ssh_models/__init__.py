@@ -7,9 +7,25 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def undeploy_afterwards(tmp_path):
+    """Delete what a test deployed even when it failed half-way, so no model keeps running.
+    (Autouse in every module that imports it.)"""
+    yield
+    manifest, state = tmp_path / "proj" / "mlserve.yaml", tmp_path / "state"
+    if manifest.exists() and state.exists():
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        try:
+            service.delete(manifest, "box", state)
+        except MlserveError:
+            pass
 
 
 def make(root: Path, target: dict, *, smoke: bool = True, env: dict | None = None,

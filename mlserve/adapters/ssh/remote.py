@@ -18,8 +18,16 @@ from .connection import Connection, translate
 from .sync import Blob, Plan
 
 CHUNK = 1 << 20
-MISSING_HELPER = 99
+NO_BASE_DIR, MISSING_HELPER = 98, 99
+# Without base_dir nothing of mlserve's is on the host: status and delete answer that without
+# installing anything (a `status` must not leave a directory behind).
+WHEN_NOTHING_THERE = {
+    "status": {"ok": True, "current": {"release": None, "alive": False, "healthy": False}},
+    "delete": {"ok": True, "removed": [], "base_removed": True},
+    "stop": {"ok": True},
+}
 LAUNCH = ("import os,sys;b=sys.argv[1];p=os.path.join(os.path.expanduser(b),'objects',sys.argv[2])\n"
+          "os.path.isdir(os.path.dirname(os.path.dirname(p))) or sys.exit(98)\n"
           "os.path.isfile(p) or sys.exit(99)\n"
           "sys.argv=[p,b]+sys.argv[3:];import runpy;runpy.run_path(p,run_name='__main__')")
 INSTALL = ("import hashlib,os,sys;b=os.path.expanduser(sys.argv[1]);h=sys.argv[2]\n"
@@ -76,9 +84,16 @@ class Agent:
         """Run ``op``; send the ``missing`` objects of ``plan`` after the request."""
         try:
             result = self._call(op, request, timeout, plan, missing)
-            if result is None:          # the helper is not on the host yet
+            if result == NO_BASE_DIR and op in WHEN_NOTHING_THERE:
+                return dict(WHEN_NOTHING_THERE[op])
+            if isinstance(result, int):     # the helper (this version) is not on the host yet
                 self._install_helper()
                 result = self._call(op, request, timeout, plan, missing)
+            if isinstance(result, int):
+                raise ProviderError(f"mlserve's helper vanished from {self.label} right after "
+                                    "it was installed",
+                                    fix="another mlserve deleting on a host that shares this "
+                                        "base_dir? Run the command again")
         except MlserveError:
             raise
         except Exception as exc:  # noqa: BLE001 - paramiko/socket errors, translated below
@@ -96,7 +111,8 @@ class Agent:
                           details=(f"last lines of the log on {self.label}:\n{result['log']}"
                                    if result.get("log") else None))
 
-    def _call(self, op, request, timeout, plan, missing) -> dict | None:
+    def _call(self, op, request, timeout, plan, missing) -> dict | int:
+        """The result, or the launcher's exit code when it found no base_dir or no helper."""
         fresh = self._channel is None
         if fresh:
             self._channel = self._open(self._command(LAUNCH, self.options.base_dir,
@@ -112,8 +128,8 @@ class Agent:
         err = _read_all(channel.recv_stderr)
         code = channel.recv_exit_status()
         self.close()
-        if code == MISSING_HELPER and fresh and not missing:
-            return None
+        if code in (NO_BASE_DIR, MISSING_HELPER) and fresh and not missing:
+            return code
         raise ProviderError(f"the mlserve helper failed on {self.label} (exit {code})",
                             fix="check that `python` in the target names Python >= 3.10 on the "
                                 "host; run with --debug and report the output",
@@ -183,9 +199,12 @@ class Agent:
                             raise HostFailure(f"{self.label}: {result.get('reason')}")
                         return
                     yield line.decode(errors="replace")
-            if channel.recv_exit_status() == MISSING_HELPER:
-                raise ProviderError(f"mlserve's helper is not on {self.label}",
-                                    fix="run `mlserve status` first (it installs it), then retry")
+            code = channel.recv_exit_status()
+            if code == NO_BASE_DIR:
+                raise HostFailure(f"{self.label}: nothing is deployed there")
+            if code == MISSING_HELPER:
+                raise ProviderError(f"this version of mlserve's helper is not on {self.label}",
+                                    fix="deploy once with this mlserve version, then retry")
         finally:
             channel.close()
 
