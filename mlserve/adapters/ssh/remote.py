@@ -179,7 +179,7 @@ class Agent:
                                     "check that base_dir is writable by the login user",
                                 details=err.decode(errors="replace")[-2000:])
 
-    def lines(self, op: str, request: dict) -> Iterator[str]:
+    def lines(self, op: str, request: dict, installed: bool = False) -> Iterator[str]:
         """Stream the text lines an operation prints (``logs``), until it ends."""
         command = self._command(LAUNCH, self.options.base_dir, self.helper.digest, op)
         try:
@@ -200,13 +200,17 @@ class Agent:
                         return
                     yield line.decode(errors="replace")
             code = channel.recv_exit_status()
-            if code == NO_BASE_DIR:
+            if code == NO_BASE_DIR or (code == MISSING_HELPER and installed):
                 raise HostFailure(f"{self.label}: nothing is deployed there")
-            if code == MISSING_HELPER:
-                raise ProviderError(f"this version of mlserve's helper is not on {self.label}",
-                                    fix="deploy once with this mlserve version, then retry")
+        except MlserveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the connection dropped while following
+            raise translate(exc, self.conn.spec, self.options, self.target_name) or exc from None
         finally:
             channel.close()
+        if code == MISSING_HELPER and not installed:      # deployed by another mlserve version
+            self._install_helper()
+            yield from self.lines(op, request, installed=True)
 
 
 def _read_all(recv) -> bytes:
