@@ -105,3 +105,12 @@ def collect(root: Path, *, extra_ignores: list[str] | None = None) -> Bundle:
                                     bool(st.st_mode & stat.S_IXUSR)))
     files.sort(key=lambda f: f.path)
     return Bundle(root=root, files=files)
+
+
+def state_ignores(root: Path, state_dir: Path) -> list[str]:
+    """Leave the state directory out of the bundle even when it lives elsewhere in the tree."""
+    try:
+        rel = state_dir.resolve().relative_to(root.resolve())
+    except ValueError:
+        return []
+    return [f"/{rel.as_posix()}/"]

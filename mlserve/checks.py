@@ -33,8 +33,11 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) ->
 
 
 def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: True,
-                 tick: Callable[[], None] = lambda: None) -> str | None:
-    """Poll ``url`` + /health. None when healthy, else the reason it is not."""
+                 tick: Callable[[], None] = lambda: None, max_delay: float = 0.5) -> str | None:
+    """Poll ``url`` + /health. None when healthy, else the reason it is not.
+
+    The delay between polls grows from 20 ms to ``max_delay``; on loopback a small
+    ``max_delay`` costs nothing and shortens a small model's deploy."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     last = "no answer yet"
@@ -50,7 +53,7 @@ def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: T
             last = f"/health unreachable ({exc.__class__.__name__})"
         tick()
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+        delay = min(delay * 1.5, max_delay)
     return f"not healthy after {timeout:g}s ({last})"
 
 

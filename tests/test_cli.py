@@ -132,3 +132,10 @@ def test_build_only_provider_says_why_it_cannot_deploy(tmp_path, capsys):
     result = run_cli(capsys, "deploy", "rep", "-f", str(tmp_path), "--state", str(tmp_path / "s"))
     assert result.code == 2
     assert "cannot deploy" in result.err and "cog push" in result.err
+
+
+def test_json_errors_are_data_on_stdout(tmp_path, capsys):
+    result = run_cli(capsys, "validate", "-f", str(tmp_path), "--json")
+    assert result.code == 2
+    error = json.loads(result.out)
+    assert error["exit_code"] == 2 and "no manifest" in error["message"] and error["fix"]

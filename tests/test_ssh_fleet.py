@@ -57,7 +57,7 @@ def test_rolling_fleet_deploy_stops_at_a_bad_host_and_the_rest_stay_on_the_old_r
         bad.start()
     error = failed.value
     assert error.exit_code == 1
-    assert error.message.startswith(f"the rollout of ")
+    assert error.message.startswith("the rollout of ")
     assert f"stopped at root@{bad.host}" in error.message and "0 of 4 hosts switched" in error.message
     by_host = {h["host"]: h for h in error.hosts}
     assert by_host[f"root@{bad.host}"]["status"] == "failed"
@@ -75,7 +75,7 @@ def test_rolling_fleet_deploy_stops_at_a_bad_host_and_the_rest_stay_on_the_old_r
     assert [h["status"] for h in second.extra["hosts"]] == ["deployed"] * len(ssh_fleet)
     assert _versions(ssh_fleet, port) == ["v2"] * len(ssh_fleet)
     info = service.status(manifest, "box", state)
-    assert info["status"] == "READY" and info["detail"] == f"4/4 host(s) ready"
+    assert info["status"] == "READY" and info["detail"] == "4/4 host(s) ready"
     lines = list(service.logs(manifest, "box", state, lines=5))
     assert {line.split("]")[0] + "]" for line in lines} == {f"[root@{h.host}]" for h in ssh_fleet}
 

@@ -17,38 +17,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..bundle import Bundle, collect
+from ..bundle import Bundle, collect, state_ignores
 from ..checks import http_json, predict_call, run_smoke, wait_healthy
 from ..errors import DeployError, InvalidInput
 from ..state import Release
 from .base import DELETED, FAILED, PENDING, READY, Context, Outcome, Provider, Status
-from .procs import LOG_TAIL, ProcessRef, log_tail, stop_process
+from .procs import LOG_TAIL, ProcessRef, free_port, log_tail, port_taken, stop_process
 from .venvs import python_for
 
 ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "TZ")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 class LocalProvider(Provider):
@@ -57,7 +39,7 @@ class LocalProvider(Provider):
 
     # -- packaging -------------------------------------------------------------------------
     def package(self, ctx: Context) -> Bundle:
-        return collect(ctx.project.root, extra_ignores=_state_ignore(ctx))
+        return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state.dir))
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, ctx: Context, bundle: Bundle, seq: int) -> Outcome:
@@ -86,12 +68,12 @@ class LocalProvider(Provider):
     def _launch(self, ctx: Context, release_dir: Path, snapshot: dict, release_id: str, seq: int,
                 current: Release | None) -> Outcome:
         target = ctx.target
-        if (current is None or not self._alive(current)) and _port_taken(target.host, target.port):
+        if (current is None or not self._alive(current)) and port_taken(target.host, target.port):
             raise DeployError(f"port {target.port} on {target.host} is used by another program",
                               fix=f"stop that program, or set targets.{ctx.target_name}.port to a "
                                   "free port")
         python = python_for(ctx, snapshot, release_dir / "app")
-        check_port = _free_port("127.0.0.1")
+        check_port = free_port("127.0.0.1")
         log_path = release_dir / "runtime.log"
         model = snapshot["model"]
         cmd = [python, "-m", "mlserve.runtime", "--app-dir", str(release_dir / "app"),
@@ -117,7 +99,7 @@ class LocalProvider(Provider):
         try:
             with ctx.reporter.progress(f"waiting for {release_id} to load"):
                 reason = wait_healthy(check_url, target.health_timeout,
-                                      alive=lambda: proc.poll() is None)
+                                      alive=lambda: proc.poll() is None, max_delay=0.1)
             if reason is None and snapshot.get("smoke"):
                 ctx.reporter.step(f"running {len(snapshot['smoke'])} smoke case(s)")
                 from ..manifest import SmokeCase
@@ -226,12 +208,3 @@ class LocalProvider(Provider):
         for path in releases_dir.iterdir():
             if path.name not in wanted:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _state_ignore(ctx: Context) -> list[str]:
-    """Leave the state directory out of the bundle even when it lives elsewhere in the tree."""
-    try:
-        rel = ctx.state.dir.resolve().relative_to(ctx.project.root.resolve())
-    except ValueError:
-        return []
-    return [f"/{rel.as_posix()}/"]

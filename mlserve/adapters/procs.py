@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import deque
@@ -16,6 +17,24 @@ from pathlib import Path
 from typing import Iterator
 
 LOG_TAIL = 40
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (for a release's private check port)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when something else holds ``host:port`` (binding with SO_REUSEADDR fails)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _start_time(pid: int) -> str | None:

@@ -80,6 +80,9 @@ def run(argv: list[str] | None = None) -> None:
             import traceback
             traceback.print_exc()
         _print_error(exc.render(), exc.exit_code)
+        if "--json" in args:   # scripts get the error as data too, on stdout
+            from .output import emit_json
+            emit_json(exc.to_dict())
         sys.exit(exc.exit_code)
     except click_exceptions.ClickException as exc:  # usage errors: exit 2
         exc.show()

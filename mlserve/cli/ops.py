@@ -21,6 +21,10 @@ def _show_result(result, as_json: bool, verb: str) -> None:
             f"[bold]{result.url}[/bold]")
     else:
         say(f"[green]up to date[/green]: {result.release} already serving at [bold]{result.url}[/bold]")
+    hosts = result.extra.get("hosts") or []
+    if len(hosts) > 1:
+        from .hosts import hosts_table
+        hosts_table(hosts)
 
 
 @app.command()
@@ -74,6 +78,9 @@ def status(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
     colour = {"READY": "green", "FAILED": "red", "DELETED": "dim"}.get(info["status"], "yellow")
     say(f"{info['target']} ({info['provider']}): [{colour}]{info['status']}[/{colour}] "
         f"{info['url'] or ''} {info['release'] or ''} {info['detail']}")
+    if info["extra"].get("hosts"):
+        from .hosts import hosts_table
+        hosts_table(info["extra"]["hosts"])
     table("releases", ["release", "outcome", "when", "reason"],
           [[r["release"], r["outcome"], time.strftime("%Y-%m-%d %H:%M:%S",
                                                       time.localtime(r["created_at"])),

@@ -35,9 +35,8 @@ class SSHProvider(Provider):
             raise missing_extra("ssh", "paramiko") from None
 
     def package(self, ctx: Context):
-        from ...bundle import collect
-        from ..local import _state_ignore
-        return collect(ctx.project.root, extra_ignores=_state_ignore(ctx))
+        from ...bundle import collect, state_ignores
+        return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state.dir))
 
     def deploy(self, ctx: Context, bundle, seq: int) -> Outcome:
         from .rollout import rollout

@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from mlserve.adapters.procs import LOG_TAIL, ProcessRef, follow_file, log_tail, stop_process
+from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port, log_tail, port_taken,
+                                    stop_process)
 from mlserve.adapters.venvs import requirement_lines
 from mlserve.checks import http_json, predict_call, run_smoke, wait_healthy
 
@@ -150,7 +150,7 @@ def prepare(store: Store, request: dict, stream) -> dict:
     run = launch(rel, str(helper), str(store.base), spec, request.get("resources") or {})
     supervisor = ProcessRef(*run["supervisor"])
     url = f"http://127.0.0.1:{spec['check_port']}"
-    reason = _wait_healthy(url, request["health_timeout"], supervisor)
+    reason = wait_healthy(url, request["health_timeout"], alive=supervisor.alive, max_delay=0.1)
     if reason is None and request.get("smoke"):
         reason = run_smoke(predict_call(url), [SimpleNamespace(input=c.get("input"),
                                                                expect=c.get("expect"))
@@ -164,21 +164,6 @@ def prepare(store: Store, request: dict, stream) -> dict:
             "mode": run.get("mode"), "unit": run.get("unit"), "venv": venv}
 
 
-def _wait_healthy(url: str, timeout: float, supervisor: ProcessRef) -> str | None:
-    """``wait_healthy`` in 0.1 s slices: its backoff grows to 0.5 s, most of a small model's
-    start-up, while polling loopback every few tens of ms costs nothing."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reason = wait_healthy(url, 0.1, alive=supervisor.alive)
-        if reason is None:
-            return None
-        if not supervisor.alive():                  # its own words for a process that died
-            return wait_healthy(url, 1, alive=supervisor.alive)
-        if time.monotonic() >= deadline:
-            last = reason.partition(" (")[2]
-            return f"not healthy after {timeout:g}s ({last}" if last else reason
-
-
 def _stop_strays(dep: Deployment, request: dict) -> None:
     """Stop releases left running by an interrupted deploy (never the current one, unless it
     is being replaced by itself because it stopped answering)."""
@@ -187,26 +172,9 @@ def _stop_strays(dep: Deployment, request: dict) -> None:
         if rel.name != current or rel.name == request["release"]:
             dep.stop(rel.name, grace=10)
     live = current and (ref := dep.supervisor(current)) and ref.alive()
-    if not live and current != request["release"] and _port_taken(request["bind"], request["port"]):
+    if not live and current != request["release"] and port_taken(request["bind"], request["port"]):
         raise HostError(f"port {request['port']} is used by another program on this host",
                         fix="stop that program, or choose another port in the target")
-
-
-def _port_taken(bind: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((bind, port))
-        except OSError:
-            return True
-    return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spec(dep: Deployment, request: dict, python: str, lib: Path) -> dict:
@@ -224,7 +192,7 @@ def _spec(dep: Deployment, request: dict, python: str, lib: Path) -> dict:
     env.update(secrets)
     env["MLSERVE_SECRET_NAMES"] = ",".join(sorted(secrets))
     env["PYTHONUNBUFFERED"] = "1"
-    return {"cmd": cmd, "env": env, "cwd": str(rel / "app"), "check_port": _free_port(),
+    return {"cmd": cmd, "env": env, "cwd": str(rel / "app"), "check_port": free_port(),
             "log": str(rel / "runtime.log"), "release": request["release"],
             "deployment": request["deployment"], "hostkey": request["hostkey"]}
 
