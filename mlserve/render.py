@@ -13,6 +13,10 @@ file through a named filter that quotes it for the file's language:
 ``yaml_block(n)``   a multi-line text as a YAML literal block (``|``) indented by ``n`` spaces,
                     or as a double-quoted scalar when a literal block could not keep it exactly
 ``py``              a Python literal (``repr``) of str/int/float/bool/None/list/dict
+``py_verbatim``     like ``py``, but each string stands between its quotes exactly as it is (no
+                    escape sequence) whenever a quoting form allows it: tools that read a
+                    literal by stripping its quotes (Cog's static schema generator in
+                    ``cog build``) then read the same value as Python; ``repr`` otherwise
 ==================  ===========================================================================
 
 So a value with quotes, ``$(...)``, backticks, newlines or any unicode reads back exactly as it
@@ -22,6 +26,7 @@ was written in the manifest (tests parse each format and compare), or rendering 
 
 from __future__ import annotations
 
+import math
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -108,7 +113,47 @@ def py_literal(value: Any) -> str:
     return repr(value)
 
 
+def py_verbatim(value: Any) -> str:
+    """A Python literal like ``py_literal``, whose strings are written by ``verbatim_str`` where
+    they can be (``repr`` where they cannot); ``ast.literal_eval`` reads back ``value``."""
+    _check_literal(value)
+    return _verbatim(value)
+
+
+def verbatim_str(text: str) -> str | None:
+    """A Python string literal holding ``text`` unchanged between its quotes (``'...'``,
+    ``"..."``, ``r'...'`` with backslashes, ``'''...'''`` across lines), or None when none
+    can: a character that is neither printable nor a line feed or tab (Python's tokenizer
+    changes a carriage return; control, format and separator characters would hide in the
+    file), a line break together with a backslash, or quotes that every form collides with."""
+    if not all(ch.isprintable() or ch in "\n\t" for ch in text):
+        return None
+    one_line = "\n" not in text
+    if "\\" in text:
+        if not one_line or text.endswith("\\"):
+            return None
+        return next((f"r{q}{text}{q}" for q in "'\"" if q not in text), None)
+    if one_line:
+        for q in "'\"":
+            if q not in text:
+                return q + text + q
+    return next((q + text + q for q in ("'''", '"""') if q not in text and not text.endswith(q[0])),
+                None)
+
+
+def _verbatim(value: Any) -> str:
+    if isinstance(value, str):
+        return verbatim_str(value) or repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_verbatim(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_verbatim(k)}: {_verbatim(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 def _check_literal(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"py filter: {value!r} has no Python literal")
     if value is None or isinstance(value, (str, bool, int, float)):
         return
     if isinstance(value, (list, tuple)):
@@ -140,6 +185,7 @@ FILTERS = {
     "yaml": yaml_quote,
     "yaml_block": yaml_block,
     "py": py_literal,
+    "py_verbatim": py_verbatim,
 }
 
 

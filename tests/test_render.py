@@ -12,7 +12,10 @@ import pytest
 import yaml
 
 from mlserve.errors import InvalidInput
-from mlserve.render import dockerfile_quote, environment, py_literal, shell_quote, yaml_block, yaml_quote
+from mlserve.render import (
+    dockerfile_quote, environment, py_literal, py_verbatim, shell_quote, verbatim_str, yaml_block,
+    yaml_quote,
+)
 from mlserve.resources import templates_dir
 from tests.test_package_support import HOSTILE, NEWLINES
 
@@ -57,8 +60,43 @@ def test_py_literal_reads_back_exactly(name):
 
 
 def test_py_literal_refuses_objects_without_a_literal():
-    with pytest.raises(TypeError):
-        py_literal({"k": object()})
+    for value in ({"k": object()}, float("inf"), [float("nan")]):
+        for quote in (py_literal, py_verbatim):
+            with pytest.raises(TypeError):
+                quote(value)
+
+
+def _quotes_stripped(literal: str) -> str:
+    """A string literal read the way Cog's static schema generator reads one (cog
+    pkg/schema/python/literals.go, parseStringLiteral): its quotes cut off, nothing unescaped."""
+    if literal.startswith(("'''", '"""')):
+        return literal[3:-3]
+    return literal[2:-1] if literal.startswith(("r'", 'r"')) else literal[1:-1]
+
+
+VERBATIM = {**VALUES, "BOTH_QUOTES_MULTILINE": "it's \"x\"\nand `y` héllo ✓ 🚀",
+            "ENDS_IN_QUOTE": "say \"hi\"\nnow 'x'", "WINDOWS": "C:\\models\\*.bin",
+            "NEWLINES_ONLY": "\n\n", "TABS": "a\tb"}
+
+
+@pytest.mark.parametrize("name", sorted(VERBATIM))
+def test_py_verbatim_reads_back_exactly_and_without_escapes_where_it_can(name):
+    value = VERBATIM[name]
+    assert ast.literal_eval(py_verbatim(value)) == value
+    assert ast.literal_eval(py_verbatim({value: [value, 1]})) == {value: [value, 1]}
+    literal = verbatim_str(value)
+    if literal is None:    # only escape sequences can write it: Python's own repr does
+        assert py_verbatim(value) == repr(value)
+    else:
+        assert ast.literal_eval(literal) == value and _quotes_stripped(literal) == value
+
+
+def test_verbatim_str_picks_the_plainest_form():
+    assert verbatim_str("it's") == '"it\'s"'
+    assert verbatim_str('say "hi"') == "'say \"hi\"'"
+    assert verbatim_str("C:\\x") == "r'C:\\x'"
+    assert verbatim_str("a\nb") == "'''a\nb'''"
+    assert verbatim_str("a\r\nb") is None and verbatim_str("a\\\nb") is None
 
 
 def test_dockerfile_quote_escapes_expansion_and_refuses_line_breaks():
