@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..render import render
 from ..resources import templates_dir
+from .cog_inputs import run_parameters
 from .context import LARGE_FILE_BYTES, BuildContext, Spec
 from .runtime import local_python, runtime_sources, vendored_sources
 
@@ -52,11 +53,14 @@ def _shim_and_runtime(prefix: str, ctx: BuildContext) -> None:
 
 
 def render_cog(spec: Spec, ctx: BuildContext) -> None:
-    """cog.yaml + predict.py (a ``BaseRunner`` with ``run``) around the class in app/."""
+    """cog.yaml + predict.py (a ``BaseRunner`` with ``run``) around the class in app/; ``run``
+    has one typed parameter per field of ``model.inputs`` (see cog_inputs), else one opaque."""
     values = _common(spec)
     model = spec.option("replicate", "model")
+    parameters = run_parameters(spec, ctx.warnings)
     values.update(gpu=spec.manifest.resources.gpu is not None, app_dir="app",
-                  image=f"r8.im/{model}" if model else "", sdk_version=COG_SDK_VERSION)
+                  image=f"r8.im/{model}" if model else "", sdk_version=COG_SDK_VERSION,
+                  parameters=parameters, copies_defaults=any(p["fresh"] for p in parameters))
     ctx.text("cog.yaml", render("cog", "cog.yaml.j2", **values))
     ctx.text("predict.py", render("cog", "predict.py.j2", **values))
     _requirements(spec, ctx)
