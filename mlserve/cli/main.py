@@ -87,9 +87,15 @@ def run(argv: list[str] | None = None) -> None:
     except click_exceptions.ClickException as exc:  # usage errors: exit 2
         exc.show()
         sys.exit(EXIT_INVALID if exc.exit_code == 2 else exc.exit_code)
-    except (KeyboardInterrupt, click_exceptions.Abort):
+    except typer.Abort:  # a confirmation answered "no"
+        sys.stderr.write("aborted: nothing was changed\n")
+        sys.exit(EXIT_FAILURE)
+    except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:  # `mlserve ... | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as exc:  # a bug in mlserve: say so, without local variables
         if _DEBUG:
             raise
