@@ -40,7 +40,7 @@ def build(
     for warning in result.warnings:
         say(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
-        emit_json({k: v for k, v in result.to_dict().items() if k != "warnings"})
+        emit_json(result.to_dict())
         return
     _show_tree(result)
 
