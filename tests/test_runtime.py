@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.runtime_models.harness import Runtime, free_port, request
+from tests.runtime_models.harness import Runtime, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -202,4 +202,4 @@ def test_secrets_are_masked_in_errors_and_logs(tmp_path):
     finally:
         assert runtime.stop() == 0
     assert secret not in runtime.stderr and secret not in runtime.stdout
-    assert f"GET /*** 404" in runtime.stdout
+    assert "GET /*** 404" in runtime.stdout

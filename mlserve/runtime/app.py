@@ -16,8 +16,9 @@ Errors are JSON ``{"error": ...}``: 400 bad JSON or shape, 404, 405, 413 body to
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .logs import Logs
 
@@ -181,7 +182,7 @@ class App:
                 return await _respond(send, 200, _encode(value if key is None else {key: value}).encode())
             except (TypeError, ValueError, RecursionError) as exc:
                 value = exc  # the output cannot be JSON: the model's fault, reported like a raise
-        self._logs.exception(f"predict failed for {scope['method']} {scope['path']}:", value)
+        self._logs.failure(f"predict failed for {scope['method']} {scope['path']}:", value)
         message = self._redact(f"{type(value).__name__}: {value}")
         return await _respond(send, 500, _encode({"error": message}).encode())
 

@@ -28,8 +28,9 @@ import asyncio
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 _SLOW_CALL = 0.0005  # seconds; a call this long is worth its own hand-back
 _FLUSH_AFTER = 0.002  # seconds a finished result may wait for company

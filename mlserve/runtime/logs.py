@@ -58,7 +58,7 @@ class Logs:
         line = f"{utc_now()} mlserve.runtime {message}"
         self._write(self._err, self.redact(line if line.endswith("\n") else line + "\n"))
 
-    def exception(self, message: str, exc: BaseException) -> None:
+    def failure(self, message: str, exc: BaseException) -> None:
         """Log ``message`` then the traceback (frames and message only: never local variables)."""
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.event(f"{message}\n{text}")
@@ -101,7 +101,7 @@ class EventHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - a bad log call must not break the server
             message = str(record.msg)
         if record.exc_info and record.exc_info[1] is not None:
-            self._logs.exception(f"{record.levelname.lower()}: {message}", record.exc_info[1])
+            self._logs.failure(f"{record.levelname.lower()}: {message}", record.exc_info[1])
         else:
             self._logs.event(f"{record.levelname.lower()}: {message}")
 

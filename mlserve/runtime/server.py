@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import signal
 import socket
 import struct
@@ -94,7 +93,8 @@ class Runtime:
         self.server: uvicorn.Server | None = None
         self.runner = None
         self._activate_requested = False
-        self._active = False
+        self._active = settings.check_port is None  # without a check port the public socket serves at once
+        self._activation: asyncio.Task | None = None
 
     def _config(self) -> uvicorn.Config:
         return uvicorn.Config(
@@ -132,7 +132,6 @@ class Runtime:
             return 1
         where = f"{s.host}:{s.port}" if s.check_port is None else f"127.0.0.1:{s.check_port} (public {s.host}:{s.port} on SIGUSR1)"
         self.logs.event(f"listening on {where}; loading {s.entrypoint} from {s.app_dir}")
-        self._active = s.check_port is None
         if self._activate_requested:
             await self._activate()
         ticker = loop.create_task(self._tick())
@@ -160,8 +159,8 @@ class Runtime:
         s = self.settings
         try:
             model = load_model(s.app_dir, s.entrypoint)
-        except BaseException as exc:  # noqa: BLE001 - any failure to load ends the process with 1
-            self.logs.exception(f"error: cannot load {s.entrypoint} from {s.app_dir}:", exc)
+        except BaseException as exc:  # noqa: BLE001 - any failure to load ends the process with exit code 1
+            self.logs.failure(f"error: cannot load {s.entrypoint} from {s.app_dir}:", exc)
             loop.call_soon_threadsafe(self._fail)
             return
         loop.call_soon_threadsafe(self._ready, model)
@@ -189,7 +188,7 @@ class Runtime:
         if self.server is None or not self.server.started:
             self._activate_requested = True
             return
-        asyncio.get_running_loop().create_task(self._activate())
+        self._activation = asyncio.get_running_loop().create_task(self._activate())
 
     async def _activate(self) -> None:
         s = self.settings
