@@ -78,6 +78,10 @@ class RichReporter(Reporter):
         if self.quiet:
             yield Progress()
             return
+        if not console().is_terminal:   # logs and CI: one line when done, no redraws
+            yield Progress()
+            console().print(f"[dim]•[/dim] {description}: done")
+            return
         from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn)
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
