@@ -251,8 +251,18 @@ def test_iris_example_with_requirements_and_artifact(tmp_path):
     assert not any(f.name == "train.py" for f in (tmp_path / "state").rglob("train.py"))
     status, body = _post(f"http://127.0.0.1:{port}", {"features": [6.7, 3.0, 5.2, 2.3]})
     assert body["output"]["class"] == "virginica"
-    venvs = list((tmp_path / "state" / "venvs").iterdir())
-    assert any((v / ".complete").exists() for v in venvs)
+    venvs = [v for v in (tmp_path / "state" / "venvs").iterdir() if v.is_dir()]
+    assert len(venvs) == 1 and (venvs[0] / ".complete").exists()
+    built_at = (venvs[0] / ".complete").stat().st_mtime_ns
+    # A code change with the same requirements reuses the venv.
+    model = project / "model.py"
+    model.write_text(model.read_text() + "\n# a comment\n")
+    again = run_process("deploy", *args, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["release"] != json.loads(result.out)["release"]
+    assert "building a venv" not in again.err
+    assert [v for v in (tmp_path / "state" / "venvs").iterdir() if v.is_dir()] == venvs
+    assert (venvs[0] / ".complete").stat().st_mtime_ns == built_at
     assert run_process("delete", *args, "--yes").code == 0
 
 
