@@ -121,7 +121,10 @@ def status(manifest=None, target=None, state_dir=None) -> dict:
         current = ctx.state.current(ctx.target_name)
         live: Status = adapters.get(ctx.target.provider).status(ctx, current)
         releases = ctx.state.releases(ctx.target_name)[-10:]
-        return {"target": ctx.target_name, "provider": ctx.target.provider, "status": live.state,
+        state = live.state
+        if current is None and ctx.state.deployment(ctx.target_name) is None:
+            state = "NOT DEPLOYED"      # never served (failed attempts are listed in releases)
+        return {"target": ctx.target_name, "provider": ctx.target.provider, "status": state,
                 "url": live.url, "release": live.release_id, "detail": live.detail,
                 "extra": live.extra,
                 "releases": [{"release": r.release_id, "outcome": r.outcome, "created_at": r.created_at,
