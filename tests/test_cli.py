@@ -26,7 +26,7 @@ def test_help_lists_every_command(capsys):
     result = run_cli(capsys, "--help")
     assert result.code == 0
     for command in ("init", "validate", "schema", "deploy", "predict", "status", "list", "logs",
-                    "rollback", "delete", "serve"):
+                    "rollback", "delete", "serve", "build", "providers"):
         assert command in result.out
 
 
