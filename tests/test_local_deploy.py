@@ -26,6 +26,20 @@ from tests.infra.net import free_port
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _delete_left_deployments(tmp_path):
+    """Whatever a test leaves deployed (a failed assertion skips its own delete) is stopped."""
+    yield
+    project, state = tmp_path / "proj", tmp_path / "state"
+    if (project / "mlserve.yaml").exists() and state.exists():
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        try:
+            service.delete(project, None, state)
+        except MlserveError:
+            pass                                  # nothing deployed: nothing to stop
+
+
 def _project(tmp_path: Path, name: str = "hello") -> tuple[Path, int]:
     project = tmp_path / "proj"
     shutil.copytree(EXAMPLES / name, project)
