@@ -172,6 +172,23 @@ def test_runtime_imports_only_stdlib_and_uvicorn():
             assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY or name == "__future__", f"{path.name}: {name}"
 
 
+def test_runtime_leaves_uvicorn_cli_unimported_but_whole_for_models():
+    """Start-up skips uvicorn's command line (click); a model importing uvicorn gets all of it."""
+    probe = (
+        "import json, sys\n"
+        "import mlserve.runtime.server as server\n"
+        "server.Config(lambda scope, receive, send: None, http='h11', ws='none', lifespan='off',\n"
+        "              log_config=None).load()  # what serving loads\n"
+        "before = sorted(m for m in sys.modules if m.split('.')[0] == 'click' or m == 'uvicorn.main')\n"
+        "import uvicorn\n"
+        "from uvicorn import run\n"
+        "print(json.dumps([before, uvicorn.Config is server.Config, uvicorn.Server is server.Server,\n"
+        "                  callable(run), bool(uvicorn.__version__)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert json.loads(out.stdout) == [[], True, True, True, True]
+
+
 def test_runtime_runs_copied_alone(tmp_path):
     """Copied without the rest of mlserve (as into a build context), it serves and loads nothing else."""
     shutil.copytree(RUNTIME_DIR, tmp_path / "ctx" / "mlserve" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
