@@ -320,3 +320,11 @@ def test_cli_deploy_json_reports_hosts_and_errors_exit_codes(sshd_host, tmp_path
     edit_target(manifest, known_hosts=str(sshd_host.known_hosts))
     gone = run_cli(capsys, "delete", "box", "-y", "-f", str(manifest), "--state", state)
     assert gone.code == 0, gone.err
+
+
+def test_a_base_dir_that_cannot_be_created_names_the_fix(sshd_host, tmp_path):
+    manifest = make(tmp_path, target_for(sshd_host, Path("/proc/mlserve-cannot-exist"), free_port()))
+    with pytest.raises(MlserveError) as failed:
+        service.deploy(manifest, "box", tmp_path / "state")
+    assert "cannot install mlserve's helper" in failed.value.message
+    assert "base_dir is writable" in failed.value.fix and "/proc/mlserve-cannot-exist" in failed.value.details

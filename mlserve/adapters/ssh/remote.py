@@ -1,16 +1,18 @@
 """Running the helper on a host: one SSH exec per operation, JSON in and out.
 
 The command line is a short inline bootstrap (``LAUNCH``) that runs the helper archive from the
-host's object store, or exits 99 when the host does not have it yet; the archive is then sent
-once (``INSTALL`` checks its hash before keeping it) and the call retried. Requests are JSON
-lines on stdin (``{"op": ..., ...}``), each followed by object contents for uploads; each result
-is one JSON line on stdout. Channel and socket failures become ``MlserveError`` here.
+host's object store, or exits 99 when the host does not have it yet; the call is then retried on
+an exec that is sent the archive first, keeps it (``INSTALL`` checks its hash) and runs it at once
+(``INSTALL_AND_LAUNCH``). Requests are JSON lines on stdin (``{"op": ..., ...}``), each followed
+by object contents for uploads; each result is one JSON line on stdout. Channel and socket
+failures become ``MlserveError`` here.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import textwrap
 from typing import Iterator
 
 from ...errors import MlserveError, ProviderError
@@ -40,6 +42,15 @@ INSTALL = ("import hashlib,os,sys;b=os.path.expanduser(sys.argv[1]);h=sys.argv[2
            "o=os.path.join(b,'objects');os.makedirs(o,0o700,exist_ok=True)\n"
            "t=os.path.join(o,'.%s.%s'%(h,os.urandom(4).hex()));open(t,'wb').write(d);os.chmod(t,0o444)\n"
            "os.replace(t,os.path.join(o,h))")
+# INSTALL, then the helper at once in the same process (``BASE DIGEST SIZE OP``): a host without
+# the helper costs one SSH exec (a login shell and an interpreter) less. 97: the install failed.
+INSTALL_FAILED = 97
+INSTALL_AND_LAUNCH = ("import sys\ntry:\n" + textwrap.indent(INSTALL, " ") + "\n"
+                      "except BaseException as e:\n"
+                      " import traceback;sys.stderr.write(str(e.code) if isinstance(e,SystemExit)"
+                      f" else traceback.format_exc());sys.exit({INSTALL_FAILED})\n"
+                      "sys.argv=[os.path.join(o,h),sys.argv[1]]+sys.argv[4:];import runpy\n"
+                      "runpy.run_path(sys.argv[0],run_name='__main__')")
 
 
 class HostFailure(MlserveError):
@@ -87,13 +98,7 @@ class Agent:
             if result == NO_BASE_DIR and op in WHEN_NOTHING_THERE:
                 return dict(WHEN_NOTHING_THERE[op])
             if isinstance(result, int):     # the helper (this version) is not on the host yet
-                self._install_helper()
-                result = self._call(op, request, timeout, plan, missing)
-            if isinstance(result, int):
-                raise ProviderError(f"mlserve's helper vanished from {self.label} right after "
-                                    "it was installed",
-                                    fix="another mlserve deleting on a host that shares this "
-                                        "base_dir? Run the command again")
+                result = self._call(op, request, timeout, plan, missing, install=True)
         except MlserveError:
             raise
         except Exception as exc:  # noqa: BLE001 - paramiko/socket errors, translated below
@@ -111,12 +116,17 @@ class Agent:
                           details=(f"last lines of the log on {self.label}:\n{result['log']}"
                                    if result.get("log") else None))
 
-    def _call(self, op, request, timeout, plan, missing) -> dict | int:
-        """The result, or the launcher's exit code when it found no base_dir or no helper."""
+    def _call(self, op, request, timeout, plan, missing, install=False) -> dict | int:
+        """The result, or the launcher's exit code when it found no base_dir or no helper.
+        ``install``: send the helper first, on a new channel that installs it and runs it."""
         fresh = self._channel is None
         if fresh:
-            self._channel = self._open(self._command(LAUNCH, self.options.base_dir,
-                                                     self.helper.digest, "serve"), timeout)
+            size = [str(self.helper.size)] if install else []
+            self._channel = self._open(self._command(INSTALL_AND_LAUNCH if install else LAUNCH,
+                                                     self.options.base_dir, self.helper.digest,
+                                                     *size, "serve"), timeout)
+            if install:
+                self._channel.sendall(self.helper.data)
         channel = self._channel
         channel.settimeout(timeout)
         channel.sendall(json.dumps({"op": op, **request}).encode() + b"\n")
@@ -128,7 +138,9 @@ class Agent:
         err = _read_all(channel.recv_stderr)
         code = channel.recv_exit_status()
         self.close()
-        if code in (NO_BASE_DIR, MISSING_HELPER) and fresh and not missing:
+        if install and code == INSTALL_FAILED:
+            raise self._install_failure(code, err)
+        if code in (NO_BASE_DIR, MISSING_HELPER) and fresh and not missing and not install:
             return code
         raise ProviderError(f"the mlserve helper failed on {self.label} (exit {code})",
                             fix="check that `python` in the target names Python >= 3.10 on the "
@@ -172,12 +184,15 @@ class Agent:
         finally:
             channel.close()
         if code:
-            raise ProviderError(f"cannot install mlserve's helper on {self.label} with "
-                                f"{self.options.python!r} (exit {code})",
-                                where=f"targets.{self.target_name}.python",
-                                fix="point `python` at a Python 3 interpreter on the host, and "
-                                    "check that base_dir is writable by the login user",
-                                details=err.decode(errors="replace")[-2000:])
+            raise self._install_failure(code, err)
+
+    def _install_failure(self, code: int, err: bytes) -> ProviderError:
+        return ProviderError(f"cannot install mlserve's helper on {self.label} with "
+                             f"{self.options.python!r} (exit {code})",
+                             where=f"targets.{self.target_name}.python",
+                             fix="point `python` at a Python 3 interpreter on the host, and "
+                                 "check that base_dir is writable by the login user",
+                             details=err.decode(errors="replace")[-2000:])
 
     def lines(self, op: str, request: dict, installed: bool = False) -> Iterator[str]:
         """Stream the text lines an operation prints (``logs``), until it ends."""
