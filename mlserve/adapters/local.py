@@ -27,10 +27,8 @@ from ..checks import http_json, predict_call, run_smoke, wait_healthy
 from ..errors import DeployError, InvalidInput
 from ..state import Release
 from .base import DELETED, FAILED, PENDING, READY, Context, Outcome, Provider, Status
-from .procs import LOG_TAIL, ProcessRef, free_port, log_tail, port_taken, stop_process
+from .procs import LOG_TAIL, ProcessRef, free_port, log_tail, port_taken, runtime_env, stop_process
 from .venvs import python_for
-
-ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "TZ")
 
 
 class LocalProvider(Provider):
@@ -80,11 +78,7 @@ class LocalProvider(Provider):
                "--entrypoint", model["entrypoint"], "--name", snapshot["name"],
                "--host", target.host, "--port", str(target.port), "--check-port", str(check_port),
                "--concurrency", str(snapshot["scaling"]["concurrency"]), "--release", release_id]
-        env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-        env.update(snapshot.get("env", {}))
-        env.update(ctx.secrets)
-        env["MLSERVE_SECRET_NAMES"] = ",".join(sorted(ctx.secrets))
-        env["PYTHONUNBUFFERED"] = "1"
+        env = runtime_env(snapshot.get("env", {}), ctx.secrets)
         ctx.reporter.step(f"starting {release_id} beside the current release")
         with open(log_path, "ab") as log:
             log.write(f"--- mlserve: starting {release_id} at {time.ctime()} ---\n".encode())

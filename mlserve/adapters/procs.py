@@ -17,6 +17,20 @@ from pathlib import Path
 from typing import Iterator
 
 LOG_TAIL = 40
+#: What a release's runtime inherits from the deployer's environment; the rest comes from the
+#: manifest's env and secrets, so a model sees the same variables on every target.
+ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "TZ")
+
+
+def runtime_env(env: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
+    """The runtime's environment: a few of ours, the manifest's env, the secrets, and the
+    secret names the runtime redacts from its logs."""
+    out = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
+    out.update(env)
+    out.update(secrets)
+    out["MLSERVE_SECRET_NAMES"] = ",".join(sorted(secrets))
+    out["PYTHONUNBUFFERED"] = "1"
+    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -30,6 +30,12 @@ def requirement_lines(root: Path, requirements) -> list[str]:
     return list(requirements or [])
 
 
+def venv_key(lines: list[str]) -> str:
+    """A venv's name: the hash of this interpreter's version and the requirement lines."""
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return hashlib.sha256("\n".join([running, *lines]).encode()).hexdigest()[:12]
+
+
 def python_for(ctx: Context, snapshot: dict, app_dir: Path) -> str:
     """The interpreter for a release whose files are in ``app_dir``."""
     model = snapshot["model"]
@@ -42,7 +48,7 @@ def python_for(ctx: Context, snapshot: dict, app_dir: Path) -> str:
     lines = requirement_lines(app_dir, requirements)
     if not lines:
         return sys.executable
-    key = hashlib.sha256("\n".join([running, *lines]).encode()).hexdigest()[:12]
+    key = venv_key(lines)
     venv = ctx.state.dir / "venvs" / key
     python = venv / "bin" / "python"
     if (venv / ".complete").exists():

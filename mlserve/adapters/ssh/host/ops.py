@@ -8,7 +8,6 @@ smoke, process and log handling reuse mlserve's own modules (``mlserve.checks``,
 
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import shutil
@@ -21,8 +20,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port, log_tail, port_taken,
-                                    stop_process)
-from mlserve.adapters.venvs import requirement_lines
+                                    runtime_env, stop_process)
+from mlserve.adapters.venvs import requirement_lines, venv_key
 from mlserve.checks import http_json, predict_call, run_smoke, wait_healthy
 
 from .runner import launch, systemd_mode
@@ -35,7 +34,6 @@ RUN_RUNTIME = ("import runpy,sys;lib=sys.argv.pop(1);front=sys.argv.pop(1)=='fro
                "sys.path.insert(0,lib) if front else sys.path.append(lib);"
                "sys.argv[0]='mlserve.runtime';"
                "runpy.run_module('mlserve.runtime',run_name='__main__',alter_sys=True)")
-ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "TZ")
 
 
 class Deployment:
@@ -186,12 +184,7 @@ def _spec(dep: Deployment, request: dict, python: str, lib: Path) -> dict:
            "--entrypoint", launch_["entrypoint"], "--name", launch_["name"],
            "--host", request["bind"], "--port", str(request["port"]),
            "--concurrency", str(launch_["concurrency"]), "--release", request["release"]]
-    env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    env.update(launch_.get("env") or {})
-    secrets = launch_.get("secrets") or {}
-    env.update(secrets)
-    env["MLSERVE_SECRET_NAMES"] = ",".join(sorted(secrets))
-    env["PYTHONUNBUFFERED"] = "1"
+    env = runtime_env(launch_.get("env") or {}, launch_.get("secrets") or {})
     return {"cmd": cmd, "env": env, "cwd": str(rel / "app"), "check_port": free_port(),
             "log": str(rel / "runtime.log"), "release": request["release"],
             "deployment": request["deployment"], "hostkey": request["hostkey"]}
@@ -202,8 +195,7 @@ def ensure_venv(store: Store, requirements, app_dir: Path) -> tuple[str, str | N
     lines = requirement_lines(app_dir, requirements)
     if not lines:
         return sys.executable, None
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    key = hashlib.sha256("\n".join([running, *lines]).encode()).hexdigest()[:12]
+    key = venv_key(lines)
     venv = store.venvs / key
     if (venv / ".complete").exists():
         return str(venv / "bin" / "python"), key
