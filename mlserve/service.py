@@ -48,12 +48,17 @@ def resolve_secrets(names: list[str], environ: dict | None = None) -> dict[str, 
     return {n: environ[n] for n in names}
 
 
+def _open_state(project: Project, state_dir: str | Path | None) -> State:
+    """The journal: ``--state``/``MLSERVE_STATE``, else ``.mlserve`` beside the manifest."""
+    return State(Path(state_dir).absolute() if state_dir else default_state_dir(project.root))
+
+
 @contextlib.contextmanager
 def open_context(manifest: str | Path | None, target: str | None, state_dir: str | Path | None,
                  reporter: Reporter | None = None, *, need_secrets: bool = False) -> Iterator[Context]:
     project = load_project(manifest)
     name, options = project.target(target)
-    state = State(Path(state_dir).absolute() if state_dir else default_state_dir(project.root))
+    state = _open_state(project, state_dir)
     try:
         secrets = resolve_secrets(project.manifest.secrets) if need_secrets else {}
         yield Context(project=project, target_name=name, target=options, state=state,
@@ -133,7 +138,7 @@ def status(manifest=None, target=None, state_dir=None) -> dict:
 
 def list_deployments(manifest=None, state_dir=None) -> list[dict]:
     project = load_project(manifest)
-    state = State(Path(state_dir).absolute() if state_dir else default_state_dir(project.root))
+    state = _open_state(project, state_dir)
     try:
         known = {d.target: d for d in state.deployments()}
         rows = []
