@@ -1,31 +1,49 @@
 #!/usr/bin/env bash
-# Build (once) the root filesystem of the local Python base image used by Docker tests.
+# Build (once) a Debian root filesystem for the tests, packed as a tarball. Two flavours:
 #
-# Nothing can be pulled from a container hub here, so the tests' base image is a minimal
-# Debian bookworm made by debootstrap (from Debian's package archive) with python3, venv and
-# pip, packed as a tarball that `docker import` turns into an image.
+#   python        (default) the local Python base image of the Docker tests. Nothing can be
+#                 pulled from a container hub here, so it is a minimal Debian bookworm made by
+#                 debootstrap (from Debian's package archive) with python3, venv and pip, that
+#                 `docker import` turns into an image.
+#   systemd-host  the same plus systemd and openssh-server: the root of the `systemd_host`
+#                 test fixture, a machine booted by systemd-nspawn whose systemd runs the
+#                 ssh provider's releases as transient units.
 #
 # debootstrap takes about a minute, so the tarball is cached at a fixed path keyed by everything
 # that changes its content (suite, variant, package list, this recipe's version). A cached
 # tarball is reused as is; only a missing one is rebuilt. Concurrent callers share one build
 # through a lock. Prints the tarball's path on stdout (progress goes to stderr).
 #
-# Usage: .ci/build-base-image.sh [--key]     (--key: print the cache key and exit)
+# Usage: .ci/build-base-image.sh [--flavour python|systemd-host] [--key]
+#        (--key: print the cache key and exit)
 # Env:   MLSERVE_TEST_CACHE  cache dir (default /var/cache/mlserve-tests)
 #        MLSERVE_DEBIAN_MIRROR  (default http://deb.debian.org/debian)
 set -euo pipefail
 
 SUITE=bookworm
 VARIANT=minbase
-PACKAGES=python3,python3-venv,python3-pip,ca-certificates
+FLAVOUR=python
+PRINT_KEY=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --flavour) FLAVOUR=$2 && shift 2 ;;
+    --key) PRINT_KEY=1 && shift ;;
+    *) echo "usage: $0 [--flavour python|systemd-host] [--key]" >&2 && exit 2 ;;
+    esac
+done
+case $FLAVOUR in
+python) PACKAGES=python3,python3-venv,python3-pip,ca-certificates ;;
+systemd-host) PACKAGES=python3,python3-venv,ca-certificates,systemd,systemd-sysv,openssh-server ;;
+*) echo "unknown flavour $FLAVOUR (python, systemd-host)" >&2 && exit 2 ;;
+esac
 RECIPE=2 # bump when the steps below change the result
 CACHE_DIR=${MLSERVE_TEST_CACHE:-/var/cache/mlserve-tests}
 MIRROR=${MLSERVE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 KEY=$(printf '%s|%s|%s|%s' "$SUITE" "$VARIANT" "$PACKAGES" "$RECIPE" | sha256sum | cut -c1-12)
-TARBALL="$CACHE_DIR/$SUITE-python-$KEY.tar"
+TARBALL="$CACHE_DIR/$SUITE-$FLAVOUR-$KEY.tar"
 
-if [[ ${1:-} == --key ]]; then
+if [[ -n $PRINT_KEY ]]; then
     echo "$KEY"
     exit 0
 fi
@@ -61,24 +79,26 @@ cleanup() {
 trap cleanup EXIT
 
 start=$(date +%s)
-log "debootstrap $SUITE ($VARIANT, $PACKAGES) into $WORK/rootfs; takes about a minute"
+log "debootstrap $SUITE $FLAVOUR ($VARIANT, $PACKAGES) into $WORK/rootfs; takes about a minute"
 debootstrap --variant="$VARIANT" --include="$PACKAGES" "$SUITE" "$WORK/rootfs" "$MIRROR" \
     >"$WORK/debootstrap.log" 2>&1 || {
     tail -n 30 "$WORK/debootstrap.log" >&2
     log "debootstrap failed (full log above was $WORK/debootstrap.log)"
     exit 1
 }
-# Slim it (175 MB -> ~140 MB, a faster `docker import`): package caches, lists, docs and
-# translations are not needed to run python in a container (apt-get update restores lists).
+# Slim it (175 MB -> ~140 MB, a faster `docker import` or unpacking): package caches, lists,
+# docs and translations are not needed to run python in a container (apt-get update restores
+# lists). The systemd-host flavour's ssh host keys are made by the fixture on every boot.
 chroot "$WORK/rootfs" apt-get clean
 rm -rf "$WORK/rootfs"/var/lib/apt/lists/* "$WORK/rootfs"/var/cache/apt/*.bin \
     "$WORK/rootfs"/usr/share/doc/* "$WORK/rootfs"/usr/share/man/* \
     "$WORK/rootfs"/usr/share/info/* "$WORK/rootfs"/usr/share/locale/*
 chroot "$WORK/rootfs" python3 -c 'import venv, ensurepip, ssl' # prove the image will work
+rm -f "$WORK/rootfs"/etc/ssh/ssh_host_*
 
 tar --numeric-owner -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
 mv "$WORK/rootfs.tar" "$TARBALL"
-for old in "$CACHE_DIR/$SUITE"-python-*.tar; do # tarballs of older recipes
+for old in "$CACHE_DIR/$SUITE-$FLAVOUR"-*.tar; do # tarballs of older recipes
     [[ $old == "$TARBALL" ]] || rm -f "$old"
 done
 log "built $TARBALL ($(du -h "$TARBALL" | cut -f1)) in $(($(date +%s) - start)) s"

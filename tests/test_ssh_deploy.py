@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,21 +21,11 @@ from mlserve.errors import DeployError, MlserveError
 from tests.helpers import run_cli
 from tests.infra.net import free_port, port_open
 from tests.infra.policy import require_tool
-from tests.ssh_models import (VersionPoller, edit, edit_target, health, make, predict, set_version,
-                              target_for)
+from tests.ssh_models import (VersionPoller, answers, deploy_failing_load, edit, edit_target,
+                              health, make, predict, set_version, target_for, wait_until)
 from tests.ssh_models import undeploy_afterwards  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alive(pid: int) -> bool:
@@ -45,13 +34,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def _answers(url: str) -> dict | None:
-    try:
-        return predict(url, timeout=2)
-    except OSError:
-        return None
 
 
 def test_deploy_noop_one_file_redeploy_rollback_logs_status_delete(sshd_host, tmp_path):
@@ -100,7 +82,7 @@ def test_deploy_noop_one_file_redeploy_rollback_logs_status_delete(sshd_host, tm
     # supervision: the runtime is restarted on the public port when it dies while serving
     pid = info["extra"]["hosts"][0]["pid"]
     os.kill(pid, signal.SIGKILL)
-    answer = _wait(lambda: _answers(url), what="the supervisor to restart the runtime")
+    answer = wait_until(lambda: answers(url), what="the supervisor to restart the runtime")
     assert answer["version"] == "v1" and answer["pid"] != pid
 
     service.delete(manifest, "box", state)
@@ -138,7 +120,7 @@ def _follow_sees_a_new_request(manifest, state, url, remote) -> None:
             if str(remote).encode() in b" ".join(cmd) and b"logs" in cmd:
                 return False
         return True
-    _wait(helper_gone, 10, "the host's `logs --follow` process to end with the client")
+    wait_until(helper_gone, 10, "the host's `logs --follow` process to end with the client")
 
 
 def test_non_root_user_deploys_into_its_home(sshd_user_host, tmp_path, monkeypatch):
@@ -172,17 +154,10 @@ def test_failed_health_check_and_failed_smoke_keep_the_old_release(sshd_host, tm
     manifest = make(tmp_path, target_for(sshd_host, tmp_path / "remote", free_port()))
     state = tmp_path / "state"
     first = service.deploy(manifest, "box", state)
+    failed = deploy_failing_load(manifest, state, first.url)
+    assert failed.hosts[0]["status"] == "failed"
+    assert failed.hosts[0]["release"] == first.release
     with VersionPoller(first.url) as poller:
-        edit(manifest, env={"FACTOR": "2", "FAIL_LOAD": "boom"})
-        set_version(manifest, "v2")
-        with pytest.raises(DeployError) as failed:
-            service.deploy(manifest, "box", state)
-        assert failed.value.exit_code == 1
-        assert "exited while loading" in failed.value.message
-        assert "load failed on purpose: boom" in failed.value.details   # the remote log's tail
-        assert failed.value.hosts[0]["status"] == "failed"
-        assert failed.value.hosts[0]["release"] == first.release
-
         edit(manifest, env={"FACTOR": "3"}, smoke=[{"input": {"x": [1]}, "expect": {"y": [2]}}])
         with pytest.raises(DeployError, match="smoke case 1: expected"):
             service.deploy(manifest, "box", state)
@@ -209,7 +184,7 @@ def test_connection_cut_mid_upload_resumes_and_old_release_keeps_answering(sshd_
         def growing():
             return [p for p in partial.glob("*") if p.stat().st_size > (4 << 20)]
         try:
-            _wait(growing, timeout=30, what="the upload to start")
+            wait_until(growing, timeout=30, what="the upload to start")
         except AssertionError:
             return
         killed.extend(sshd_host.kill_sessions())
@@ -273,7 +248,7 @@ def test_jump_host_and_ssh_agent(sshd_host, sshd_user_host, tmp_path, monkeypatc
     agent = subprocess.Popen([agent_bin, "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        _wait(sock.exists, 10, "ssh-agent")
+        wait_until(sock.exists, 10, "ssh-agent")
         env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
         for key in (sshd_host.key_path, sshd_user_host.key_path):
             subprocess.run([add_bin, str(key)], env=env, check=True, capture_output=True)

@@ -7,6 +7,7 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``ssh_fleet``                      (tests.infra.fleet; root)
 - ``dockerd``, ``registry``, ``base_image``  (tests.infra.containers; dockerd/base_image root)
 - ``cloud_init_schema``              (tests.infra.cloudinit)
+- ``systemd_host``                   (tests.infra.systemd; root)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -24,9 +25,10 @@ pytest_plugins = [
     "tests.infra.fleet",
     "tests.infra.containers",
     "tests.infra.cloudinit",
+    "tests.infra.systemd",
 ]
 
-ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image"})
+ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry"}
 
 

@@ -105,6 +105,44 @@ def health(url: str, timeout: float = 5) -> dict:
         return json.loads(resp.read())
 
 
+def answers(url: str) -> dict | None:
+    """The model's output, or None while nothing answers."""
+    try:
+        return predict(url, timeout=2)
+    except OSError:
+        return None
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true; return that."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def deploy_failing_load(manifest: Path, state: Path, url: str):
+    """Redeploy ``manifest`` as v2 with a model whose ``load`` raises, polling ``url`` (v1)
+    throughout; check the deploy failed with exit 1 and the log's tail while v1 answered every
+    request; return the ``DeployError``."""
+    from mlserve import service
+    from mlserve.errors import DeployError
+    with VersionPoller(url) as poller:
+        edit(manifest, env={"FACTOR": "2", "FAIL_LOAD": "boom"})
+        set_version(manifest, "v2")
+        with pytest.raises(DeployError) as failed:
+            service.deploy(manifest, "box", state)
+    assert failed.value.exit_code == 1
+    assert "exited while loading" in failed.value.message
+    assert "load failed on purpose: boom" in failed.value.details   # the remote log's tail
+    assert poller.failures == [] and poller.versions == ["v1"]
+    return failed.value
+
+
 def target_for(host, base_dir, port: int, **more) -> dict:
     """An ``ssh`` target for one of the tests.infra sshd hosts."""
     return {"hosts": [f"{host.user}@{host.host}:{host.port}"], "identity_file": str(host.key_path),
