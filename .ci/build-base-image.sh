@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
 done
 case $FLAVOUR in
 python) PACKAGES=python3,python3-venv,python3-pip,ca-certificates ;;
-systemd-host) PACKAGES=python3,python3-venv,ca-certificates,systemd,systemd-sysv,openssh-server ;;
+systemd-host) PACKAGES=python3,python3-venv,ca-certificates,systemd,systemd-sysv,openssh-server,dbus,libpam-systemd,dbus-user-session ;;
 *) echo "unknown flavour $FLAVOUR (python, systemd-host)" >&2 && exit 2 ;;
 esac
 RECIPE=2 # bump when the steps below change the result

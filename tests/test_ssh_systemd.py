@@ -88,3 +88,25 @@ def test_a_release_that_fails_to_load_leaves_no_unit_behind(systemd_host, tmp_pa
     assert host.run("systemctl list-units --failed --no-legend --plain 'mlserve-*'").strip() == ""
     service.delete(manifest, "box", state)
     assert host.units() == {}
+
+
+def test_a_user_whose_systemd_lingers_gets_user_units(systemd_host, tmp_path):
+    host = systemd_host.as_user()
+    manifest = make(tmp_path, target_for(host, "~/.mlserve-test", free_port()))
+    edit(manifest, resources={"cpu": 1, "memory": "128Mi"})
+    state = tmp_path / "state"
+    first = service.deploy(manifest, "box", state)
+    [info] = first.extra["hosts"]
+    assert info["supervision"] == "user"
+    assert host.units() == {info["unit"]: "active"}
+    assert host.show(info["unit"], "MemoryMax")["MemoryMax"] == str(128 << 20)
+    assert systemd_host.units() == {}           # nothing in the system manager
+    with VersionPoller(first.url) as poller:
+        set_version(manifest, "v2")
+        second = service.deploy(manifest, "box", state)
+    assert poller.failures == [] and poller.versions == ["v1", "v2"]
+    unit2 = second.extra["hosts"][0]["unit"]
+    wait_until(lambda: host.units() == {unit2: "active"}, what=f"only {unit2} to be left")
+    service.delete(manifest, "box", state)
+    assert host.units() == {}
+    assert host.run("ls -A ~").split() == [".bash_logout", ".bashrc", ".profile", ".ssh"]

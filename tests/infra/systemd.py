@@ -11,7 +11,8 @@ as systemd-tmpfiles cleaning /tmp) reaches this machine's files. Never boot syst
 It shares this machine's network namespace, so its sshd listens on a free loopback port (a
 drop-in in the container's ``/etc/ssh/sshd_config.d``) and a model deployed there answers on
 127.0.0.1. Host keys are made at every boot; login is root with the fixture's client key,
-checked strictly against ``known_hosts``.
+checked strictly against ``known_hosts``; ``as_user()`` logs in as ``mlsvtest`` instead, a user
+whose own systemd lingers (``/var/lib/systemd/linger``), so ``systemd-run --user`` works for it.
 
 nspawn runs with ``--keep-unit --register=no`` (there is no host systemd to register with) from
 a cgroup of its own, ``mlsv-<pytest pid>-sd`` in each cgroup hierarchy systemd uses, which
@@ -22,6 +23,7 @@ systemd to shut down).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -36,7 +38,7 @@ import pytest
 from tests.infra.net import free_port, port_open
 from tests.infra.policy import require_root, require_tool
 from tests.infra.procs import ComponentError, new_workdir, stop_process, tail
-from tests.infra.sshd import SshdHost, known_hosts_line, make_keypair
+from tests.infra.sshd import TEST_USER, SshdHost, known_hosts_line, make_keypair
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_ROOTFS = REPO / ".ci" / "build-base-image.sh"
@@ -63,13 +65,22 @@ class SystemdHost(SshdHost):
     def kill_sessions(self) -> list[int]:
         raise NotImplementedError("the systemd host's sshd is run by its own systemd")
 
+    def as_user(self) -> "SystemdHost":
+        """The same machine logged into as ``mlsvtest``, a user whose systemd lingers; its
+        ``units``/``show`` ask that user's manager (``systemctl --user``)."""
+        return dataclasses.replace(self, user=TEST_USER, home=f"/home/{TEST_USER}")
+
+    def _systemctl(self) -> str:
+        return "systemctl" if self.user == "root" else "systemctl --user"
+
     def units(self, pattern: str = "mlserve-*") -> dict[str, str]:
         """Loaded units matching ``pattern``: name -> active state."""
-        out = self.run(f"systemctl list-units --all --no-legend --plain {pattern!r}")
+        out = self.run(f"{self._systemctl()} list-units --all --no-legend --plain {pattern!r}")
         return {line.split()[0]: line.split()[2] for line in out.splitlines() if line.strip()}
 
     def show(self, unit: str, *properties: str) -> dict[str, str]:
-        out = self.run(f"systemctl show {unit!r} " + " ".join(f"-p {p}" for p in properties))
+        out = self.run(f"{self._systemctl()} show {unit!r} "
+                       + " ".join(f"-p {p}" for p in properties))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -116,7 +127,8 @@ def remove_cgroups(groups: list[Path]) -> None:
 
 
 def _prepare_rootfs(rootfs: Path, workdir: Path, port: int) -> tuple[Path, str]:
-    """Host key, sshd drop-in, root's authorized key; return (client key, host public key)."""
+    """Host key, sshd drop-in, the lingering user ``mlsvtest``, root's and its authorized key;
+    return (client key, host public key)."""
     keygen = require_tool("ssh-keygen", "ssh-keygen", "openssh-client")
     ssh = rootfs / "etc" / "ssh"
     for old in ssh.glob("ssh_host_*"):
@@ -130,9 +142,17 @@ def _prepare_rootfs(rootfs: Path, workdir: Path, port: int) -> tuple[Path, str]:
         "KbdInteractiveAuthentication no\nUseDNS no\nPrintMotd no\nMaxStartups 64:30:128\n")
     client_key = workdir / "client_ed25519"
     make_keypair(client_key, "mlsv-systemd-client")
-    dot_ssh = rootfs / "root" / ".ssh"
-    dot_ssh.mkdir(mode=0o700, exist_ok=True)
-    (dot_ssh / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+    for command in (["useradd", "-m", "-s", "/bin/bash", TEST_USER], ["usermod", "-p", "*", TEST_USER]):
+        subprocess.run(["chroot", str(rootfs), *command], check=True, capture_output=True)
+    # lingering: logind starts the user's own systemd at boot and keeps it after logout
+    (rootfs / "var/lib/systemd/linger").mkdir(parents=True, exist_ok=True)
+    (rootfs / "var/lib/systemd/linger" / TEST_USER).touch()
+    for home in (rootfs / "root", rootfs / "home" / TEST_USER):
+        dot_ssh = home / ".ssh"
+        dot_ssh.mkdir(mode=0o700, exist_ok=True)
+        (dot_ssh / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+        shutil.chown(dot_ssh, home.stat().st_uid, home.stat().st_gid)
+        shutil.chown(dot_ssh / "authorized_keys", home.stat().st_uid, home.stat().st_gid)
     (rootfs / "etc" / "machine-id").write_text("")     # a fresh one at boot
     return client_key, host_key
 
@@ -188,6 +208,11 @@ def running_systemd_host() -> Iterator[SystemdHost]:
         state = _wait_running(host, deadline)
         if state not in ("running", "degraded"):
             raise ComponentError(f"systemd in {machine} is {state!r}:\n{tail(log)}")
+        uid = host.run(f"id -u {TEST_USER}").strip()
+        while host.run(f"systemctl is-active user@{uid}.service || true").strip() != "active":
+            if time.monotonic() > deadline:
+                raise ComponentError(f"the user manager of {TEST_USER} did not start in {machine}")
+            time.sleep(0.1)
         yield host
     finally:
         if proc is not None:
