@@ -168,6 +168,30 @@ def test_helper_archive_is_reproducible_and_runs_on_a_plain_python(tmp_path):
     assert answer["current"] == {"release": None, "alive": False, "healthy": False}
 
 
+def test_the_launcher_runs_the_helper_without_costly_imports(tmp_path):
+    """Every SSH exec pays for the helper's imports on the host's CPU: the launch command and a
+    probe must not pull in typing, dataclasses, urllib's opener, runpy/pkgutil or paramiko."""
+    from mlserve.adapters.ssh.remote import LAUNCH
+    blob = helper_archive()
+    objects = tmp_path / "base" / "objects"
+    objects.mkdir(parents=True)
+    (objects / blob.digest).write_bytes(blob.data)
+    plan = plan_for(None)
+    request = {"op": "probe", "deployment": "d.t", "hostkey": "u@h_22", "release": "r-1",
+               "lib": plan.lib_key, "digests": [], "port": 1, "bind": "127.0.0.1"}
+    report = "import sys,json;print(json.dumps(sorted(sys.modules)),file=sys.stderr)"
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    done = subprocess.run([python, "-I", "-c", f"import atexit;atexit.register(lambda:exec({report!r}))\n"
+                           + LAUNCH, str(tmp_path / "base"), blob.digest, "serve"],
+                          input=json.dumps(request) + "\n", capture_output=True, text=True,
+                          timeout=60)
+    assert json.loads(done.stdout.splitlines()[-1])["ok"], done.stderr
+    loaded = set(json.loads(done.stderr.splitlines()[-1]))
+    assert "mlserve_host.ops" in loaded and "mlserve.checks" in loaded
+    assert not loaded & {"typing", "dataclasses", "inspect", "urllib.request", "runpy", "pkgutil",
+                         "paramiko", "pydantic", "mlserve.adapters.base", "mlserve.errors"}
+
+
 # -- the host-side store ---------------------------------------------------------------------
 
 def test_receive_resumes_a_partial_upload_and_refuses_corruption(tmp_path):

@@ -9,7 +9,6 @@ mlserve's environment with ``--python`` so the venv needs no pip of its own.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import site
@@ -18,22 +17,9 @@ import sys
 from pathlib import Path
 
 from ..errors import DeployError
+from ..reqsets import requirement_lines, venv_key
 from .base import Context
 from .procs import log_tail
-
-
-def requirement_lines(root: Path, requirements) -> list[str]:
-    if isinstance(requirements, str):
-        text = (root / requirements).read_text(encoding="utf-8")
-        lines = [l.strip() for l in text.splitlines()]
-        return [l for l in lines if l and not l.startswith("#")]
-    return list(requirements or [])
-
-
-def venv_key(lines: list[str]) -> str:
-    """A venv's name: the hash of this interpreter's version and the requirement lines."""
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return hashlib.sha256("\n".join([running, *lines]).encode()).hexdigest()[:12]
 
 
 def python_for(ctx: Context, snapshot: dict, app_dir: Path) -> str:

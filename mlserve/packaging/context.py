@@ -91,7 +91,7 @@ class Spec:
 
     def requirements(self) -> list[str]:
         """The model's pip requirement lines; a list entry may not smuggle in a second line."""
-        from ..adapters.venvs import requirement_lines
+        from ..reqsets import requirement_lines
 
         spec = self.manifest.model.requirements
         lines = requirement_lines(self.project.root, spec)

@@ -28,10 +28,13 @@ WHEN_NOTHING_THERE = {
     "delete": {"ok": True, "removed": [], "base_removed": True},
     "stop": {"ok": True},
 }
+# Runs the archive by putting it on sys.path and calling its main (runpy.run_path would import
+# pkgutil and runpy: ~10 ms of the host's CPU on every exec).
+RUN_HELPER = "sys.path.insert(0,p);from mlserve_host.main import main;sys.exit(main(sys.argv))"
 LAUNCH = ("import os,sys;b=sys.argv[1];p=os.path.join(os.path.expanduser(b),'objects',sys.argv[2])\n"
           "os.path.isdir(os.path.dirname(os.path.dirname(p))) or sys.exit(98)\n"
           "os.path.isfile(p) or sys.exit(99)\n"
-          "sys.argv=[p,b]+sys.argv[3:];import runpy;runpy.run_path(p,run_name='__main__')")
+          "sys.argv=[p,b]+sys.argv[3:];" + RUN_HELPER)
 INSTALL = ("import hashlib,os,sys;b=os.path.expanduser(sys.argv[1]);h=sys.argv[2]\n"
            "d=sys.stdin.buffer.read(int(sys.argv[3]))\n"
            "hashlib.sha256(d).hexdigest()==h or sys.exit('mlserve: the helper arrived incomplete')\n"
@@ -49,8 +52,7 @@ INSTALL_AND_LAUNCH = ("import sys\ntry:\n" + textwrap.indent(INSTALL, " ") + "\n
                       "except BaseException as e:\n"
                       " import traceback;sys.stderr.write(str(e.code) if isinstance(e,SystemExit)"
                       f" else traceback.format_exc());sys.exit({INSTALL_FAILED})\n"
-                      "sys.argv=[os.path.join(o,h),sys.argv[1]]+sys.argv[4:];import runpy\n"
-                      "runpy.run_path(sys.argv[0],run_name='__main__')")
+                      "p=os.path.join(o,h);sys.argv=[p,sys.argv[1]]+sys.argv[4:]\n" + RUN_HELPER)
 
 
 class HostFailure(MlserveError):

@@ -31,9 +31,12 @@ from ...errors import MissingDependency
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]      # the directory holding mlserve/
 RUNTIME_ROOT_DIST = "uvicorn"
-HELPER_MODULES = ["mlserve/__init__.py", "mlserve/errors.py", "mlserve/checks.py",
-                  "mlserve/adapters/__init__.py", "mlserve/adapters/base.py",
-                  "mlserve/adapters/procs.py", "mlserve/adapters/venvs.py"]
+HELPER_MODULES = ["mlserve/__init__.py", "mlserve/checks.py", "mlserve/reqsets.py",
+                  "mlserve/adapters/procs.py"]
+# The package's own __init__ imports the adapter registry (and through it typing and
+# dataclasses): on the host the package is only a namespace for procs.
+HELPER_STUBS = {"mlserve/adapters/__init__.py": b'"""mlserve.adapters as the SSH host helper '
+                                                 b'ships it: procs only."""\n'}
 HELPER_MAIN = b"import sys\nfrom mlserve_host.main import main\nsys.exit(main(sys.argv))\n"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -160,7 +163,7 @@ def _bytecode(name: str, source: bytes) -> bytes:
 def helper_archive() -> Blob:
     """The zip the host runs (byte-for-byte reproducible for one Python version, so its digest
     is stable)."""
-    entries = {"__main__.py": HELPER_MAIN}
+    entries = {"__main__.py": HELPER_MAIN, **HELPER_STUBS}
     for rel in HELPER_MODULES:
         entries[rel] = (PACKAGE_ROOT / rel).read_bytes()
     host_dir = Path(__file__).with_name("host")

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port, log_tail, port_taken,
                                     runtime_env, stop_process)
-from mlserve.adapters.venvs import requirement_lines, venv_key
+from mlserve.reqsets import requirement_lines, venv_key
 from mlserve.checks import http_json, predict_call, run_smoke, wait_healthy
 
 from .runner import launch, systemd_mode
