@@ -12,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from mlserve import service
+from mlserve.report import Reporter
 from tests.infra.net import free_port
+from tests.infra.systemd import UNLINGERED_USER
 from tests.ssh_models import (VersionPoller, answers, deploy_failing_load, edit, make, predict,
                               set_version, target_for, wait_until)
 from tests.ssh_models import undeploy_afterwards  # noqa: F401 - autouse fixture
@@ -109,4 +111,18 @@ def test_a_user_whose_systemd_lingers_gets_user_units(systemd_host, tmp_path):
     wait_until(lambda: host.units() == {unit2: "active"}, what=f"only {unit2} to be left")
     service.delete(manifest, "box", state)
     assert host.units() == {}
+    assert host.run("ls -A ~").split() == [".bash_logout", ".bashrc", ".profile", ".ssh"]
+
+
+def test_a_user_whose_systemd_does_not_linger_is_told_how_to_get_units(systemd_host, tmp_path):
+    host = systemd_host.as_user(UNLINGERED_USER)
+    manifest = make(tmp_path, target_for(host, "~/.mlserve-test", free_port()))
+    state = tmp_path / "state"
+    reporter = Reporter()
+    first = service.deploy(manifest, "box", state, reporter)
+    assert first.extra["hosts"][0]["supervision"] == "setsid"
+    [hint] = [line for line in reporter.lines if "loginctl" in line]
+    assert f"sudo loginctl enable-linger {UNLINGERED_USER}" in hint
+    assert predict(first.url)["version"] == "v1"         # the session is over; it serves on
+    service.delete(manifest, "box", state)
     assert host.run("ls -A ~").split() == [".bash_logout", ".bashrc", ".profile", ".ssh"]

@@ -12,7 +12,8 @@ It shares this machine's network namespace, so its sshd listens on a free loopba
 drop-in in the container's ``/etc/ssh/sshd_config.d``) and a model deployed there answers on
 127.0.0.1. Host keys are made at every boot; login is root with the fixture's client key,
 checked strictly against ``known_hosts``; ``as_user()`` logs in as ``mlsvtest`` instead, a user
-whose own systemd lingers (``/var/lib/systemd/linger``), so ``systemd-run --user`` works for it.
+whose own systemd lingers (``/var/lib/systemd/linger``), so ``systemd-run --user`` works for it,
+or as ``mlsvnolinger``, whose does not.
 
 nspawn runs with ``--keep-unit --register=no`` (there is no host systemd to register with) from
 a cgroup of its own, ``mlsv-<pytest pid>-sd`` in each cgroup hierarchy systemd uses, which
@@ -44,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_ROOTFS = REPO / ".ci" / "build-base-image.sh"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT = 90.0
+UNLINGERED_USER = "mlsvnolinger"     # a login on the machine whose own systemd does not linger
 STALE_CGROUP = re.compile(r"^mlsv-(\d+)-sd$")   # own_cgroups' names
 
 
@@ -65,10 +67,11 @@ class SystemdHost(SshdHost):
     def kill_sessions(self) -> list[int]:
         raise NotImplementedError("the systemd host's sshd is run by its own systemd")
 
-    def as_user(self) -> "SystemdHost":
-        """The same machine logged into as ``mlsvtest``, a user whose systemd lingers; its
-        ``units``/``show`` ask that user's manager (``systemctl --user``)."""
-        return dataclasses.replace(self, user=TEST_USER, home=f"/home/{TEST_USER}")
+    def as_user(self, user: str = TEST_USER) -> "SystemdHost":
+        """The same machine logged into as ``mlsvtest``, a user whose systemd lingers (or
+        ``UNLINGERED_USER``, whose does not); ``units``/``show`` then ask that user's manager
+        (``systemctl --user``)."""
+        return dataclasses.replace(self, user=user, home=f"/home/{user}")
 
     def _systemctl(self) -> str:
         return "systemctl" if self.user == "root" else "systemctl --user"
@@ -142,12 +145,13 @@ def _prepare_rootfs(rootfs: Path, workdir: Path, port: int) -> tuple[Path, str]:
         "KbdInteractiveAuthentication no\nUseDNS no\nPrintMotd no\nMaxStartups 64:30:128\n")
     client_key = workdir / "client_ed25519"
     make_keypair(client_key, "mlsv-systemd-client")
-    for command in (["useradd", "-m", "-s", "/bin/bash", TEST_USER], ["usermod", "-p", "*", TEST_USER]):
-        subprocess.run(["chroot", str(rootfs), *command], check=True, capture_output=True)
+    for user in (TEST_USER, UNLINGERED_USER):
+        for command in (["useradd", "-m", "-s", "/bin/bash", user], ["usermod", "-p", "*", user]):
+            subprocess.run(["chroot", str(rootfs), *command], check=True, capture_output=True)
     # lingering: logind starts the user's own systemd at boot and keeps it after logout
     (rootfs / "var/lib/systemd/linger").mkdir(parents=True, exist_ok=True)
     (rootfs / "var/lib/systemd/linger" / TEST_USER).touch()
-    for home in (rootfs / "root", rootfs / "home" / TEST_USER):
+    for home in (rootfs / "root", rootfs / "home" / TEST_USER, rootfs / "home" / UNLINGERED_USER):
         dot_ssh = home / ".ssh"
         dot_ssh.mkdir(mode=0o700, exist_ok=True)
         (dot_ssh / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())

@@ -91,6 +91,13 @@ class HostDeploy:
         current = probe["current"]
         self.previous = current.get("release")
         self.info.update(base_dir=probe["base"], supervision=probe["systemd"] or "setsid")
+        if probe.get("systemd_booted") and not probe["systemd"] and probe["uid"] != 0:
+            user = probe.get("user") or self.spec.user or "USER"
+            self.ctx.reporter.warn(
+                f"{self.label} runs systemd, but {user}'s own systemd does not linger, so the "
+                "model runs under mlserve's supervisor instead of a systemd user unit (no "
+                f"resource limits); `sudo loginctl enable-linger {user}` on the host makes "
+                "the next release a systemd user unit")
         if current.get("release") == self.release and current.get("healthy"):
             say(f"{self.label}: {self.release} is already serving")
             self.info.update(pid=current.get("pid"), log=current.get("log"))

@@ -24,7 +24,7 @@ from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port
 from mlserve.reqsets import requirement_lines, venv_key
 from mlserve.checks import http_json, predict_call, run_smoke, wait_healthy
 
-from .runner import launch, systemd_mode
+from .runner import launch, systemd_booted, systemd_mode
 from .store import HostError, Store, read_json, write_json
 
 # Runs the runtime from a lib dir: first on sys.path for the host's interpreter (its own
@@ -111,7 +111,8 @@ def probe(store: Store, request: dict, stream) -> dict:
     store.ensure()
     dep = Deployment(store, request)
     return {"python": list(sys.version_info[:3]), "uid": os.geteuid(), "base": str(store.base),
-            "systemd": systemd_mode(),
+            "systemd": systemd_mode(), "systemd_booted": systemd_booted(),
+            "user": os.environ.get("USER") or "",
             "missing": store.missing(request.get("digests", []), request["hostkey"]),
             "lib_ready": (store.libs / _name(request["lib"])).is_dir(),
             "app_ready": (dep.release(request["release"]) / "app").is_dir(),

@@ -33,9 +33,14 @@ from .store import HostError, read_json, write_json
 FIFO_WAIT = 15.0
 
 
+def systemd_booted() -> bool:
+    """The host runs systemd as its init (sd_booted's test)."""
+    return os.path.isdir("/run/systemd/system")
+
+
 def systemd_mode() -> str | None:
     """"system", "user" or None (no usable systemd: fall back to a setsid process)."""
-    if not os.path.isdir("/run/systemd/system") or not shutil.which("systemd-run"):
+    if not systemd_booted() or not shutil.which("systemd-run"):
         return None
     if os.geteuid() == 0:
         return "system"
