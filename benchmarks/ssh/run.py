@@ -1,7 +1,7 @@
 """Benchmark the ssh provider: what a deploy sends and how long it takes, 1 host vs a fleet.
 
     .venv/bin/python benchmarks/ssh/run.py [--rounds 5] [--weights-mb 8] [--fleet 4]
-        [--out-dir benchmarks/ssh/results]
+        [--fleet-users root,mlsvtest] [--host-cpus CPUS] [--out-dir benchmarks/ssh/results]
 
 Run as root (the fleet lives in network namespaces). Hosts are real OpenSSH servers started with
 the test suite's fixtures (tests/infra): one on loopback, and a fleet of ``--fleet`` hosts in
@@ -13,9 +13,17 @@ Single host, each round on a fresh ``base_dir`` (a cold host):
 Fleet: first deploy and one-file redeploy on 1 host, then on all ``--fleet`` hosts (fresh
 ``base_dir`` per round; max_parallel = fleet size, max_unavailable = 1), once per login in
 ``--fleet-users``: root (whose ~/.bashrc here runs ``pyenv init`` on every SSH exec, and whose
-``python3`` is a pyenv shim) and a plain account (Debian's skeleton rc files, /usr/bin/python3).
-Every "host" shares this machine's cores: ``machine CPU s`` shows when a fleet run is bound by
-them rather than by the deploy's own critical path; ``client CPU s`` is mlserve's own share.
+``python3`` is a pyenv shim; all its hosts share /root and so one object store) and plain
+accounts (Debian's skeleton rc files, /usr/bin/python3), one per host (mlsvtest, mlsvtest2, ...,
+created when missing) so that each host has its own home and store, as separate machines do.
+
+Every fleet runs twice. First with the hosts sharing all of this machine's cores, as namespaces
+do: ``machine CPU s`` then shows when a fleet run is bound by them rather than by the deploy's
+own critical path. Then ("capped") with every host in a cgroup of its own limited to
+``--host-cpus`` CPUs (default: this machine's cores / ``--fleet``, so four hosts together can
+use the whole machine): every host, in the 1-host run as in the fleet, is then a machine of the
+same size, which is what "a fleet of N hosts vs one host" means on real hardware. ``client CPU
+s`` is mlserve's own share; the client is never capped.
 
 Bytes are counted by the adapter itself: ``file_bytes_sent`` is file content, ``wire_bytes_sent``
 everything written to the TCP sockets (SSH framing, encryption, requests). Wall time is the whole
@@ -26,6 +34,7 @@ switch). Figures are medians over rounds. Writes ``results.json`` and ``results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -36,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -94,19 +104,64 @@ def single_host(rounds: int, weights_mb: int, work: Path) -> dict:
     return runs
 
 
-def fleet_runs(rounds: int, weights_mb: int, size: int, work: Path, user: str) -> dict:
+CGROUP_CPU_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+
+
+@contextlib.contextmanager
+def cpu_caps(pids: list[int], cpus: float | None) -> Iterator[None]:
+    """Give each pid (a host's sshd: its sessions, helper, supervisor and runtimes inherit the
+    group) a cgroup of its own capped at ``cpus`` CPUs, so every host is a machine of the same
+    size. ``None``: no caps (the hosts share all cores). cgroup v1 ``cpu`` or cgroup2
+    ``cpu.max``."""
+    if cpus is None:
+        yield
+        return
+    period = 100_000
+    quota = max(1000, int(cpus * period))
+    v1 = (CGROUP_CPU_V1 / "cpu.cfs_quota_us").exists()
+    groups = []
+    try:
+        for n, pid in enumerate(pids):
+            group = (CGROUP_CPU_V1 if v1 else CGROUP_V2) / f"mlsv-bench-{os.getpid()}-host{n}"
+            group.mkdir()
+            groups.append(group)
+            if v1:
+                (group / "cpu.cfs_period_us").write_text(str(period))
+                (group / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (group / "cpu.max").write_text(f"{quota} {period}")
+            (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        for group in groups:
+            for line in (group / "cgroup.procs").read_text().split():    # back to the root
+                with contextlib.suppress(OSError):
+                    ((group.parent) / "cgroup.procs").write_text(line)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def fleet_runs(rounds: int, weights_mb: int, size: int, work: Path, user: str,
+               host_cpus: float | None = None) -> dict:
     runs: dict[str, list[dict]] = {}
-    if user != "root":
-        ensure_test_user(user)
-    tag = "" if user == "root" else f"_{user}"
-    with running_fleet(size, user=user) as fleet:
+    # a plain account per host (mlsvtest, mlsvtest2, ...): each has its own home, so each host
+    # has its own store under ~ as separate machines would; root's hosts share /root
+    logins = ([user] * size if user == "root"
+              else [user] + [f"{user}{n}" for n in range(2, size + 1)])
+    for login in set(logins) - {"root"}:
+        ensure_test_user(login)
+    tag = ("" if user == "root" else f"_{user}") + ("" if host_cpus is None else "_capped")
+    with running_fleet(size, user=logins) as fleet, \
+            cpu_caps([h.pid for h in fleet.hosts], host_cpus):
         for count in (1, size):
             first, again = [], []
             for n in range(rounds):
                 round_dir = work / f"fleet{count}{tag}-{n}"
                 # the namespaces share this machine's disk: a fresh base_dir per round keeps
                 # every first deploy cold (the login's home for a non-root user)
-                base = str(round_dir / "remote") if user == "root" else f"~/.mlsv-bench-{count}-{n}"
+                base = (str(round_dir / "remote") if user == "root"
+                        else f"~/.mlsv-bench-{count}{tag}-{n}")
                 target = {"hosts": [f"{h.user}@{h.host}" for h in fleet.hosts[:count]],
                           "identity_file": str(fleet.key_path),
                           "known_hosts": str(fleet.known_hosts),
@@ -146,7 +201,8 @@ def report(single: dict, fleet: dict, args) -> tuple[dict, str]:
         f"- no-op redeploy: {summary['noop']['file_bytes_sent']:,.0f} file bytes, "
         f"{summary['noop']['wire_bytes_sent']:,.0f} bytes on the wire (requests and SSH)",
     ]
-    for tag in ("", *(f"_{u}" for u in args.fleet_users if u != "root")):
+    users = ["", *(f"_{u}" for u in args.fleet_users if u != "root")]
+    for tag in [*users, *(f"{u}_capped" for u in users)]:
         ratios = []
         for kind in ("first", "one_file"):
             a = summary.get(f"1_hosts{tag}_{kind}", {}).get("wall_s")
@@ -154,8 +210,10 @@ def report(single: dict, fleet: dict, args) -> tuple[dict, str]:
             if a and b:
                 ratios.append(f"{kind.replace('_', '-')} {b / a:.2f}x")
         if ratios:
-            who = "root" if not tag else tag[1:]
-            goals.append(f"- {args.fleet} hosts vs 1 (login {who}): {', '.join(ratios)} "
+            who = tag.removesuffix("_capped")[1:] or "root"
+            cap = (f", every host capped at {args.host_cpus:g} CPU" if tag.endswith("_capped")
+                   else ", hosts sharing all cores")
+            goals.append(f"- {args.fleet} hosts vs 1 (login {who}{cap}): {', '.join(ratios)} "
                          "(goal <= 1.5x)")
     md = "\n".join([
         f"# ssh provider benchmark ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
@@ -174,8 +232,13 @@ def main() -> int:
     parser.add_argument("--fleet", type=int, default=4)
     parser.add_argument("--fleet-users", type=lambda t: t.split(","), default=["root", TEST_USER],
                         help="logins to measure the fleet with (comma-separated)")
+    parser.add_argument("--host-cpus", type=float, default=None,
+                        help="CPU cap of every fleet host in the capped runs (default: this "
+                             "machine's cores divided by --fleet); 0 skips the capped runs")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    if args.host_cpus is None:
+        args.host_cpus = os.cpu_count() / args.fleet
     work = Path(tempfile.mkdtemp(prefix=f"mlsv-bench-{os.getpid()}-"))
     work.chmod(0o755)
     try:
@@ -183,6 +246,9 @@ def main() -> int:
         fleet = {}
         for user in args.fleet_users if os.geteuid() == 0 else []:
             fleet.update(fleet_runs(args.rounds, args.weights_mb, args.fleet, work, user))
+            if args.host_cpus:
+                fleet.update(fleet_runs(args.rounds, args.weights_mb, args.fleet, work, user,
+                                        args.host_cpus))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data, md = report(single, fleet, args)

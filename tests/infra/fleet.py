@@ -122,8 +122,14 @@ def remove_network(bridge: str, namespaces: list[str], veths: list[str]) -> None
 
 
 @contextlib.contextmanager
-def running_fleet(count: int = DEFAULT_FLEET_SIZE, user: str = "root") -> Iterator[SshFleet]:
-    """Start ``count`` namespaced sshd hosts; tear everything down on exit."""
+def running_fleet(count: int = DEFAULT_FLEET_SIZE,
+                  user: str | list[str] = "root") -> Iterator[SshFleet]:
+    """Start ``count`` namespaced sshd hosts; tear everything down on exit. ``user``: the login
+    of every host, or one per host (hosts with their own accounts have their own homes, so
+    ``~/...`` base dirs do not share one store on this machine's single disk)."""
+    users = [user] * count if isinstance(user, str) else list(user)
+    if len(users) != count:
+        raise ValueError(f"{count} hosts but {len(users)} users")
     require_root("ssh_fleet")
     require_tool("ssh_fleet", "ip", "iproute2")
     require_tool("ssh_fleet", "sshd", "openssh-server")
@@ -148,7 +154,7 @@ def running_fleet(count: int = DEFAULT_FLEET_SIZE, user: str = "root") -> Iterat
                 hostdir = workdir / f"host{n}"
                 hostdir.mkdir(mode=0o755)
                 hosts.append(stack.enter_context(running_sshd(
-                    user, listen=f"{net}.{n + 2}", port=22, netns=ns,
+                    users[n], listen=f"{net}.{n + 2}", port=22, netns=ns,
                     client_key=client_key, workdir=hostdir)))
             known_hosts = workdir / "known_hosts"
             known_hosts.write_text("".join(h.known_hosts_line + "\n" for h in hosts))
