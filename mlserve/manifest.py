@@ -9,6 +9,7 @@ the entrypoint is checked by parsing it (``ast``), so validation is safe and fas
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,69 @@ class InputSpec(Strict):
             raise PydanticCustomError("inputs", "items is only for type: array", {})
         if (self.ge is not None or self.le is not None) and self.type not in ("integer", "number"):
             raise PydanticCustomError("inputs", "ge/le are only for integer and number inputs", {})
+        for key in ("ge", "le"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise PydanticCustomError("input_bounds", f"{key}: {value} is not a finite number")
+        if self.ge is not None and self.le is not None and self.ge > self.le:
+            raise PydanticCustomError("input_bounds", f"ge ({self.ge:g}) is above le "
+                                      f"({self.le:g}): no value fits")
+        for choice in self.choices or []:
+            if not value_fits(self.type, None, choice):
+                raise PydanticCustomError("input_choice",
+                                          f"choices: {choice!r} is not {_a(self.type)}")
+        if self.default is not None:
+            self._check_default(self.default)
         return self
+
+    def _check_default(self, default: Any) -> None:
+        if not value_fits(self.type, self.items, default):
+            shape = (f"an array of {self.items}" if self.type == "array" and self.items
+                     else _a(self.type))
+            raise PydanticCustomError("input_default", f"default: {default!r} is not {shape}")
+        if self.choices is not None and default not in self.choices:
+            raise PydanticCustomError("input_default",
+                                      f"default: {default!r} is not one of the choices")
+        if not _finite(default):
+            raise PydanticCustomError("input_default", f"default: {default!r} holds a number "
+                                      "JSON cannot carry (inf or nan)")
+        numbers = default if isinstance(default, list) else [default]
+        if any((self.ge is not None and v < self.ge) or (self.le is not None and v > self.le)
+               for v in numbers if isinstance(v, (int, float))):
+            raise PydanticCustomError("input_default", f"default: {default!r} is outside ge/le")
+
+
+def value_fits(kind: str, items: str | None, value: Any) -> bool:
+    """``value`` has the JSON type ``kind`` (arrays: of ``items`` when given)."""
+    if isinstance(value, bool):
+        return kind == "boolean"
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int)
+    if kind == "number":
+        return isinstance(value, (int, float))
+    if kind == "array":
+        return isinstance(value, list) and (items is None or all(value_fits(items, None, v)
+                                                                 for v in value))
+    if kind == "object":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return False
+
+
+def _finite(value: Any) -> bool:
+    """No inf or nan anywhere in ``value`` (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _a(kind: str) -> str:
+    return {"integer": "an integer", "array": "an array", "object": "an object"}.get(kind, f"a {kind}")
 
 
 class ModelSpec(Strict):
@@ -227,6 +290,10 @@ _FIXES = {
     "union_tag_invalid": "use one of the providers listed",
     "union_tag_not_found": "add `provider:` to the target (e.g. `provider: local`)",
     "string_pattern_mismatch": "change the value",
+    "input_default": "make the default fit the field's type, choices and ge/le, or remove it "
+                     "(the field is then required)",
+    "input_choice": "write every choice as the field's type",
+    "input_bounds": "use finite bounds with ge <= le",
 }
 
 

@@ -18,6 +18,14 @@ targets:
   local: {provider: local, port: 8080}
 """
 
+
+
+def _with_input(field: str) -> str:
+    """GOOD with ``model.inputs.f`` set to ``field`` (flow YAML) on line 5, column 8."""
+    return GOOD.replace("  entrypoint: model.py:Model\n",
+                        f"  entrypoint: model.py:Model\n  inputs:\n    f: {field}\n")
+
+
 # (case id, manifest text, fragments that must all appear in the error output)
 CASES = [
     ("empty file", "", ["mlserve.yaml is empty", "mlserve init"]),
@@ -94,6 +102,27 @@ CASES = [
      ["targets.local.image", "Field required"]),
     ("health timeout zero", GOOD.replace("port: 8080", "port: 8080, health_timeout: 0"),
      ["targets.local.health_timeout", "greater than 0"]),
+    *[(f"inputs {name}", _with_input(field), ["mlserve.yaml:5:8", "model.inputs.f:", *fragments])
+      for name, field, fragments in [
+          ("default of another type", "{type: integer, default: '3'}",
+           ["default: '3' is not an integer", "or remove it (the field is then required)"]),
+          ("boolean default for an integer", "{type: integer, default: true}",
+           ["default: True is not an integer"]),
+          ("infinite default", "{type: number, default: .inf}", ["default: inf", "inf or nan"]),
+          ("array default of the wrong items", "{type: array, items: integer, default: [1, 2.5]}",
+           ["is not an array of integer"]),
+          ("object default not an object", "{type: object, default: [1]}",
+           ["default: [1] is not an object"]),
+          ("choice of another type", "{type: string, choices: [a, 1]}",
+           ["choices: 1 is not a string", "write every choice as the field's type"]),
+          ("default not a choice", "{type: string, choices: [a, b], default: c}",
+           ["default: 'c' is not one of the choices"]),
+          ("default outside ge/le", "{type: integer, default: 11, le: 10}",
+           ["default: 11 is outside ge/le"]),
+          ("ge above le", "{type: number, ge: 2, le: 1}",
+           ["ge (2) is above le (1): no value fits", "ge <= le"]),
+          ("infinite bound", "{type: number, le: .inf}", ["le: inf is not a finite number"]),
+      ]],
 ]
 
 

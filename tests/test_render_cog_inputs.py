@@ -113,19 +113,13 @@ X = {"type": "array", "items": "number"}
 
 
 @pytest.mark.parametrize("field,message", [
-    ({"type": "integer", "default": "3"}, r"inputs\.f\.default: the default '3' is not an integer"),
-    ({"type": "integer", "default": True}, "is not an integer"),
-    ({"type": "number", "default": float("inf")}, "not a finite number"),
-    ({"type": "array", "items": "integer", "default": [1, 2.5]}, "not an array of integer"),
-    ({"type": "object", "default": [1]}, "is not an object"),
-    ({"type": "string", "choices": ["a", 1]}, r"choices: choice 1 is not a string"),
-    ({"type": "string", "choices": ["a", "b"], "default": "c"}, "not one of the choices"),
-    ({"type": "integer", "default": 11, "le": 10}, "outside ge/le"),
-    ({"type": "number", "ge": 2, "le": 1}, r"ge \(2\) is above le \(1\)"),
-    ({"type": "string", "choices": ["a\r\nb", "c"]}, "only escape sequences can write it"),
-    ({"type": "string", "default": "C:\\dir\nnext"}, "only escape sequences can write it"),
+    ({"type": "string", "choices": ["a\r\nb", "c"]}, r"inputs\.f\.choices: .*only escape sequences"),
+    ({"type": "string", "default": "C:\\dir\nnext"}, r"inputs\.f\.default: .*only escape sequences"),
+    ({"type": "object", "default": {"k": "a\rb"}}, r"inputs\.f\.default: .*only escape sequences"),
 ])
-def test_what_cog_would_refuse_fails_the_build_at_the_field(tmp_path, field, message):
+def test_what_only_cog_would_refuse_fails_the_build_at_the_field(tmp_path, field, message):
+    """(Defaults and choices that do not fit their field are manifest errors for every target:
+    tests/test_manifest_errors.py.)"""
     with pytest.raises(InvalidInput, match=message) as caught:
         _render(tmp_path, {"x": X, "f": field})
     assert caught.value.where.startswith(str(tmp_path / "p" / "mlserve.yaml") + ":")

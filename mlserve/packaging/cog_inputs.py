@@ -15,7 +15,9 @@ validates every request in the image. So what Cog 0.23 accepts is checked here:
 - ``choices`` only on string and integer fields, at least two, and never with ``ge``/``le``;
 - default and choices strings written without escape sequences (``render.verbatim_str``).
 
-What Cog would refuse, or what would make its schema reject valid requests, is an
+That defaults and choices fit their field (type, choices, ge/le, finite numbers) is the
+manifest's own rule (``manifest.InputSpec``), so ``mlserve validate`` reports it for every
+target. What only Cog would refuse, or what would make its schema reject valid requests, is an
 ``InvalidInput`` at the field's line in mlserve.yaml. What Cog cannot express (a constraint it
 has no place for, a description that needs escapes) is left out with a build warning.
 """
@@ -23,7 +25,6 @@ has no place for, a description that needs escapes) is left out with a build war
 from __future__ import annotations
 
 import keyword
-import math
 from typing import Any
 
 from ..errors import InvalidInput
@@ -59,7 +60,7 @@ def _parameter(spec: Spec, name: str, field: InputSpec, warnings: list[str]) -> 
                      "Python parameter", None, "rename the field (and the key the model reads), or "
                      "remove model.inputs to keep Cog's single opaque input")
     choices, ge, le = _expressible_constraints(field, path, warnings)
-    _check_values(field, choices, ge, le, refuse)
+    _check_values(field, choices, refuse)
     if field.type == "array" and field.items is None:
         warnings.append(f"{path}: an array without items: Cog's schema types its elements as "
                         "JSON objects (set items to string, integer, number or boolean)")
@@ -92,65 +93,21 @@ def _expressible_constraints(field: InputSpec, path: str, warnings: list[str]) -
     return choices, ge, le
 
 
-def _check_values(field: InputSpec, choices: list | None, ge: float | None, le: float | None,
-                  refuse) -> None:
-    """Default and choices of the field's type, in range, and writable for both readers."""
-    kind = field.type
-    element = field.items if kind == "array" else kind
-    for key, value in (("ge", ge), ("le", le)):
-        if value is not None and not math.isfinite(value):
-            raise refuse(f"{value} is not a finite number", key, "use a finite bound or none")
-    if ge is not None and le is not None and ge > le:
-        raise refuse(f"ge ({ge:g}) is above le ({le:g}): no value fits", "ge", "swap ge and le")
-    for i, choice in enumerate(choices or []):
-        if not _fits(kind, None, choice):
-            raise refuse(f"choice {choice!r} is not {_a(kind)}", "choices",
-                         f"write every choice as {_a(kind)}")
+def _check_values(field: InputSpec, choices: list | None, refuse) -> None:
+    """Default and choices writable for both readers. (That they fit the field's type, its
+    choices and ge/le is the manifest's own rule: ``manifest.InputSpec``.)"""
+    for choice in choices or []:
         _check_writable(choice, refuse, "choices")
-    default = field.default
-    if default is None:
-        return
-    if not _fits(kind, field.items, default):
-        shape = f"an array of {field.items}" if kind == "array" and field.items else _a(kind)
-        raise refuse(f"the default {default!r} is not {shape}", "default",
-                     f"write the default as {shape}, or remove it to make the field required")
-    _check_writable(default, refuse, "default")
-    if choices is not None and default not in choices:
-        raise refuse(f"the default {default!r} is not one of the choices", "default",
-                     "make the default one of the choices")
-    numbers = default if isinstance(default, list) else [default]
-    if element in ("integer", "number") and any(
-            (ge is not None and v < ge) or (le is not None and v > le) for v in numbers):
-        raise refuse(f"the default {default!r} is outside ge/le", "default",
-                     "make the default fit between ge and le")
-
-
-def _fits(kind: str, items: str | None, value: Any) -> bool:
-    """``value`` has the JSON type ``kind`` (arrays: of ``items`` when given)."""
-    if isinstance(value, bool):
-        return kind == "boolean"
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return isinstance(value, int)
-    if kind == "number":
-        return isinstance(value, (int, float))
-    if kind == "array":
-        return isinstance(value, list) and (items is None or all(_fits(items, None, v)
-                                                                 for v in value))
-    if kind == "object":
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return False
+    if field.default is not None:
+        _check_writable(field.default, refuse, "default")
 
 
 def _check_writable(value: Any, refuse, key: str) -> None:
-    """Every string in ``value`` has an escape-free literal, every number is finite."""
+    """Every string in ``value`` has an escape-free literal."""
     if isinstance(value, str) and verbatim_str(value) is None:
         raise refuse(f"{value!r}: {NEEDS_ESCAPES}, and `cog build`'s schema would keep the "
                      "escapes as typed, then refuse the real value", key,
                      "remove those characters from the value")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise refuse(f"{value} is not a finite number", key, "use a finite number")
     if isinstance(value, list):
         for item in value:
             _check_writable(item, refuse, key)
@@ -158,10 +115,6 @@ def _check_writable(value: Any, refuse, key: str) -> None:
         for k, item in value.items():
             _check_writable(k, refuse, key)
             _check_writable(item, refuse, key)
-
-
-def _a(kind: str) -> str:
-    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _annotation(field: InputSpec) -> str:
