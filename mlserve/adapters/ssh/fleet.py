@@ -74,6 +74,7 @@ def roll(workers: list[Worker], release: str, max_parallel: int,
         res.status, res.release = FAILED, worker.previous
         res.error = exc if isinstance(exc, MlserveError) else None
         res.reason = exc.message if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {exc}"
+        res.reason = res.reason.removeprefix(f"{worker.label}: ")    # the host column says it
         if res.error is None:
             res.error = MlserveError(res.reason)
 

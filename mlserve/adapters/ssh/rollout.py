@@ -212,6 +212,6 @@ def _rollout_error(ctx: Context, release: str, results, failed, hosts) -> Rollou
     details = fleet.summary(results) + (f"\n{cause.details}" if cause.details else "")
     return RolloutError(
         f"the rollout of {release} stopped at {failed.host} ({switched} of {len(results)} hosts "
-        f"switched): {cause.message}", hosts, cause.exit_code, where=cause.where,
+        f"switched): {failed.reason}", hosts, cause.exit_code, where=cause.where,
         fix=cause.fix or "fix the cause and deploy again; hosts not switched keep their "
                          "previous release", details=details)
