@@ -167,8 +167,9 @@ def logs(manifest=None, target=None, state_dir=None, follow=False, lines=100) ->
         yield from adapters.get(ctx.target.provider).logs(ctx, current, follow=follow, lines=lines)
 
 
-def predict(manifest=None, target=None, state_dir=None, payload: Any = None) -> tuple[int, Any]:
-    with open_context(manifest, target, state_dir) as ctx:
+def predict(manifest=None, target=None, state_dir=None, payload: Any = None,
+            reporter: Reporter | None = None) -> tuple[int, Any]:
+    with open_context(manifest, target, state_dir, reporter) as ctx:
         current = _current_or_fail(ctx)
         return adapters.get(ctx.target.provider).predict(ctx, current, payload)
 

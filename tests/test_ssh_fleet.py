@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mlserve import service
+from mlserve.report import Reporter
 from mlserve.errors import DeployError
 from tests.infra.net import free_port
 from tests.ssh_models import VersionPoller, health, make, predict, set_version
@@ -78,6 +79,17 @@ def test_rolling_fleet_deploy_stops_at_a_bad_host_and_the_rest_stay_on_the_old_r
     assert info["status"] == "READY" and info["detail"] == "4/4 host(s) ready"
     lines = list(service.logs(manifest, "box", state, lines=5))
     assert {line.split("]")[0] + "]" for line in lines} == {f"[root@{h.host}]" for h in ssh_fleet}
+
+    # predict asks the hosts in order and skips one it cannot reach, saying so
+    ssh_fleet[0].stop()
+    try:
+        reporter = Reporter()
+        code, body = service.predict(manifest, "box", state, {"x": [1, 2]}, reporter)
+    finally:
+        ssh_fleet[0].start()
+    assert code == 200 and body["output"]["version"] == "v2"
+    [warning] = [line for line in reporter.lines if line.startswith("warning:")]
+    assert f"root@{ssh_fleet[0].host}" in warning and f"asking root@{ssh_fleet[1].host}" in warning
 
     service.delete(manifest, "box", state)
     assert not remote.exists()

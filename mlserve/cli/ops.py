@@ -58,7 +58,7 @@ def predict(target: TargetArg = None,
     except ValueError as exc:
         raise InvalidInput(f"--input is not JSON: {exc}",
                            fix="""quote it for the shell: --input '{"x": [1, 2]}'""") from None
-    code, body = service.predict(file, target, state, payload)
+    code, body = service.predict(file, target, state, payload, reporter=RichReporter())
     if code != 200:
         detail = body.get("error") if isinstance(body, dict) else body
         raise ProviderError(f"the model answered HTTP {code}: {detail}",

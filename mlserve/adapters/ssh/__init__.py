@@ -94,13 +94,23 @@ class SSHProvider(Provider):
                       extra={"hosts": rows})
 
     def predict(self, ctx: Context, release: Release, payload: Any) -> Any:
+        """Ask the hosts in order; one that cannot be reached, or whose model does not answer,
+        is skipped with a warning. Credential and host-key problems are not skipped."""
         from .connection import HostSpec
+        from .remote import HostFailure
         from .rollout import base_request, session
-        spec = HostSpec.parse(ctx.target.hosts[0])
-        with session(ctx, spec) as agent:
-            result = agent.call("predict", {**base_request(ctx, spec), "input": payload},
-                                timeout=330)
-        return result["status"], result["body"]
+        specs = [HostSpec.parse(h) for h in ctx.target.hosts]
+        for n, spec in enumerate(specs):
+            try:
+                with session(ctx, spec) as agent:
+                    result = agent.call("predict", {**base_request(ctx, spec), "input": payload},
+                                        timeout=330)
+                return result["status"], result["body"]
+            except (ProviderError, HostFailure) as exc:
+                if n == len(specs) - 1:
+                    raise
+                ctx.reporter.warn(f"{exc.message}; asking {specs[n + 1].label}")
+        raise AssertionError("unreachable: a target has at least one host")
 
     def logs(self, ctx: Context, release: Release, *, follow: bool, lines: int) -> Iterator[str]:
         from .connection import HostSpec
