@@ -9,6 +9,8 @@ on redeploy and rollback, is cleaned up when a deploy fails, and is gone after `
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mlserve import service
@@ -24,10 +26,13 @@ pytestmark = pytest.mark.slow
 BASE = "/var/lib/mlserve-test"      # base_dir inside the machine
 
 
-def test_releases_run_as_transient_units_with_the_manifests_limits(systemd_host, tmp_path):
+def test_releases_run_as_transient_units_with_the_manifests_limits(systemd_host, tmp_path,
+                                                                    monkeypatch):
     host = systemd_host
     manifest = make(tmp_path, target_for(host, BASE, free_port()))
-    edit(manifest, resources={"cpu": 0.5, "memory": "256Mi"})
+    edit(manifest, resources={"cpu": 0.5, "memory": "256Mi"}, secrets=["MLSV_TOKEN"])
+    secret = "s3cret-" + os.urandom(6).hex()
+    monkeypatch.setenv("MLSV_TOKEN", secret)
     state = tmp_path / "state"
 
     first = service.deploy(manifest, "box", state)
@@ -43,6 +48,13 @@ def test_releases_run_as_transient_units_with_the_manifests_limits(systemd_host,
     # the unit's main process is the supervisor; the runtime lives in the unit's cgroup
     assert unit in host.run(f"cat /proc/{info['pid']}/cgroup")
     assert host.run(f"ps -o ppid= -p {info['pid']}").strip() == props["MainPID"]
+    # the secret reaches the model, but not the unit's properties (world-readable through
+    # systemctl), the journal, or any file in the machine
+    assert f"MLSV_TOKEN={secret}" in host.run(f"tr '\\0' '\\n' < /proc/{info['pid']}/environ")
+    assert secret not in host.run(f"systemctl show {unit}")
+    assert secret not in host.run("journalctl --no-pager -o cat || true")
+    assert host.run(f"grep -rlF {secret} / --exclude-dir=proc --exclude-dir=sys "
+                    "--exclude-dir=dev 2>/dev/null || true").strip() == ""
     # the SSH session is over; the unit serves on
     assert predict(first.url)["version"] == "v1"
     status = service.status(manifest, "box", state)
