@@ -85,6 +85,22 @@ def test_deploy_noop_one_file_redeploy_rollback_logs_status_delete(sshd_host, tm
     answer = wait_until(lambda: answers(url), what="the supervisor to restart the runtime")
     assert answer["version"] == "v1" and answer["pid"] != pid
 
+    # as after a reboot: supervisor and runtime gone; status says so, and deploying the same
+    # release starts it again (the README's advice)
+    runtime = answer["pid"]
+    supervisor = int(Path(f"/proc/{runtime}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(supervisor, signal.SIGKILL)
+    os.kill(runtime, signal.SIGKILL)
+    wait_until(lambda: not answers(url), what="the release to be down")
+    down = service.status(manifest, "box", state)
+    assert down["status"] != "READY" and down["extra"]["hosts"][0]["status"] != "READY"
+    set_version(manifest, "v1")                     # the manifest of the release that served
+    again = service.deploy(manifest, "box", state)
+    assert again.release == down["release"] == first.release
+    assert again.extra["hosts"][0]["status"] == "deployed"
+    assert again.extra["transfer"]["files_sent"] == 0   # everything was still on the host
+    assert predict(url)["version"] == "v1"
+
     service.delete(manifest, "box", state)
     assert not remote.exists(), list(remote.rglob("*"))[:10]
     assert not port_open("127.0.0.1", int(url.rsplit(":", 1)[1]))
