@@ -81,7 +81,7 @@ class InputSpec(Strict):
             raise PydanticCustomError("input_bounds", f"ge ({self.ge:g}) is above le "
                                       f"({self.le:g}): no value fits")
         for choice in self.choices or []:
-            if not value_fits(self.type, None, choice):
+            if not _value_fits(self.type, None, choice):
                 raise PydanticCustomError("input_choice",
                                           f"choices: {choice!r} is not {_a(self.type)}")
         if self.default is not None:
@@ -89,7 +89,7 @@ class InputSpec(Strict):
         return self
 
     def _check_default(self, default: Any) -> None:
-        if not value_fits(self.type, self.items, default):
+        if not _value_fits(self.type, self.items, default):
             shape = (f"an array of {self.items}" if self.type == "array" and self.items
                      else _a(self.type))
             raise PydanticCustomError("input_default", f"default: {default!r} is not {shape}")
@@ -105,7 +105,7 @@ class InputSpec(Strict):
             raise PydanticCustomError("input_default", f"default: {default!r} is outside ge/le")
 
 
-def value_fits(kind: str, items: str | None, value: Any) -> bool:
+def _value_fits(kind: str, items: str | None, value: Any) -> bool:
     """``value`` has the JSON type ``kind`` (arrays: of ``items`` when given)."""
     if isinstance(value, bool):
         return kind == "boolean"
@@ -116,7 +116,7 @@ def value_fits(kind: str, items: str | None, value: Any) -> bool:
     if kind == "number":
         return isinstance(value, (int, float))
     if kind == "array":
-        return isinstance(value, list) and (items is None or all(value_fits(items, None, v)
+        return isinstance(value, list) and (items is None or all(_value_fits(items, None, v)
                                                                  for v in value))
     if kind == "object":
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)

@@ -181,8 +181,8 @@ def test_the_launcher_runs_the_helper_without_costly_imports(tmp_path):
                "lib": plan.lib_key, "digests": [], "port": 1, "bind": "127.0.0.1"}
     report = "import sys,json;print(json.dumps(sorted(sys.modules)),file=sys.stderr)"
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    done = subprocess.run([python, "-I", "-c", f"import atexit;atexit.register(lambda:exec({report!r}))\n"
-                           + LAUNCH, str(tmp_path / "base"), blob.digest, "serve"],
+    launch = f"import atexit;atexit.register(lambda:exec({report!r}))\n" + LAUNCH
+    done = subprocess.run([python, "-I", "-c", launch, str(tmp_path / "base"), blob.digest, "serve"],
                           input=json.dumps(request) + "\n", capture_output=True, text=True,
                           timeout=60)
     assert json.loads(done.stdout.splitlines()[-1])["ok"], done.stderr

@@ -137,7 +137,7 @@ def cpu_caps(pids: list[int], cpus: float | None) -> Iterator[None]:
         for group in groups:
             for line in (group / "cgroup.procs").read_text().split():    # back to the root
                 with contextlib.suppress(OSError):
-                    ((group.parent) / "cgroup.procs").write_text(line)
+                    (group.parent / "cgroup.procs").write_text(line)
             with contextlib.suppress(OSError):
                 group.rmdir()
 

@@ -2,7 +2,8 @@
 
 Fixtures tear down by PID, but a run killed with SIGKILL cannot. Everything they create is
 named after the pytest process (``/tmp/mlsv-<kind>-<pid>-*``, namespaces ``mlsv-<pid>-*``,
-bridges ``mlsvbr<pid><letter>``, the systemd host's cgroups ``mlsv-<pid>-sd``), so leftovers are exactly those whose owner PID is dead.
+bridges ``mlsvbr<pid><letter>``, the systemd host's cgroups ``mlsv-<pid>-sd``), so leftovers
+are exactly those whose owner PID is dead.
 Their servers are found as processes whose command line names the dead run's directory, or
 that live in its namespaces, and are stopped by PID. Live runs are never touched.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from tests.infra.procs import WORKDIR_ROOT, kill_pids, unmount_under
-from tests.infra.systemd import CGROUP_ROOT, STALE_CGROUP, remove_cgroups
+from tests.infra.systemd import STALE_CGROUP, cgroup_parents, remove_cgroups
 
 WORKDIR = re.compile(r"^mlsv-[a-z]+-(\d+)-")
 NETNS = re.compile(r"^mlsv-(\d+)-")
@@ -77,11 +78,10 @@ def remove_stale() -> list[str]:
         for bridge in stale(links, BRIDGE):
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
             removed.append(f"bridge {bridge}")
-    for mount in (CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified", CGROUP_ROOT):
-        if (mount / "cgroup.procs").exists():
-            for name in stale(sorted(os.listdir(mount)), STALE_CGROUP):
-                remove_cgroups([mount / name])      # after its machine was stopped above
-                removed.append(f"cgroup {mount / name}")
+    for parent in cgroup_parents():           # where the fixture makes them (same cgroup here)
+        for name in stale(sorted(os.listdir(parent)), STALE_CGROUP):
+            remove_cgroups([parent / name])      # after its machine was stopped above
+            removed.append(f"cgroup {parent / name}")
     return removed
 
 

@@ -155,12 +155,15 @@ def registry() -> Iterator[Registry]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def base_image_tarball() -> Path:
-    """The cached rootfs tarball, built by .ci/build-base-image.sh when missing (~1 min)."""
-    require_tool("base_image", "debootstrap", "debootstrap")
-    done = subprocess.run(["bash", str(BUILD_BASE_IMAGE)], capture_output=True, text=True)
+def rootfs_tarball(component: str, flavour: str = "python") -> Path:
+    """A cached rootfs tarball of ``flavour``, built by .ci/build-base-image.sh when missing
+    (~1 min); ``component`` names the fixture that needs it in a missing-tool message."""
+    require_tool(component, "debootstrap", "debootstrap")
+    done = subprocess.run(["bash", str(BUILD_BASE_IMAGE), "--flavour", flavour],
+                          capture_output=True, text=True)
     if done.returncode:
-        raise ComponentError(f"{BUILD_BASE_IMAGE} failed:\n{done.stderr[-3000:]}")
+        raise ComponentError(f"{BUILD_BASE_IMAGE} --flavour {flavour} failed:\n"
+                             f"{done.stderr[-3000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
 
 
@@ -170,7 +173,7 @@ def base_image(dockerd: DockerEngine) -> BaseImage:
     running it in a container (network host)."""
     require_root("base_image")
     require_module("base_image", "docker", "docker")
-    tarball = base_image_tarball()
+    tarball = rootfs_tarball("base_image")
     client = dockerd.client()
     key = tarball.stem.rsplit("-", 1)[-1]
     client.api.import_image_from_file(

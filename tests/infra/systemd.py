@@ -36,13 +36,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.containers import rootfs_tarball
 from tests.infra.net import free_port, port_open
 from tests.infra.policy import require_root, require_tool
 from tests.infra.procs import ComponentError, new_workdir, stop_process, tail
 from tests.infra.sshd import TEST_USER, SshdHost, known_hosts_line, make_keypair
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD_ROOTFS = REPO / ".ci" / "build-base-image.sh"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT = 90.0
 UNLINGERED_USER = "mlsvnolinger"     # a login on the machine whose own systemd does not linger
@@ -87,20 +86,10 @@ class SystemdHost(SshdHost):
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def rootfs_tarball() -> Path:
-    """The cached systemd-host root filesystem, built when missing (about a minute)."""
-    require_tool("systemd_host", "debootstrap", "debootstrap")
-    done = subprocess.run(["bash", str(BUILD_ROOTFS), "--flavour", "systemd-host"],
-                          capture_output=True, text=True)
-    if done.returncode:
-        raise ComponentError(f"{BUILD_ROOTFS} --flavour systemd-host failed:\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def own_cgroups(name: str) -> list[Path]:
-    """Create ``name`` beside this process's cgroup in the hierarchies systemd uses (the named
-    ``systemd`` one and the unified one, or the single cgroup2 tree); return them."""
-    made = []
+def cgroup_parents() -> list[Path]:
+    """Where ``own_cgroups`` makes its groups: this process's cgroup in the hierarchies systemd
+    uses (the named ``systemd`` one and the unified one, or the single cgroup2 tree)."""
+    parents = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if controllers == "name=systemd":
@@ -109,9 +98,16 @@ def own_cgroups(name: str) -> list[Path]:
             mount = CGROUP_ROOT / "unified" if (CGROUP_ROOT / "unified").is_dir() else CGROUP_ROOT
         else:
             continue
-        if not (mount / "cgroup.procs").exists():
-            continue
-        group = mount / path.lstrip("/") / name
+        if (mount / "cgroup.procs").exists():
+            parents.append(mount / path.lstrip("/"))
+    return parents
+
+
+def own_cgroups(name: str) -> list[Path]:
+    """Create ``name`` in each of ``cgroup_parents()``; return them."""
+    made = []
+    for parent in cgroup_parents():
+        group = parent / name
         group.mkdir(exist_ok=True)
         made.append(group)
     return made
@@ -165,7 +161,7 @@ def _prepare_rootfs(rootfs: Path, workdir: Path, port: int) -> tuple[Path, str]:
 def running_systemd_host() -> Iterator[SystemdHost]:
     require_root("systemd_host")
     nspawn = require_tool("systemd_host", "systemd-nspawn", "systemd-container")
-    tarball = rootfs_tarball()
+    tarball = rootfs_tarball("systemd_host", "systemd-host")
     workdir = new_workdir("systemd", 0o755)
     machine = f"mlsv-{os.getpid()}-sd"
     groups: list[Path] = []

@@ -92,7 +92,7 @@ class HostDeploy:
         self.previous = current.get("release")
         self.info.update(base_dir=probe["base"], supervision=probe["systemd"] or "setsid")
         if probe.get("systemd_booted") and not probe["systemd"] and probe["uid"] != 0:
-            user = probe.get("user") or self.spec.user or "USER"
+            user = self.spec.user
             self.ctx.reporter.warn(
                 f"{self.label} runs systemd, but {user}'s own systemd does not linger, so the "
                 "model runs under mlserve's supervisor instead of a systemd user unit (no "

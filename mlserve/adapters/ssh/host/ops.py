@@ -112,7 +112,6 @@ def probe(store: Store, request: dict, stream) -> dict:
     dep = Deployment(store, request)
     return {"python": list(sys.version_info[:3]), "uid": os.geteuid(), "base": str(store.base),
             "systemd": systemd_mode(), "systemd_booted": systemd_booted(),
-            "user": os.environ.get("USER") or "",
             "missing": store.missing(request.get("digests", []), request["hostkey"]),
             "lib_ready": (store.libs / _name(request["lib"])).is_dir(),
             "app_ready": (dep.release(request["release"]) / "app").is_dir(),
