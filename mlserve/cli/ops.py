@@ -1,4 +1,8 @@
-"""Commands that act on deployments: deploy, predict, status, list, logs, rollback, delete."""
+"""Commands that act on deployments: deploy, predict, status, list, logs, rollback, delete.
+
+Results (status lines, tables, predictions) go to stdout; progress and the outcome of a change
+(``deployed ...``) to stderr.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,20 @@ from typing import Annotated, Optional
 import typer
 
 from .main import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
-from .output import RichReporter, emit_json, interactive, say, table
+from .output import RichReporter, clean, emit_json, interactive, plain, result, say, table
+from .payload import read_input
 
 
 def _show_result(result, as_json: bool, verb: str) -> None:
     if as_json:
         emit_json(result.to_dict())
         return
+    release, url = plain(result.release), plain(result.url)
     if result.changed:
-        say(f"[green]{verb}[/green] {result.release} to {result.target} ({result.provider}): "
-            f"[bold]{result.url}[/bold]")
+        say(f"[green]{verb}[/green] {release} to {plain(result.target)} ({plain(result.provider)}): "
+            f"[bold]{url}[/bold]")
     else:
-        say(f"[green]up to date[/green]: {result.release} already serving at [bold]{result.url}[/bold]")
+        say(f"[green]up to date[/green]: {release} already serving at [bold]{url}[/bold]")
     hosts = result.extra.get("hosts") or []
     if len(hosts) > 1:
         from .hosts import hosts_table
@@ -48,16 +54,15 @@ def rollback(target: TargetArg = None, to: Annotated[Optional[str], typer.Option
 
 @app.command()
 def predict(target: TargetArg = None,
-            input: Annotated[str, typer.Option("--input", "-i", help="The input, as JSON.")] = "null",
+            input: Annotated[Optional[str], typer.Option(
+                "--input", "-i", metavar="JSON|@FILE|-",
+                help="The input: JSON, @FILE to read it from a file, or - for stdin. "
+                     "Default: stdin when it is not a terminal.")] = None,
             file: ManifestOpt = None, state: StateOpt = None) -> None:
     """Send one prediction to a deployed target and print the output (JSON on stdout)."""
     from .. import service
-    from ..errors import InvalidInput, ProviderError
-    try:
-        payload = json.loads(input)
-    except ValueError as exc:
-        raise InvalidInput(f"--input is not JSON: {exc}",
-                           fix="""quote it for the shell: --input '{"x": [1, 2]}'""") from None
+    from ..errors import ProviderError
+    payload = read_input(input)     # before anything is contacted: a bad input costs nothing
     code, body = service.predict(file, target, state, payload, reporter=RichReporter())
     if code != 200:
         detail = body.get("error") if isinstance(body, dict) else body
@@ -76,11 +81,12 @@ def status(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
         emit_json(info)
         return
     colour = {"READY": "green", "FAILED": "red", "DELETED": "dim"}.get(info["status"], "yellow")
-    say(f"{info['target']} ({info['provider']}): [{colour}]{info['status']}[/{colour}] "
-        f"{info['url'] or ''} {info['release'] or ''} {info['detail']}")
+    fields = " ".join(plain(info[k]) for k in ("url", "release", "detail") if info.get(k))
+    result(f"{plain(info['target'])} ({plain(info['provider'])}): "
+           f"[{colour}]{plain(info['status'])}[/{colour}] {fields}".rstrip())
     if info["extra"].get("hosts"):
         from .hosts import hosts_table
-        hosts_table(info["extra"]["hosts"])
+        hosts_table(info["extra"]["hosts"], to_stdout=True)
     table("releases", ["release", "outcome", "when", "reason"],
           [[r["release"], r["outcome"], time.strftime("%Y-%m-%d %H:%M:%S",
                                                       time.localtime(r["created_at"])),
@@ -101,7 +107,8 @@ def list_(file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = F
 
 @app.command()
 def logs(target: TargetArg = None,
-         follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines.")] = False,
+         follow: Annotated[bool, typer.Option("--follow", "-F",
+                                              help="Keep printing new lines.")] = False,
          lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history.")] = 100,
          file: ManifestOpt = None, state: StateOpt = None) -> None:
     """The model server's log (stdout)."""
@@ -112,14 +119,22 @@ def logs(target: TargetArg = None,
 
 @app.command()
 def delete(target: TargetArg = None,
-           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+           yes: Annotated[bool, typer.Option("--yes", "-y",
+                                             help="Do not ask for confirmation.")] = False,
            file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Stop and remove a deployment (what mlserve created, nothing else)."""
+    """Stop and remove a deployment (what mlserve created, nothing else).
+
+    A target that was never deployed is not an error: there is nothing to delete (exit 0)."""
     from .. import service
     if not yes and interactive():
-        typer.confirm(f"Delete the deployment of {target or 'the default target'}?", abort=True)
+        name, options = service.project_for(file).target(target)
+        typer.confirm(f"Delete the deployment of {clean(name)} ({clean(options.provider)})?",
+                      abort=True, err=True)
     info = service.delete(file, target, state, RichReporter(quiet=as_json))
     if as_json:
         emit_json(info)
+    elif info.get("status") == "DELETED":
+        say(f"[green]deleted[/green] {plain(info['target'])} ({plain(info['provider'])})")
     else:
-        say(f"[green]deleted[/green] {info['target']} ({info['provider']})")
+        say(f"nothing to delete: {plain(info['target'])} ({plain(info['provider'])}) is not "
+            "deployed")

@@ -1,4 +1,11 @@
-"""Printing: human output (Rich) on stderr, ``--json`` objects and results on stdout."""
+"""Printing: results (tables, status, ``--json``) on stdout; progress, warnings and errors on stderr.
+
+Every piece of text that can carry user-controlled characters (manifest keys and values, target
+names, paths, provider messages) goes through ``clean``: control characters (C0 except newline and
+tab, DEL, C1, and the bidirectional overrides) are shown as ``\\x1b``/``\\u202e`` so that nothing a
+project contains can move the cursor, recolour, retitle or reorder a terminal. Values placed into
+Rich markup also go through ``plain`` so that a value such as ``[red]x`` prints literally.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,33 @@ import contextlib
 import json
 import os
 import sys
+import threading
+import time
 from typing import Any, Iterator
 
 from ..report import Progress, Reporter
 
+# Seconds between "still running" lines of a long step when stderr is not a terminal (CI logs);
+# MLSERVE_HEARTBEAT_SECONDS shortens it (tests) or lengthens it.
+HEARTBEAT_SECONDS = 9.0
+
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0)) if c not in (0x09, 0x0a)}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in (0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f),
+                                          *range(0x2066, 0x206a))})
+
 _console = None
+_out = None
+
+
+def clean(text: Any) -> str:
+    """``text`` with every terminal control character shown as an escape (``\\x1b``)."""
+    return str(text).translate(_UNSAFE)
+
+
+def plain(text: Any) -> str:
+    """``text`` made safe to embed in Rich markup: control characters escaped, markup literal."""
+    from rich.markup import escape
+    return escape(clean(text))
 
 
 def console():
@@ -22,27 +51,44 @@ def console():
     return _console
 
 
+def out():
+    """The stdout console, for results (status lines and tables) that scripts read."""
+    global _out
+    if _out is None:
+        from rich.console import Console
+        _out = Console(highlight=False, soft_wrap=True)
+    return _out
+
+
 def interactive() -> bool:
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
 
 
 def emit_json(obj: Any) -> None:
+    # json.dumps escapes every control character (ensure_ascii), so this is terminal-safe too.
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
 def say(message: str) -> None:
-    console().print(message)
+    """A line on stderr. ``message`` is markup written by the CLI; values in it go through ``plain``."""
+    console().print(clean(message))
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def result(message: str) -> None:
+    """A result line on stdout (markup, values through ``plain``)."""
+    out().print(clean(message))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]], *, to_stdout: bool = True) -> None:
+    """A table of plain values (never markup): results, so on stdout unless told otherwise."""
     from rich.table import Table
     t = Table(title=title, title_justify="left")
     for col in columns:
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*["" if v is None else str(v) for v in row])
-    console().print(t)
+        t.add_row(*["" if v is None else plain(v) for v in row])
+    (out() if to_stdout else console()).print(t)
 
 
 class _RichProgress(Progress):
@@ -53,11 +99,19 @@ class _RichProgress(Progress):
         self._bar.advance(self._task, amount)
 
     def update(self, description: str) -> None:
-        self._bar.update(self._task, description=description)
+        self._bar.update(self._task, description=plain(description))
+
+
+def _heartbeat_seconds() -> float:
+    try:
+        return max(0.05, float(os.environ.get("MLSERVE_HEARTBEAT_SECONDS", "") or HEARTBEAT_SECONDS))
+    except ValueError:
+        return HEARTBEAT_SECONDS
 
 
 class RichReporter(Reporter):
-    """Steps as dim lines, long work as a spinner or a bar, all on stderr."""
+    """Steps as dim lines, long work as a spinner or a bar (a terminal) or as a start line and
+    heartbeats (logs), all on stderr."""
 
     def __init__(self, quiet: bool = False) -> None:
         super().__init__()
@@ -66,11 +120,11 @@ class RichReporter(Reporter):
     def step(self, message: str) -> None:
         super().step(message)
         if not self.quiet:
-            console().print(f"[dim]•[/dim] {message}")
+            console().print(f"[dim]•[/dim] {plain(message)}")
 
     def warn(self, message: str) -> None:
         super().warn(message)
-        console().print(f"[yellow]warning:[/yellow] {message}")
+        console().print(f"[yellow]warning:[/yellow] {plain(message)}")
 
     @contextlib.contextmanager
     def progress(self, description: str, total: float | None = None) -> Iterator[Progress]:
@@ -78,10 +132,19 @@ class RichReporter(Reporter):
         if self.quiet:
             yield Progress()
             return
-        if not console().is_terminal:   # logs and CI: one line when done, no redraws
-            yield Progress()
-            console().print(f"[dim]•[/dim] {description}: done")
-            return
+        started = time.monotonic()
+        if console().is_terminal:
+            with self._bar(description, total) as bar:
+                yield bar
+        else:
+            with _heartbeats(description, started):
+                yield Progress()
+        # Reached only when the block returned: a step that raised never says "done".
+        console().print(f"[dim]•[/dim] {plain(description)}: done "
+                        f"({time.monotonic() - started:.1f} s)")
+
+    @contextlib.contextmanager
+    def _bar(self, description: str, total: float | None) -> Iterator[Progress]:
         from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn)
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
@@ -89,6 +152,25 @@ class RichReporter(Reporter):
             columns += [BarColumn(), DownloadColumn()]
         columns.append(TimeElapsedColumn())
         with Bar(*columns, console=console(), transient=True) as bar:
-            task = bar.add_task(description, total=total)
-            yield _RichProgress(bar, task)
-        console().print(f"[dim]•[/dim] {description}: done")
+            yield _RichProgress(bar, bar.add_task(plain(description), total=total))
+
+
+@contextlib.contextmanager
+def _heartbeats(description: str, started: float) -> Iterator[None]:
+    """Logs and CI: a line at the start, then one every heartbeat interval until the block ends,
+    so a reader (or a CI job's no-output timeout) can tell a slow step from a hung one."""
+    console().print(f"[dim]•[/dim] {plain(description)} ...")
+    interval, stop = _heartbeat_seconds(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            console().print(f"[dim]•[/dim] {plain(description)}: still running "
+                            f"({time.monotonic() - started:.0f} s)")
+
+    thread = threading.Thread(target=beat, name="mlserve-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

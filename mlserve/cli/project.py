@@ -1,4 +1,4 @@
-"""Commands about the project itself: init, validate, schema, serve."""
+"""Commands about the project itself: init, validate, schema, serve, providers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .main import JsonOpt, ManifestOpt, app
-from .output import emit_json, say
+from .output import emit_json, plain, result, say
 
 
 @app.command()
@@ -16,14 +16,16 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
     name: Annotated[Optional[str], typer.Option(help="Model name (default: the directory's).")] = None,
     port: Annotated[int, typer.Option(help="Port of the local target.")] = 8080,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    force: Annotated[bool, typer.Option("--force",
+                                        help="Overwrite existing files.")] = False,
 ) -> None:
     """Scaffold a working model, requirements and manifest with a local target."""
     from ..scaffold import scaffold
     written = scaffold(directory, name=name, port=port, force=force)
     for path in written:
-        say(f"[green]created[/green] {path}")
-    say(f"next: [bold]mlserve deploy -f {directory / 'mlserve.yaml'}[/bold]")
+        say(f"[green]created[/green] {plain(path)}")
+    import shlex
+    say(f"next: [bold]mlserve deploy -f {plain(shlex.quote(str(directory / 'mlserve.yaml')))}[/bold]")
 
 
 @app.command()
@@ -37,7 +39,8 @@ def validate(file: ManifestOpt = None, as_json: JsonOpt = False) -> None:
                    "targets": {k: v.provider for k, v in m.targets.items()}})
         return
     targets = ", ".join(f"{k} ({v.provider})" for k, v in m.targets.items())
-    say(f"[green]valid[/green]: {project.located.file} — model {m.name!r}, targets: {targets}")
+    result(f"[green]valid[/green]: {plain(project.located.file)} — model {plain(repr(m.name))}, "
+           f"targets: {plain(targets)}")
 
 
 @app.command()
@@ -48,14 +51,34 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
-@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def serve(ctx: typer.Context) -> None:
-    """Run the model server in the foreground (the runtime every bundle runs).
-
-    Arguments are the runtime's own: mlserve serve --app-dir DIR --entrypoint model.py:Model --port 8080
-    """
+@app.command(help="Run the model server in the foreground, in this Python environment.\n\n"
+                  "The runtime every bundle runs. With a manifest (-f, or mlserve.yaml here or in a "
+                  "parent directory): its model, name, env, secrets, concurrency, and the port of "
+                  "its default target. Without one: --entrypoint (and --app-dir).")
+def serve(
+    file: ManifestOpt = None,
+    port: Annotated[Optional[int], typer.Option(
+        "--port", "-p", min=0, max=65535, metavar="PORT", show_default=False,
+        help="Port. Default: the default target's port, else 8080.")] = None,
+    host: Annotated[Optional[str], typer.Option(
+        "--host", metavar="ADDRESS", show_default=False,
+        help="Address to listen on. Default: the local target's host, else 127.0.0.1 "
+             "(0.0.0.0 to be reachable from other machines).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(
+        "--concurrency", min=1, metavar="N", show_default=False,
+        help="Predict calls in flight at most. Default: the manifest's scaling.concurrency.")] = None,
+    app_dir: Annotated[Optional[Path], typer.Option(
+        "--app-dir", metavar="DIR", show_default=False,
+        help="Serve the code in DIR without a manifest.")] = None,
+    entrypoint: Annotated[Optional[str], typer.Option(
+        "--entrypoint", metavar="FILE.py:Class", show_default=False,
+        help="The model class, without a manifest (default: model.py:Model).")] = None,
+) -> None:
+    from .serve import runtime_arguments
     from ..runtime.__main__ import main as runtime_main
-    raise typer.Exit(runtime_main(list(ctx.args)) or 0)
+    argv = runtime_arguments(file, port=port, host=host, concurrency=concurrency,
+                             app_dir=app_dir, entrypoint=entrypoint)
+    raise typer.Exit(runtime_main(argv) or 0)
 
 
 @app.command()

@@ -1,0 +1,52 @@
+"""Fix hints that repeat the ``-f``/``--state`` the user passed.
+
+Errors are raised deep in the core, which does not know how the command was typed; their fixes
+say ``mlserve status local``. The shared ``--file`` and ``--state`` options record what was given
+on the command line (``remember``), and the CLI's error printer rewrites every ``mlserve CMD`` in
+a fix so that it carries those options, for the commands that accept them (read from the app
+itself, so a new command needs nothing here). Values from ``MLSERVE_STATE`` are not repeated:
+the environment still holds them when the user runs the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+_passed: dict[str, str] = {}
+
+
+def reset() -> None:
+    _passed.clear()
+
+
+def remember(ctx, param, value: Any) -> Any:
+    """Option callback: note ``--file``/``--state`` when typed on the command line."""
+    source = ctx.get_parameter_source(param.name)
+    if value is not None and source is not None and source.name == "COMMANDLINE":
+        _passed[param.opts[0]] = str(value)
+    return value
+
+
+def _accepted_options(app) -> dict[str, set[str]]:
+    import typer
+    group = typer.main.get_command(app)
+    return {name: {opt for p in cmd.params for opt in p.opts}
+            for name, cmd in group.commands.items()}
+
+
+def with_user_options(fix: str | None, app) -> str | None:
+    """``fix`` with ``-f X``/``--state Y`` added after every ``mlserve CMD`` whose command takes them."""
+    if not fix or not _passed:
+        return fix
+    accepted = _accepted_options(app)
+
+    def add(match: re.Match) -> str:
+        command = match.group(1)
+        extra = [f"{'-f' if opt == '--file' else opt} {shlex.quote(value)}"
+                 for opt, value in _passed.items() if opt in accepted.get(command, ())]
+        return " ".join([match.group(0), *extra])
+
+    pattern = r"\bmlserve (" + "|".join(map(re.escape, sorted(accepted, key=len, reverse=True))) + r")\b"
+    return re.sub(pattern, add, fix)
