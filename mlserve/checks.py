@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+# "ValueError: bad", "pkg.errors.Failure", "KeyboardInterrupt": a traceback's last line.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(: |$)")
 Call = Callable[[object], "tuple[int, object]"]  # payload -> (HTTP status, decoded body)
 
 
@@ -65,6 +68,27 @@ def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: T
         time.sleep(delay)
         delay = min(delay * 1.5, max_delay)
     return f"not healthy after {timeout:g}s ({last})"
+
+
+def load_failure(log: str) -> str | None:
+    """The exception that ended a runtime's load, from its log: the last traceback's final line
+    (``ModuleNotFoundError: No module named 'torch'``), else the runtime's own last error line,
+    else None. Cut to one line of at most 300 characters."""
+    found = None
+    in_traceback = False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace():
+            in_traceback = False
+            if _EXCEPTION_LINE.match(line):
+                found = line
+        elif not in_traceback and " mlserve.runtime error: " in line:
+            found = line.split(" mlserve.runtime error: ", 1)[1]
+    if found is None:
+        return None
+    found = found.strip()
+    return found if len(found) <= 300 else found[:297] + "..."
 
 
 def predict_call(url: str, timeout: float = 60.0) -> Call:

@@ -6,7 +6,9 @@ A pid alone can be reused by an unrelated process after a reboot or a long time;
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -80,6 +82,84 @@ class ProcessRef(namedtuple("ProcessRef", "pid start")):
         return self.pid > 0 and self.start is not None and _start_time(self.pid) == self.start
 
 
+class Runner(namedtuple("Runner", "ref role release parent")):
+    """A process of one deployment found in /proc: ``role`` is "supervisor" or "runtime",
+    ``release`` the release id its argv names, ``parent`` its parent pid."""
+
+    __slots__ = ()
+
+
+def find_runners(releases_dir: Path) -> list[Runner]:
+    """Every supervisor and runtime whose argv names a release directory under
+    ``releases_dir`` (a deployment's own: state directory + target, or base + deployment + host
+    on SSH). That path in the argv, with the pid's start time, is what makes a process provably
+    ours: nothing else runs ``mlserve.runtime --app-dir <it>/app`` or a supervisor of <it>."""
+    root = str(releases_dir)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        role, release_dir = _role(argv)
+        if role is None or os.path.dirname(release_dir.rstrip("/")) != root:
+            continue
+        ref = ProcessRef.of(int(entry))
+        if ref.start is not None:
+            found.append(Runner(ref, role, os.path.basename(release_dir.rstrip("/")),
+                                _parent(ref.pid)))
+    return found
+
+
+def _role(argv: list[str]) -> tuple[str | None, str]:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--app-dir" and "--release" in argv:
+            return "runtime", os.path.dirname(argv[i + 1].rstrip("/"))
+        if arg in ("mlserve.adapters.supervisor", "supervise") and i < 6:
+            return "supervisor", argv[i + 1]
+    return None, ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        return int(raw[raw.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def listening_pids(pids: list[int], port: int) -> set[int]:
+    """Those of ``pids`` holding a TCP socket that listens on ``port`` (any address): the
+    release that was activated, as opposed to one only bound there or loading."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    out = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                out.add(pid)
+                break
+    return out
+
+
 def stop_process(ref: ProcessRef, proc: subprocess.Popen | None, grace: float = 30.0) -> None:
     """SIGTERM (the runtime drains in-flight requests), then SIGKILL after ``grace`` seconds."""
     if not ref.alive():
@@ -101,6 +181,46 @@ def stop_process(ref: ProcessRef, proc: subprocess.Popen | None, grace: float = 
         os.kill(ref.pid, signal.SIGKILL)
         if proc is not None:
             proc.wait(5)
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when its parent dies (a supervisor's runtime, a
+    deployer's pip), so a killed parent never leaves it running."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort: not Linux, or no libc
+        pass
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` (and missing parents) as a directory only its owner can read (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def open_private_log(path: Path):
+    """``path`` opened for appending, unbuffered, created 0600 and made 0600 if it was not
+    (a runtime's log can hold what a model printed about its inputs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL) -> str:

@@ -32,7 +32,7 @@ from ...errors import MissingDependency
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]      # the directory holding mlserve/
 RUNTIME_ROOT_DIST = "uvicorn"
 HELPER_MODULES = ["mlserve/__init__.py", "mlserve/checks.py", "mlserve/reqsets.py",
-                  "mlserve/adapters/procs.py"]
+                  "mlserve/adapters/procs.py", "mlserve/adapters/supervisor.py"]
 # The package's own __init__ imports the adapter registry (and through it typing and
 # dataclasses): on the host the package is only a namespace for procs.
 HELPER_STUBS = {"mlserve/adapters/__init__.py": b'"""mlserve.adapters as the SSH host helper '

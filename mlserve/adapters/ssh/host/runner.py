@@ -1,36 +1,28 @@
 """Starting, supervising and stopping a release's runtime on an SSH host (runs on the host).
 
-Every release runs under a small supervisor (``supervise``) that survives the SSH session:
+Every release runs under the supervisor the local target uses too (``mlserve.adapters.supervisor``:
+it reads its spec from a FIFO, so secrets never touch the disk, and restarts a crashed active
+runtime with backoff), started so that it survives the SSH session:
 
 - under systemd when the host has it (a transient unit from ``systemd-run``: system units as
   root, user units when the user's manager lingers), which adds cgroup limits from the
   manifest's resources and a clean ``systemctl stop``;
 - otherwise as a double-forked process in its own session (``setsid``), reparented to init.
-
-The supervisor writes ``run.json`` (its pid and start time, then the runtime's), reads its spec
-(command, environment *including secret values*) from a FIFO the deployer writes once — so
-secrets live only in process memory, never on the host's disk — and starts the runtime with
-``--check-port``. SIGUSR1 is forwarded (the runtime takes the public port) and marks the
-release active; SIGTERM is forwarded and the supervisor exits once the runtime has drained. A
-runtime that exits while active is restarted on the public port with backoff; one that exits
-before activation (failed load) ends the supervisor with its exit code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from .store import HostError, read_json, write_json
+from mlserve.adapters.procs import read_json, write_json
+from mlserve.adapters.supervisor import SupervisorError, hand_over, make_fifo, supervise
 
-FIFO_WAIT = 15.0
+from .store import HostError
 
 
 def systemd_booted() -> bool:
@@ -82,9 +74,7 @@ def _systemd_size(memory: str) -> str:
 
 def launch(release_dir: Path, helper: str, base: str, spec: dict, resources: dict) -> dict:
     """Start a supervisor for ``release_dir`` and hand it ``spec``; return run.json's content."""
-    fifo = release_dir / "spec.fifo"
-    fifo.unlink(missing_ok=True)
-    os.mkfifo(fifo, 0o600)
+    fifo = make_fifo(release_dir)
     nonce = secrets.token_hex(8)
     argv = [sys.executable, "-I", helper, base, "supervise", str(release_dir), nonce]
     mode = systemd_mode()
@@ -98,7 +88,9 @@ def launch(release_dir: Path, helper: str, base: str, spec: dict, resources: dic
                 raise HostError(f"systemd-run failed: {done.stderr.strip()}")
         else:
             _spawn_detached(release_dir, nonce)
-        _hand_over(fifo, release_dir / "run.json", nonce, spec)
+        hand_over(fifo, release_dir / "run.json", nonce, spec)
+    except SupervisorError as exc:
+        raise HostError(str(exc)) from None
     finally:
         fifo.unlink(missing_ok=True)
     run = read_json(release_dir / "run.json")
@@ -132,105 +124,3 @@ def _spawn_detached(release_dir: Path, nonce: str) -> None:
         finally:
             os._exit(code)
     os.waitpid(pid, 0)
-
-
-def _hand_over(fifo: Path, run_json: Path, nonce: str, spec: dict) -> None:
-    deadline = time.monotonic() + FIFO_WAIT
-    data = json.dumps(spec).encode()
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:                         # ENXIO: the supervisor has not opened it yet
-            if time.monotonic() > deadline:
-                raise HostError("the supervisor did not start (see the log)") from None
-            time.sleep(0.01)
-    try:
-        os.set_blocking(fd, True)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    while read_json(run_json).get("nonce") != nonce or not read_json(run_json).get("runtime"):
-        if time.monotonic() > deadline:
-            raise HostError("the supervisor did not start the runtime (see the log)")
-        time.sleep(0.01)
-
-
-# -- the supervisor process ------------------------------------------------------------------
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort: not Linux, or no libc
-        pass
-
-
-class Supervisor:
-    def __init__(self, release_dir: Path, nonce: str) -> None:
-        from mlserve.adapters.procs import ProcessRef  # shipped in the helper
-        self.ref = ProcessRef
-        self.dir, self.nonce = release_dir, nonce
-        self.active = self.stopping = False
-        self.child: subprocess.Popen | None = None
-        self.log = None
-
-    def _event(self, text: str) -> None:
-        self.log.write(f"--- mlserve: {text} at {time.ctime()} ---\n".encode())
-        self.log.flush()
-
-    def _record(self, fresh: bool = False, **fields) -> None:
-        me = self.ref.of(os.getpid())
-        run = {"nonce": self.nonce, "supervisor": [me.pid, me.start], **fields}
-        old = {} if fresh else read_json(self.dir / "run.json")   # keeps mode/unit from launch
-        write_json(self.dir / "run.json", {**old, **run})
-
-    def _signal(self, signum, frame) -> None:
-        if signum == signal.SIGUSR1:
-            self.active = True
-        else:
-            self.stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGUSR1 if signum == signal.SIGUSR1 else signal.SIGTERM)
-
-    def run(self) -> int:
-        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self._record(fresh=True)
-        with open(self.dir / "spec.fifo", "rb") as fh:
-            spec = json.loads(fh.read())
-        self.log = open(spec["log"], "ab", buffering=0)
-        backoff = 1.0
-        while True:
-            cmd = spec["cmd"] + ([] if self.active else ["--check-port", str(spec["check_port"])])
-            self._event(f"starting {spec['release']}" + ("" if self.active else
-                                                          f" (check port {spec['check_port']})"))
-            self.child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                          stderr=self.log, env=spec["env"], cwd=spec["cwd"],
-                                          preexec_fn=_die_with_parent)
-            child = self.ref.of(self.child.pid)
-            self._record(runtime=[child.pid, child.start])
-            if self.stopping:
-                self.child.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = self.child.wait()
-            if self.stopping:
-                self._event(f"stopped (runtime exit {code})")
-                return 0
-            if not self.active:
-                self._event(f"runtime exited with {code} before taking traffic")
-                return code or 1
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            delay, backoff = backoff, min(backoff * 2, 30.0)
-            self._event(f"runtime exited with {code} while serving; restarting in {delay:g}s")
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline and not self.stopping:
-                time.sleep(0.1)
-            if self.stopping:
-                return 0
-
-
-def supervise(release_dir: str, nonce: str) -> int:
-    return Supervisor(Path(release_dir), nonce).run()

@@ -30,6 +30,8 @@ import shutil
 import time
 from pathlib import Path
 
+from mlserve.adapters.procs import read_json, write_json  # noqa: F401 - the host's modules use them from here
+
 CHUNK = 1 << 20
 MARKER = ".mlserve-base"
 
@@ -213,16 +215,3 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
