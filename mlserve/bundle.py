@@ -1,42 +1,139 @@
-"""The files a release ships, content-addressed.
+"""The files a release ships, content-addressed, and nothing from outside the project.
 
 A ``Bundle`` is a list of files (relative path, bytes digest, mode) with a release id derived from
 their content only: the same files give the same id, byte for byte, on any machine. It is what
-adapters upload, copy or build into an image. Which files ship: the manifest's directory minus the
-state directory, the built-in ignores below, and the patterns of ``.mlserveignore`` (gitignore
-syntax).
+adapters upload, copy or build into an image.
+
+Which files ship: every regular file under the manifest's directory (the project root), minus the
+state directory, the built-in ignores below and the patterns of ``.mlserveignore`` (gitignore
+syntax, matched against the path as it ships). An ignored path is skipped before anything else
+is looked at: an ignored FIFO is never opened, an ignored directory never read.
+
+What resolves inside the root ships as content: a symlink to a file inside the project ships
+the target's bytes under the link's path, and a symlink to a directory inside it is followed
+(a link leading back to a directory that contains it is a loop). Followed rather than refused
+because a link such as ``model -> checkpoints/v3`` is a common way to pick what ships, and
+following it needs only the loop check; the walk is bounded by ``MAX_ENTRIES``.
+
+Everything else stops ``collect()`` with ``InvalidInput`` (exit 2) naming each offending path,
+relative to the root, and the fix (remove it, or leave it out with ``.mlserveignore``):
+a link that leaves the project (absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``),
+a dangling link, a link loop, a FIFO, socket or device, a file or directory that cannot be read,
+and a name that is not UTF-8 or holds a control character (such a name cannot travel safely
+into a Dockerfile, a tar header, a JSON plan or a terminal). A link that leaves the project and
+is ignored by ``.mlserveignore`` is skipped with a warning (``Bundle.warnings``).
+
+Reading is checked at every copy, not only when collecting: ``collect()`` records each file's
+(device, inode), size and digest; ``BundleFile.open()`` (what every copy goes through) opens the
+real path with ``O_NOFOLLOW | O_NONBLOCK`` and checks it is still that regular file, and
+``BundleFile.reader()`` checks the bytes against the digest. A file swapped for a link, or
+changed, after ``collect()`` is an error; other content never ships.
+
+Modes: a file ships 0644, or 0755 when its owner may execute it, narrowed by the source's own
+permission bits (a 0600 file ships 0600): never wider than the source. The release id hashes
+(path, executable, digest) of every file, plus the mode of those whose mode is narrower than
+0644/0755, so ordinary projects keep the ids they had.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import shutil
+import re
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pathspec
+
+from .errors import InvalidInput
 
 IGNORE_FILE = ".mlserveignore"
 #: Always left out: VCS data, caches, virtualenvs and mlserve's own state.
 BUILTIN_IGNORES = [".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".venv/", "venv/",
                    ".mlserve/", ".pytest_cache/", ".mypy_cache/", ".DS_Store"]
+#: Largest ``.mlserveignore`` read; a bigger one is refused rather than parsed.
+MAX_IGNORE_FILE_BYTES = 1 << 20
+#: Most files and directories one walk visits (bounds a tree of links that multiply paths).
+MAX_ENTRIES = 1_000_000
+_CHUNK = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def shipped_mode(st_mode: int) -> int:
+    """0644, or 0755 for a file its owner may execute, narrowed by the source's permissions."""
+    return (0o755 if st_mode & stat.S_IXUSR else 0o644) & st_mode & 0o777
 
 
 @dataclass(frozen=True)
 class BundleFile:
-    path: str          # POSIX path relative to the bundle root
-    source: Path       # where the bytes are now
+    path: str          # POSIX path relative to the bundle root, as it ships
+    source: Path       # the real path of the bytes (links resolved, inside the root)
     digest: str        # sha256 hex of the content
     size: int
     executable: bool
+    mode: int = 0o644                          # permission bits it ships with (shipped_mode)
+    identity: tuple[int, int] | None = None    # (st_dev, st_ino) seen by collect()
+
+    def open(self) -> BinaryIO:
+        """The source, opened without following a link and checked to be the regular file
+        ``collect()`` saw (a seekable binary file)."""
+        fd = _open_regular(str(self.source), self.path)
+        st = os.fstat(fd)
+        if self.identity is not None and (st.st_dev, st.st_ino) != self.identity:
+            os.close(fd)
+            raise _changed(self.path, "it was replaced by another file")
+        return os.fdopen(fd, "rb")
+
+    def reader(self) -> _CheckedReader:
+        """A reader of exactly ``size`` bytes that fails unless they match ``digest``."""
+        return _CheckedReader(self, self.open())
+
+    def copy_as(self, target: Path) -> None:
+        """Write the checked bytes to ``target`` (a new file) with the shipped mode."""
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     self.mode)
+        os.fchmod(fd, self.mode)          # exactly the shipped mode, whatever the umask
+        with self.reader() as src, os.fdopen(fd, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                out.write(chunk)
+
+
+class _CheckedReader:
+    """Reads a ``BundleFile``'s ``size`` bytes, then checks their digest."""
+
+    def __init__(self, file: BundleFile, fh: BinaryIO) -> None:
+        self.file, self.fh, self.left, self.hash = file, fh, file.size, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.fh.read(want) if want else b""
+        if want and not data:
+            raise _changed(self.file.path, "it became shorter")
+        self.left -= len(data)
+        self.hash.update(data)
+        if want and not self.left and self.hash.hexdigest() != self.file.digest:
+            raise _changed(self.file.path, "its content changed")
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self) -> _CheckedReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass
 class Bundle:
     root: Path
     files: list[BundleFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def release_id(self) -> str:
@@ -47,7 +144,9 @@ class Bundle:
     def content_hash(self) -> str:
         h = hashlib.sha256()
         for f in self.files:
-            h.update(f"{f.path}\0{int(f.executable)}\0{f.digest}\n".encode())
+            narrowed = f.mode != (0o755 if f.executable else 0o644)
+            mode = f"\0{f.mode:o}" if narrowed else ""
+            h.update(f"{f.path}\0{int(f.executable)}\0{f.digest}{mode}\n".encode())
         return h.hexdigest()
 
     @property
@@ -58,53 +157,270 @@ class Bundle:
         return next((f for f in self.files if f.path == path), None)
 
     def copy_to(self, dest: Path) -> None:
-        """Write the bundle's files under ``dest`` (which must not exist yet)."""
+        """Write the bundle's files under ``dest`` (which must not exist yet), checked, with
+        their shipped modes."""
         dest.mkdir(parents=True)
         for f in self.files:
             target = dest / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f.source, target)
-            if f.executable:
-                target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            f.copy_as(target)
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file mlserve itself ships (its runtime); user files go through ``collect``."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def ignore_spec(root: Path, extra: list[str] | None = None) -> pathspec.GitIgnoreSpec:
-    lines = list(BUILTIN_IGNORES) + list(extra or [])
-    ignore_file = root / IGNORE_FILE
-    if ignore_file.is_file():
-        lines += ignore_file.read_text(encoding="utf-8").splitlines()
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+def shown(text: str) -> str:
+    """``text`` safe to print: undecodable bytes as ``\\xNN``, control characters escaped."""
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in raw)
+
+
+def _anchored(rel: str) -> str:
+    """A ``.mlserveignore`` line that matches exactly ``rel``."""
+    special = set("*?[]\\!# ")
+    return "/" + "".join("\\" + c if c in special else c for c in shown(rel))
+
+
+def _leave_out(rel: str) -> str:
+    return f"add the line {_anchored(rel)} to {IGNORE_FILE} to leave it out"
+
+
+def _changed(rel: str, why: str) -> InvalidInput:
+    return InvalidInput(f"the file changed while mlserve was reading it ({why})",
+                        where=shown(rel), fix="run the command again once the file is stable")
+
+
+def _open_regular(path: str, rel: str) -> int:
+    """A read descriptor on the regular file at ``path``; never follows a final link and never
+    blocks on a FIFO (fstat refuses it before any read)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR):
+            raise _changed(rel, "it was removed or replaced by a link") from None
+        raise InvalidInput(f"cannot be read ({e.strerror})", where=shown(rel),
+                           fix=f"make it readable (chmod u+r), or {_leave_out(rel)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _changed(rel, "it is no longer a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_ignore_file(root: str) -> list[str]:
+    """The lines of ``.mlserveignore``: a regular file inside the project, at most
+    ``MAX_IGNORE_FILE_BYTES``; any bytes decode (undecodable ones as surrogates, like the names
+    they may match)."""
+    path = os.path.join(root, IGNORE_FILE)
+    if not os.path.lexists(path):
+        return []
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError:
+        raise InvalidInput("is a dangling symlink or a link loop", where=IGNORE_FILE,
+                           fix=f"remove {IGNORE_FILE} or make it a file") from None
+    if not _inside(real, root):
+        raise InvalidInput("is a symlink that leaves the project directory", where=IGNORE_FILE,
+                           fix=f"make {IGNORE_FILE} a file inside the project") from None
+    if not stat.S_ISREG(os.stat(real).st_mode):
+        raise InvalidInput("is not a regular file", where=IGNORE_FILE,
+                           fix=f"make {IGNORE_FILE} a text file of gitignore patterns")
+    fd = _open_regular(real, IGNORE_FILE)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_IGNORE_FILE_BYTES + 1)
+    if len(data) > MAX_IGNORE_FILE_BYTES:
+        raise InvalidInput(f"is larger than {MAX_IGNORE_FILE_BYTES} bytes", where=IGNORE_FILE,
+                           fix="keep only gitignore patterns in it")
+    return data.decode("utf-8", "surrogateescape").splitlines()
+
+
+class _Rules:
+    """The ignore rules: built-in + extra (state and output directories) + ``.mlserveignore``."""
+
+    def __init__(self, root: str, extra: list[str]) -> None:
+        builtin = list(BUILTIN_IGNORES) + extra
+        self.builtin = pathspec.GitIgnoreSpec.from_lines(builtin)
+        lines = _read_ignore_file(root)
+        try:
+            self.all = pathspec.GitIgnoreSpec.from_lines(builtin + lines)
+        except (ValueError, re.error):
+            raise _bad_pattern(lines) from None
+
+    def ignored(self, rel: str, as_dir: bool) -> bool:
+        return self.all.match_file(rel) or (as_dir and self.all.match_file(rel + "/"))
+
+    def by_user(self, rel: str, as_dir: bool) -> bool:
+        return not (self.builtin.match_file(rel) or (as_dir and self.builtin.match_file(rel + "/")))
+
+
+def _bad_pattern(lines: list[str]) -> InvalidInput:
+    """The error for the first line of ``.mlserveignore`` that is not a gitignore pattern."""
+    for number, line in enumerate(lines, 1):
+        try:
+            pathspec.GitIgnoreSpec.from_lines([line])
+        except (ValueError, re.error):
+            return InvalidInput(f"{shown(line)!r} is not a gitignore pattern",
+                                where=f"{IGNORE_FILE}:{number}",
+                                fix="escape the special character with a backslash, or remove "
+                                    "the line")
+    return InvalidInput("is not a list of gitignore patterns", where=IGNORE_FILE)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _bad_name(name: str) -> str | None:
+    """Why ``name`` cannot ship: undecodable bytes, or a character that ends a line or drives
+    a terminal (C0/C1 controls, DEL, the Unicode line and paragraph separators)."""
+    if any("\udc80" <= c <= "\udcff" for c in name):
+        return "its name is not valid UTF-8"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "its name holds a control character or a line break"
+    return None
+
+
+_KINDS = [(stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+
+
+@dataclass
+class _Walk:
+    root: str
+    rules: _Rules
+    files: list[BundleFile] = field(default_factory=list)
+    problems: list[InvalidInput] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    digests: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
+    entries: int = 0
+
+    def problem(self, rel: str, message: str, fix: str | None = None) -> None:
+        self.problems.append(InvalidInput(message, where=shown(rel), fix=fix or
+                                          f"remove it, or {_leave_out(rel)}"))
+
+    def directory(self, real_dir: str, prefix: str, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(real_dir) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as e:
+            rel = prefix.rstrip("/") or "."
+            self.problem(rel, f"the directory cannot be read ({e.strerror})",
+                         f"make it readable (chmod u+rx), or {_leave_out(rel + '/')}")
+            return
+        for name in names:
+            self.entry(os.path.join(real_dir, name), prefix + name, name, ancestors)
+
+    def entry(self, path: str, rel: str, name: str, ancestors: frozenset) -> None:
+        self.entries += 1
+        if self.entries > MAX_ENTRIES:
+            raise InvalidInput(f"the project holds more than {MAX_ENTRIES} files and directories "
+                               "(counting each path through a directory link)",
+                               fix=f"leave data out with {IGNORE_FILE}")
+        try:
+            st = os.lstat(path)
+        except OSError as e:                  # removed since the directory was listed
+            self.problem(rel, f"cannot be read ({e.strerror})")
+            return
+        link = stat.S_ISLNK(st.st_mode)
+        if self.rules.ignored(rel, link or stat.S_ISDIR(st.st_mode)):
+            self._warn_if_leaving(path, rel, link)
+            return
+        bad = _bad_name(name)
+        if bad:
+            self.problem(rel, bad, f"rename it, or {_leave_out(rel)}")
+            return
+        if link:
+            resolved = self._resolve(path, rel)
+            if resolved is None:
+                return
+            path, st = resolved
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                self.problem(rel, "is a symlink loop: it leads back to a directory holding it")
+            else:
+                self.directory(path, rel + "/", ancestors | {key})
+        elif stat.S_ISREG(st.st_mode):
+            self._regular(path, rel, st)
+        else:
+            kind = next(k for test, k in _KINDS if test(st.st_mode))
+            self.problem(rel, f"is {kind}: only regular files and directories ship")
+
+    def _resolve(self, path: str, rel: str) -> tuple[str, os.stat_result] | None:
+        """The real path (and its lstat) of the link at ``path`` if it stays inside the root,
+        else None (and a problem recorded)."""
+        target = shown(os.readlink(path))
+        try:
+            real = os.path.realpath(path, strict=True)
+        except OSError as e:
+            what = "a symlink loop" if e.errno == errno.ELOOP else "a dangling symlink"
+            self.problem(rel, f"is {what} (to {target})")
+            return None
+        if not _inside(real, self.root):
+            self.problem(rel, f"is a symlink to {target}, which leaves the project directory",
+                         f"copy the file into the project instead of linking to it, or "
+                         f"{_leave_out(rel)}")
+            return None
+        try:
+            return real, os.lstat(real)
+        except OSError as e:                  # removed since it was resolved
+            self.problem(rel, f"cannot be read ({e.strerror})")
+            return None
+
+    def _warn_if_leaving(self, path: str, rel: str, link: bool) -> None:
+        if link and self.rules.by_user(rel, True) and not _inside(os.path.realpath(path),
+                                                                   self.root):
+            self.warnings.append(f"{shown(rel)}: left out a symlink to "
+                                 f"{shown(os.readlink(path))}, outside the project, as "
+                                 f"{IGNORE_FILE} says")
+
+    def _regular(self, path: str, rel: str, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        try:
+            fd = _open_regular(path, rel)
+        except InvalidInput as e:
+            self.problems.append(e)
+            return
+        with os.fdopen(fd, "rb") as fh:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != key[:2]:
+                self.problems.append(_changed(rel, "it was replaced by another file"))
+                return
+            digest = self.digests.get(key)
+            if digest is None:
+                h = hashlib.sha256()
+                while chunk := fh.read(_CHUNK):
+                    h.update(chunk)
+                digest = self.digests[key] = h.hexdigest()
+        self.files.append(BundleFile(rel, Path(path), digest, st.st_size,
+                                     bool(st.st_mode & stat.S_IXUSR), shipped_mode(st.st_mode),
+                                     key[:2]))
 
 
 def collect(root: Path, *, extra_ignores: list[str] | None = None) -> Bundle:
-    """The files under ``root`` that ship, in a stable order. Symlinks are followed within root."""
-    root = root.resolve()
-    spec = ignore_spec(root, extra_ignores)
-    files: list[BundleFile] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        prefix = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if not spec.match_file(prefix + d + "/"))
-        for name in sorted(filenames):
-            rel = prefix + name
-            if spec.match_file(rel):
-                continue
-            src = Path(dirpath) / name
-            st = src.stat()
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            files.append(BundleFile(rel, src, file_digest(src), st.st_size,
-                                    bool(st.st_mode & stat.S_IXUSR)))
-    files.sort(key=lambda f: f.path)
-    return Bundle(root=root, files=files)
+    """The files under ``root`` that ship, in a stable order (see the module docstring); raises
+    ``InvalidInput`` naming every path that cannot ship."""
+    real_root = os.path.realpath(root)
+    walk = _Walk(real_root, _Rules(real_root, list(extra_ignores or [])))
+    st = os.stat(real_root)
+    walk.directory(real_root, "", frozenset({(st.st_dev, st.st_ino)}))
+    if walk.problems:
+        first, rest = walk.problems[0], walk.problems[1:]
+        details = None
+        if rest:
+            lines = [f"  - {p.where}: {p.message}" for p in rest[:20]]
+            more = f"\n  ... and {len(rest) - 20} more" if len(rest) > 20 else ""
+            details = "also:\n" + "\n".join(lines) + more
+        raise InvalidInput(first.message, where=first.where, fix=first.fix, details=details)
+    walk.files.sort(key=lambda f: f.path)
+    return Bundle(root=Path(real_root), files=walk.files, warnings=walk.warnings)
 
 
 def state_ignores(root: Path, state_dir: Path) -> list[str]:

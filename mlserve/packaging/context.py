@@ -2,18 +2,22 @@
 
 A renderer is a function ``render(spec, ctx)``: it reads the validated manifest, the target's
 options and the user's files from ``Spec`` and adds files to ``BuildContext`` (in memory for
-rendered text, by reference for copied files). ``BuildContext.write`` then puts them on disk in
-sorted order with fixed modes, so the same inputs always give the same bytes.
+rendered text, by reference for copied files, in a scratch file for what is too large to hold in
+memory). ``BuildContext.write`` then puts them on disk in sorted order with fixed modes, so the
+same inputs always give the same bytes. The user's files are copied through
+``BundleFile.copy_as`` (checked to be what ``collect`` saw, never a link followed out of the
+project) with their shipped mode: 0644/0755 narrowed by the source's own permissions.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Bundle
+from ..bundle import Bundle, BundleFile
 from ..errors import InvalidInput
 from ..manifest import Manifest, Project
 from ..targets import TargetBase
@@ -27,14 +31,17 @@ MARKER = ".mlserve-build"
 @dataclass(frozen=True)
 class Entry:
     data: bytes | None = None
-    source: Path | None = None
+    source: Path | BundleFile | None = None   # a Path: one of mlserve's own files
     executable: bool = False
+    move: bool = False                         # a scratch file: moved, not copied
 
 
 @dataclass
 class BuildContext:
     files: dict[str, Entry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Removed with the context (also when the build fails before ``write``).
+    _scratch: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     def text(self, path: str, text: str, *, executable: bool = False) -> None:
         self._add(path, Entry(data=text.encode("utf-8"), executable=executable))
@@ -42,8 +49,21 @@ class BuildContext:
     def data(self, path: str, data: bytes, *, executable: bool = False) -> None:
         self._add(path, Entry(data=data, executable=executable))
 
-    def copy(self, path: str, source: Path, *, executable: bool = False) -> None:
+    def copy(self, path: str, source: Path | BundleFile, *, executable: bool = False) -> None:
+        """Copy ``source`` to ``path``: a user's file (``BundleFile``, its own executable bit and
+        mode) or one of mlserve's own files (a ``Path``)."""
         self._add(path, Entry(source=source, executable=executable))
+
+    def scratch(self, name: str) -> Path:
+        """A new file path in a private scratch directory, for a file too large for memory;
+        ``put`` it into the context once written."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="mlserve-build-")
+        return Path(self._scratch.name) / name
+
+    def put(self, path: str, scratch: Path) -> None:
+        """Move the scratch file ``scratch`` to ``path`` when the context is written."""
+        self._add(path, Entry(source=scratch, move=True))
 
     def _add(self, path: str, entry: Entry) -> None:
         if path in self.files:
@@ -52,14 +72,20 @@ class BuildContext:
         self.files[path] = entry
 
     def write(self, dest: Path) -> None:
-        """Write every file under ``dest`` (a new directory): 0644, or 0755 when executable."""
+        """Write every file under ``dest`` (a new directory): 0644, or 0755 when executable;
+        a user's file keeps its shipped mode (never wider than its source's)."""
         dest.mkdir(parents=True)
         for path in sorted(self.files):
             entry = self.files[path]
             target = dest / path
             target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(entry.source, BundleFile):
+                entry.source.copy_as(target)
+                continue
             if entry.data is not None:
                 target.write_bytes(entry.data)
+            elif entry.move:
+                shutil.move(entry.source, target)
             else:
                 shutil.copyfile(entry.source, target)
             target.chmod(0o755 if entry.executable else 0o644)
@@ -110,7 +136,7 @@ class Spec:
     def user_files(self, prefix: str, ctx: BuildContext) -> None:
         """Copy every file of the model's bundle, unchanged, under ``prefix``."""
         for f in self.bundle.files:
-            ctx.copy(prefix + f.path, f.source, executable=f.executable)
+            ctx.copy(prefix + f.path, f)
 
 
 def clear_output(dest: Path) -> None:
