@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,15 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidInput, ManifestError, NotFound
-from .strict import Strict
+from .reqsets import FileProblem, project_file, read_small_file, requirement_problems
+from .strict import (ENV_NAME_RE, NAME_RE, PYTHON_RE, SECRET_RE, Strict, clean, given,
+                     problem_text, shown)
 from .targets import Target, TargetBase
 from .yamlpos import Located, read_located
 
 MANIFEST_NAME = "mlserve.yaml"
-NAME_RE = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
-ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_MEMORY_RE = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-_ENTRY_RE = re.compile(r"^(?P<file>[^:]+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
+_MEMORY_RE = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?")          # used with fullmatch
+_ENTRY_RE = re.compile(r"(?P<file>[^:]+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)")  # fullmatch
 
 
 def _requirements(value: Any) -> Any:
@@ -37,7 +38,7 @@ def _requirements(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     raise PydanticCustomError("requirements", "must be a file name (requirements.txt) or a list of "
-                              "pip specifiers, got {got}", {"got": type(value).__name__})
+                              "pip specifiers, got {got}", {"got": given(value)})
 
 
 def _env_value(value: Any) -> Any:
@@ -83,7 +84,7 @@ class InputSpec(Strict):
         for choice in self.choices or []:
             if not _value_fits(self.type, None, choice):
                 raise PydanticCustomError("input_choice",
-                                          f"choices: {choice!r} is not {_a(self.type)}")
+                                          f"choices: {shown(choice)} is not {_a(self.type)}")
         if self.default is not None:
             self._check_default(self.default)
         return self
@@ -92,17 +93,17 @@ class InputSpec(Strict):
         if not _value_fits(self.type, self.items, default):
             shape = (f"an array of {self.items}" if self.type == "array" and self.items
                      else _a(self.type))
-            raise PydanticCustomError("input_default", f"default: {default!r} is not {shape}")
+            raise PydanticCustomError("input_default", f"default: {shown(default)} is not {shape}")
         if self.choices is not None and default not in self.choices:
             raise PydanticCustomError("input_default",
-                                      f"default: {default!r} is not one of the choices")
+                                      f"default: {shown(default)} is not one of the choices")
         if not _finite(default):
-            raise PydanticCustomError("input_default", f"default: {default!r} holds a number "
+            raise PydanticCustomError("input_default", f"default: {shown(default)} holds a number "
                                       "JSON cannot carry (inf or nan)")
         numbers = default if isinstance(default, list) else [default]
         if any((self.ge is not None and v < self.ge) or (self.le is not None and v > self.le)
                for v in numbers if isinstance(v, (int, float))):
-            raise PydanticCustomError("input_default", f"default: {default!r} is outside ge/le")
+            raise PydanticCustomError("input_default", f"default: {shown(default)} is outside ge/le")
 
 
 def _value_fits(kind: str, items: str | None, value: Any) -> bool:
@@ -142,7 +143,7 @@ class ModelSpec(Strict):
     entrypoint: str = Field(description="`file.py:Class` relative to the manifest. The class has "
                             "`load()` and `predict(payload)`, optionally `predict_batch(list)`.",
                             examples=["model.py:Model"])
-    python: str = Field("3.11", pattern=r"^3\.(9|1[0-9])$", description="Python version the model "
+    python: str = Field("3.11", pattern=PYTHON_RE, description="Python version the model "
                         "runs on.", examples=["3.11"])
     requirements: Annotated[str | list[str], BeforeValidator(_requirements)] = Field(
         default_factory=list, description="A requirements file relative to the manifest, or a "
@@ -158,12 +159,9 @@ class ModelSpec(Strict):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_form(cls, value: str) -> str:
-        if not _ENTRY_RE.match(value):
-            raise PydanticCustomError("entrypoint", "'{value}' is not `file.py:ClassName`",
-                                      {"value": value})
-        if value.startswith("/") or ".." in Path(value.split(":")[0]).parts:
-            raise PydanticCustomError("entrypoint", "'{value}' must be a path inside the manifest's "
-                                      "directory", {"value": value})
+        if not _ENTRY_RE.fullmatch(value):
+            raise PydanticCustomError("entrypoint", "{value} is not `file.py:ClassName`",
+                                      {"value": shown(value)})
         return value
 
     @property
@@ -189,9 +187,9 @@ class Resources(Strict):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if not _MEMORY_RE.match(str(value)):
-            raise PydanticCustomError("memory", "'{value}' is not a size like 512Mi or 2Gi",
-                                      {"value": value})
+        if not _MEMORY_RE.fullmatch(value):
+            raise PydanticCustomError("memory", "{value} is not a size like 512Mi or 2Gi",
+                                      {"value": shown(value)})
         return value
 
 
@@ -231,7 +229,7 @@ class Manifest(Strict):
     env: dict[EnvName, Annotated[str, BeforeValidator(_env_value)]] = Field(
         default_factory=dict, description="Environment of the model (not secret).",
         examples=[{"GREETING": "hi"}])
-    secrets: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]] = Field(
+    secrets: list[Annotated[str, Field(pattern=SECRET_RE)]] = Field(
         default_factory=list, description="Names of secrets; values come from the environment (or "
         "the provider's secret store) at deploy time and are never written anywhere.",
         examples=[["API_TOKEN"]])
@@ -284,98 +282,41 @@ class Project:
 
 # --- loading -----------------------------------------------------------------------------------
 
-_FIXES = {
-    "missing": "add it (see `mlserve schema` for the field's form)",
-    "unknown_key": "remove it or correct its spelling",
-    "union_tag_invalid": "use one of the providers listed",
-    "union_tag_not_found": "add `provider:` to the target (e.g. `provider: local`)",
-    "string_pattern_mismatch": "change the value",
-    "input_default": "make the default fit the field's type, choices and ge/le, or remove it "
-                     "(the field is then required)",
-    "input_choice": "write every choice as the field's type",
-    "input_bounds": "use finite bounds with ge <= le",
-}
-
-
-_PATTERN_WORDS = {
-    NAME_RE: "be 1-40 lowercase letters, digits and dashes, starting with a letter and not ending "
-             "with a dash (it becomes a DNS name)",
-    ENV_NAME_RE: "be letters, digits and underscores, not starting with a digit",
-    r"^[A-Z_][A-Z0-9_]*$": "be an upper-case environment variable name (API_TOKEN)",
-    r"^3\.(9|1[0-9])$": "be a Python version from 3.9 on, quoted (\"3.11\")",
-}
-
-
-def _strip_tags(loc: tuple, data: Any) -> tuple:
-    """Drop pydantic's union-tag segments (e.g. the 'local' in targets.x.local.port)."""
-    out: list = []
-    node = data
-    for seg in loc:
-        if isinstance(node, dict) and seg in node:
-            out.append(seg)
-            node = node[seg]
-        elif isinstance(node, list) and isinstance(seg, int) and seg < len(node):
-            out.append(seg)
-            node = node[seg]
-        elif seg in ("str", "list[str]", "[key]") or (isinstance(node, dict) and node.get("provider") == seg):
-            continue
-        else:
-            out.append(seg)
-            node = None
-    return tuple(out)
-
-
-def _problem(err: dict, located: Located) -> str:
-    data = located.data
-    loc = _strip_tags(tuple(err["loc"]), data)
-    kind = err["type"]
-    msg = err["msg"].removeprefix("Value error, ")
-    on_key = "[key]" in err["loc"]
-    if kind == "unknown_key":
-        key = err["ctx"]["key"]
-        loc = (*loc, key)
-        where = located.where(loc, key=True)
-    else:
-        where = located.where(loc, key=kind == "missing" or on_key)
-    if kind == "union_tag_invalid":
-        msg = f"unknown provider {err['ctx']['tag']!r}; expected one of {err['ctx']['expected_tags']}"
-    elif kind == "union_tag_not_found":
-        msg = "the target has no `provider:`"
-    elif kind == "string_pattern_mismatch":
-        rule = _PATTERN_WORDS.get(err["ctx"]["pattern"], f"match {err['ctx']['pattern']}")
-        msg = f"{err['input']!r} is not allowed: it must {rule}"
-    elif kind.endswith("_type") or kind in ("greater_than", "less_than_equal", "greater_than_equal",
-                                            "less_than", "literal_error", "too_short"):
-        msg = f"{msg} (got {err['input']!r})" if not isinstance(err.get("input"), (dict, list)) else msg
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    fix = _FIXES.get(kind, "see `mlserve schema` for what this field accepts")
-    return f"{where}: {path}: {msg}" + (f". Fix: {fix}" if fix else "")
+ENTRY_FILE_LIMIT = 4 * 1024 * 1024    # bytes of the entrypoint's file that validate parses
 
 
 def _semantic_checks(manifest: Manifest, root: Path, located: Located) -> list[str]:
-    """What pydantic cannot know: files exist, the entrypoint class has the contract."""
-    problems = []
+    """What pydantic cannot know: every file the manifest names is a regular file inside the
+    project (links followed), and the entrypoint class has the contract."""
     entry = manifest.model
     where = located.where(("model", "entrypoint"))
-    file = root / entry.entry_file
-    if not file.is_file():
-        problems.append(f"{where}: model.entrypoint: {entry.entry_file} does not exist in {root}. "
-                        "Fix: create it or correct the path")
+    problems = []
+    try:
+        file = project_file(root, entry.entry_file)
+    except FileProblem as exc:
+        problems.append(f"{where}: model.entrypoint: {shown(entry.entry_file)} {exc.reason}. "
+                        f"Fix: {exc.fix}")
     else:
         problems.extend(_check_class(file, entry.entry_class, where))
-    if isinstance(entry.requirements, str) and not (root / entry.requirements).is_file():
-        problems.append(f"{located.where(('model', 'requirements'))}: model.requirements: "
-                        f"{entry.requirements} does not exist in {root}. Fix: create it, or list "
-                        "the packages inline (requirements: [numpy])")
-    return problems
+    where = located.where(("model", "requirements"))
+    for source, subject, reason, fix in requirement_problems(root, entry.requirements):
+        at = f"{shown(source, 80)[1:-1]}: " if source else ""
+        problems.append(f"{where}: model.requirements: {at}{shown(subject)} {reason}. Fix: {fix}")
+    return [clean(p) for p in problems]
 
 
 def _check_class(file: Path, cls_name: str, where: str) -> list[str]:
     try:
-        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+        tree = ast.parse(read_small_file(file, ENTRY_FILE_LIMIT).decode("utf-8"),
+                         filename=str(file))
     except SyntaxError as exc:
         return [f"{file}:{exc.lineno}:{exc.offset}: model.entrypoint: {file.name} has a syntax "
                 f"error: {exc.msg}. Fix: correct the Python code"]
+    except FileProblem as exc:
+        return [f"{where}: model.entrypoint: {file.name} {exc.reason}. Fix: {exc.fix}"]
+    except (ValueError, RecursionError, MemoryError) as exc:   # NUL bytes, not UTF-8, too deep
+        return [f"{where}: model.entrypoint: {file.name} cannot be parsed as Python "
+                f"({type(exc).__name__}). Fix: correct the Python code"]
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == cls_name:
             methods = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -406,7 +347,7 @@ def parse_manifest(located: Located, root: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(located.data)
     except ValidationError as exc:
-        problems = [_problem(e, located) for e in exc.errors()]
+        problems = [problem_text(e, located) for e in exc.errors()]
         raise ManifestError(f"{located.file} is invalid ({len(problems)} problem"
                             f"{'s' if len(problems) != 1 else ''})", problems=problems) from None
     problems = _semantic_checks(manifest, root, located)
@@ -417,21 +358,50 @@ def parse_manifest(located: Located, root: Path) -> Manifest:
 
 
 def find_manifest(file: str | Path | None) -> Path:
-    """The manifest to use: ``-f FILE``, a directory's mlserve.yaml, or ./mlserve.yaml."""
-    path = Path(file) if file else Path(MANIFEST_NAME)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    return path.absolute()
+    """The manifest to use: ``-f FILE``, a directory's mlserve.yaml, or (like git) the nearest
+    mlserve.yaml in the current directory or one above it, up to the file system's root.
+
+    One found above the current directory must belong to the user running mlserve: on a shared
+    machine a stranger's /tmp/mlserve.yaml is not picked up (git refuses such directories too).
+    """
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:
+        raise InvalidInput("the current directory no longer exists",
+                           fix="cd to the project, or pass the manifest with -f") from None
+    if file:
+        path = cwd / file
+        try:
+            is_dir = path.is_dir()
+        except (OSError, ValueError):       # a name too long: reading it says so
+            is_dir = False
+        return path / MANIFEST_NAME if is_dir else path
+    for directory in (cwd, *cwd.parents):
+        path = directory / MANIFEST_NAME
+        if not os.path.lexists(path):
+            continue
+        owner = path.lstat().st_uid
+        if directory != cwd and owner != os.getuid():
+            raise ManifestError(f"{clean(str(path))} belongs to another user (uid {owner}); "
+                                "mlserve does not use it without being told",
+                                fix=f"pass it with -f {clean(str(path))} if you trust it, or "
+                                "run `mlserve init` here")
+        return path
+    raise ManifestError(f"no {MANIFEST_NAME} in {clean(str(cwd))} or any directory above it",
+                        fix="run `mlserve init` to create one, or pass the right file with -f")
+
+
+def _display_name(path: Path) -> str:
+    """``path`` as messages name it: relative when it is in or above the current directory."""
+    cwd = Path.cwd()
+    if path.parent == cwd or path.parent in cwd.parents or cwd in path.parents:
+        return os.path.relpath(path, cwd)
+    return str(path)
 
 
 def load_project(file: str | Path | None = None) -> Project:
     path = find_manifest(file)
-    located = read_located(path)
-    shown = Path(located.file)
-    try:
-        located.file = str(shown.relative_to(Path.cwd()))
-    except ValueError:
-        pass
+    located = read_located(path, _display_name(path))
     return Project(manifest=parse_manifest(located, path.parent), path=path, located=located)
 
 

@@ -74,6 +74,8 @@ def deploy(manifest: str | Path | None = None, target: str | None = None,
         provider.check(ctx)
         with ctx.state.lock(ctx.target_name, "deploy"):
             bundle = provider.package(ctx)
+            for warning in bundle.warnings:
+                ctx.reporter.warn(warning)
             ctx.reporter.step(f"release {bundle.release_id}: {len(bundle.files)} files, "
                               f"{bundle.total_size} bytes")
             seq = ctx.state.add_release(ctx.target_name, bundle.release_id, ctx.target.provider,

@@ -10,12 +10,21 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
-from .strict import Strict
+from .strict import Strict, shown
 
-_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-                      r"(?::(?P<port>\d{1,5}))?$")
+# Checked with fullmatch: `$` with re.match would let a trailing newline through.
+_HOST_RE = re.compile(r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+                      r"(?::(?P<port>\d{1,5}))?")
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f:.]+|[A-Za-z0-9.-]+")     # an IP address or a host name
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS_RE.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not an IP address or a host name")
+    return value
+
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -33,7 +42,7 @@ class LocalTarget(TargetBase):
 
     provider: Literal["local"] = Field(description="Serve on this machine.", examples=["local"])
     port: Port = Field(8080, description="Loopback port the model answers on.", examples=[8080])
-    host: str = Field("127.0.0.1", description="Address to listen on. Keep loopback unless the "
+    host: Annotated[str, AfterValidator(_address)] = Field("127.0.0.1", description="Address to listen on. Keep loopback unless the "
                       "machine is meant to be reached from others.", examples=["127.0.0.1"])
     keep_releases: int = Field(5, ge=1, le=100, description="Old releases kept for rollback.",
                                examples=[5])
@@ -61,7 +70,7 @@ class SSHTarget(TargetBase):
                           "and `mlserve delete` removes what this deployment put there.",
                           examples=["/opt/mlserve"])
     port: Port = Field(8080, description="Port the model answers on, on each host.", examples=[8080])
-    bind: str = Field("0.0.0.0", description="Address the model listens on, on each host.",
+    bind: Annotated[str, AfterValidator(_address)] = Field("0.0.0.0", description="Address the model listens on, on each host.",
                       examples=["0.0.0.0"])
     python: str = Field("python3", description="Interpreter on the host (a name on its PATH or a "
                         "path), Python >= 3.10: it runs mlserve's helper and the model, and builds "
@@ -81,12 +90,14 @@ class SSHTarget(TargetBase):
     @classmethod
     def _check_hosts(cls, value):
         for host in [value] if isinstance(value, str) else (value or []):
-            if not _HOST_RE.match(host):
-                raise ValueError(f"{host!r} is not user@host[:port]")
-            port = _HOST_RE.match(host).group("port")
+            match = _HOST_RE.fullmatch(host)
+            if not match:
+                raise ValueError(f"{shown(host)} is not user@host[:port]")
+            port = match.group("port")
             if port and not 1 <= int(port) <= 65535:
-                raise ValueError(f"{host!r}: port must be 1-65535")
+                raise ValueError(f"{shown(host)}: port must be 1-65535")
         return value
+
 
 
 class DockerTarget(TargetBase):

@@ -1,9 +1,23 @@
-"""Read YAML keeping where every key and value stands, so errors can name file:line:column.
+"""Read the manifest's YAML safely, keeping where every key and value stands (file:line:column).
 
-PyYAML's composer gives each node a start mark; we walk the node tree once and index the marks
-by field path (a tuple of keys and list indexes). Duplicate keys, which PyYAML would silently
-collapse to the last one, are reported as errors here: in a deployment manifest a silently dropped
-key is a silently wrong deploy.
+Contract: ``read_located(path)`` / ``load_located(text, file)`` return ``Located`` data or raise
+``ManifestError`` (exit 2) located at the offending line, for every input: nothing here lets a
+YAML or OS exception through. Limits (documented in README.md):
+
+- the manifest is a regular file (not a FIFO, device or directory) of at most ``MAX_BYTES``
+  (1 MiB), UTF-8 (a leading BOM is ignored); it is opened non-blocking and read up to the cap;
+- collections nest at most ``MAX_DEPTH`` (100) levels;
+- aliases may add at most ``MAX_ALIAS_NODES`` (10,000) nodes beyond those written: an alias
+  bomb ("billion laughs") is refused after a bounded walk, before anything is expanded; a
+  recursive alias (``&a [*a]``) is refused;
+- plain YAML only: strings, numbers, booleans, null, lists and mappings (YAML 1.1 merge keys
+  ``<<: *defaults`` included; explicit keys win over merged ones). Any other tag (``!!python/..``,
+  ``!!binary``, ``!!set``, ``!custom``) is refused; timestamps stay the strings written;
+- keys are the strings written (``on:`` is the key "on", ``1:`` the key "1"); a list or a
+  mapping as a key (``? [a, b]``) is refused; a key appears once per mapping.
+
+PyYAML's composer gives each node a start mark; one walk indexes them by field path (a tuple of
+keys and list indexes) while building the data, so no second parse is needed.
 """
 
 from __future__ import annotations
@@ -13,10 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from .errors import ManifestError
+from .reqsets import FileProblem, read_small_file
+from .strict import clean, shown
+
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 100
+MAX_ALIAS_NODES = 10_000
 
 Path_ = tuple  # a field path: ("targets", "local", "port") or ("smoke", 0, "input")
+
+_TAG = "tag:yaml.org,2002:"
+_SCALARS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null")}
+_MERGE = f"{_TAG}merge"
 
 
 @dataclass
@@ -47,55 +72,205 @@ def _loader_class():
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _fail(file: str, mark: tuple[int, int] | None, what: str, fix: str) -> ManifestError:
+    where = f"{file}:{mark[0]}:{mark[1]}" if mark else file
+    return ManifestError(clean(what), where=clean(where), fix=fix)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def load_located(text: str, file: str) -> Located:
-    """Parse ``text``; raise ManifestError (with position) on YAML syntax errors or duplicate keys."""
-    try:
-        node = yaml.compose(text, Loader=_loader_class())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(f"not valid YAML: {problem}", where=where,
-                            fix="check the indentation and quoting around that line") from None
+    """Parse ``text`` (named ``file`` in messages) into located data, or raise ManifestError."""
+    text = text.removeprefix("\ufeff")
+    node = _compose(text, file)
     located = Located(data=None, file=file)
     if node is None:
         return located
-    problems: list[str] = []
-    _index(node, (), located, problems)
-    if problems:
-        raise ManifestError(f"{file} is invalid", problems=problems,
-                            fix="each key may appear once per mapping")
-    located.data = yaml.load(text, Loader=_loader_class())  # noqa: S506 - safe loader
+    _check_graph(node, file)
+    builder = _Builder(located)
+    located.data = builder.build(node, ())
+    if builder.problems:
+        problems = list(dict.fromkeys(builder.problems))   # a merged anchor repeats its own
+        raise ManifestError(f"{clean(file)} is invalid", problems=problems,
+                            fix="write plain YAML: each key once per mapping, no tags")
     return located
 
 
-def _index(node: yaml.Node, path: Path_, located: Located, problems: list[str]) -> None:
-    located.value_marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                dotted = ".".join(str(p) for p in (*path, key))
-                problems.append(f"{located.file}:{line}:{key_node.start_mark.column + 1}: {dotted}: "
-                                f"duplicate key (first at line {seen[key]}). Fix: keep one of them.")
-                continue
-            seen[key] = line
-            located.key_marks[(*path, key)] = (line, key_node.start_mark.column + 1)
-            _index(value_node, (*path, key), located, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index(item, (*path, i), located, problems)
-
-
-def read_located(path: Path) -> Located:
+def _compose(text: str, file: str) -> yaml.Node | None:
+    loader = _loader_class()(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"no manifest at {path}", fix="run `mlserve init` to create one, "
-                            "or pass the right file with -f") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read {path}: {exc}", fix="check the file's permissions "
-                            "and that it is UTF-8 text") from None
-    return load_located(text, str(path))
+        return loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        offset = exc.position
+        if not isinstance(loader, yaml.SafeLoader):      # libyaml counts UTF-8 bytes
+            offset = len(text.encode()[:offset].decode(errors="ignore"))
+        raise _fail(file, _position(text, offset), f"not valid YAML: character "
+                    f"{exc.character:#06x} is not allowed in YAML text",
+                    "remove it; write control characters as escapes in a double-quoted "
+                    "string (\"\\e\")") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "unreadable"
+        if "nesting depth" in problem or "too deep" in problem:
+            problem = f"nested too deeply (the limit is {MAX_DEPTH} levels)"
+        raise _fail(file, (mark.line + 1, mark.column + 1) if mark else None,
+                    f"not valid YAML: {problem}",
+                    "check the indentation and quoting around that line") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _fail(file, None, f"not valid YAML: {type(exc).__name__}",
+                    f"check the file (nesting is limited to {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+def _check_graph(root: yaml.Node, file: str) -> None:
+    """Refuse deep nesting, recursive aliases and alias bombs, walking at most a bounded count."""
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    on_path: set[int] = set()
+    distinct: set[int] = set()
+    visits = 0
+    while stack:
+        node, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        if id(node) in on_path:
+            raise _fail(file, _mark(node), "an alias refers to a collection that contains it "
+                        "(a recursive alias)", "copy the values instead of the recursive alias")
+        if depth > MAX_DEPTH:
+            raise _fail(file, _mark(node), f"nested more than {MAX_DEPTH} levels deep",
+                        "flatten the structure")
+        visits += 1
+        distinct.add(id(node))
+        if visits - len(distinct) > MAX_ALIAS_NODES:
+            raise _fail(file, _mark(node), f"aliases expand to more than {MAX_ALIAS_NODES:,} "
+                        "extra values (an alias bomb?)", "write the values out, or use fewer "
+                        "aliases of large collections")
+        if isinstance(node, yaml.CollectionNode):
+            on_path.add(id(node))
+            stack.append((node, depth, True))
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [n for pair in node.value for n in pair]
+            stack.extend((child, depth + 1, False) for child in reversed(children))
+
+
+class _Builder:
+    """Build plain data from a checked node graph, recording marks and collecting problems."""
+
+    def __init__(self, located: Located) -> None:
+        self.located = located
+        self.problems: list[str] = []
+        self.constructor = SafeConstructor()
+
+    def problem(self, node: yaml.Node, path: Path_, what: str, fix: str) -> None:
+        line, col = _mark(node)
+        dotted = ".".join(str(p) for p in path) or "(top level)"
+        self.problems.append(clean(f"{self.located.file}:{line}:{col}: {dotted}: {what}. "
+                                   f"Fix: {fix}"))
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.located.value_marks[path] = _mark(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        expected = f"{_TAG}seq" if isinstance(node, yaml.SequenceNode) else f"{_TAG}map"
+        if node.tag != expected:
+            return self._bad_tag(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self._mapping(node, path)
+
+    def _bad_tag(self, node: yaml.Node, path: Path_) -> None:
+        tag = node.tag.replace(_TAG, "!!")
+        self.problem(node, path, f"the YAML tag {shown(tag)} is not supported (the manifest is "
+                     "plain YAML: strings, numbers, booleans, null, lists and mappings)",
+                     "remove the tag")
+        return None
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        if node.tag == f"{_TAG}timestamp":
+            return node.value
+        if node.tag not in _SCALARS:
+            return self._bad_tag(node, path)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ValueError, OverflowError, yaml.YAMLError):
+            self.problem(node, path, f"{shown(node.value)} is not a number mlserve can use "
+                         "(too many digits)", "write a smaller number, or quote it as text")
+            return None
+
+    def _pairs(self, node: yaml.MappingNode, path: Path_) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        """(key, key node, value node): the mapping's own keys, then merged keys it does not set."""
+        own: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        merge: yaml.Node | None = None
+        merged: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+                self.problem(key_node, path, f"a key is {kind} (a YAML complex key `? ...`)",
+                             "use a plain name as the key")
+                continue
+            key = key_node.value
+            if key_node.tag not in _SCALARS | {_MERGE, f"{_TAG}timestamp"}:
+                self._bad_tag(key_node, (*path, key))
+                continue
+            first = merge if key_node.tag == _MERGE else own.get(key, (None,))[0]
+            if first is not None:
+                self.problem(key_node, (*path, key), f"duplicate key (first at line "
+                             f"{_mark(first)[0]})", "keep one of them")
+            elif key_node.tag == _MERGE:
+                merge = key_node
+                merged = self._merge_sources(value_node, path)
+            else:
+                own[key] = (key_node, value_node)
+        pairs = [(key, k, v) for key, (k, v) in own.items()]
+        for source in merged:
+            for key, k, v in self._pairs(source, path):
+                if key not in own:
+                    own[key] = (k, v)
+                    pairs.append((key, k, v))
+        return pairs
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
+        out = {}
+        for key, key_node, value_node in self._pairs(node, path):
+            self.located.key_marks[(*path, key)] = _mark(key_node)
+            out[key] = self.build(value_node, (*path, key))
+        return out
+
+    def _merge_sources(self, value: yaml.Node, path: Path_) -> list[yaml.Node]:
+        sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        if all(isinstance(s, yaml.MappingNode) for s in sources):
+            return sources
+        self.problem(value, (*path, "<<"), "a merge key `<<:` takes a mapping or a list of "
+                     "mappings (usually an alias: `<<: *defaults`)", "merge a mapping, or "
+                     "rename the key")
+        return []
+
+
+def read_located(path: Path, shown_as: str | None = None) -> Located:
+    """Read and parse the manifest at ``path`` (named ``shown_as`` in messages)."""
+    name = shown_as or str(path)
+    try:
+        data = read_small_file(path, MAX_BYTES)
+    except FileProblem as exc:
+        if exc.reason == "does not exist":
+            raise ManifestError(f"no manifest at {clean(name)}", fix="run `mlserve init` to "
+                                "create one, or pass the right file with -f") from None
+        raise ManifestError(f"the manifest {clean(name)} {exc.reason}", fix=(
+            f"keep the manifest a regular file of at most {MAX_BYTES // 1024} KiB"
+            if "larger" in exc.reason or "regular" in exc.reason else exc.fix)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _fail(name, (line, col), f"not UTF-8 text (byte {data[exc.start]:#04x})",
+                    "save the file as UTF-8") from None
+    return load_located(text, name)

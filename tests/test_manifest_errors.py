@@ -51,11 +51,11 @@ CASES = [
     ("entrypoint without class", GOOD.replace("model.py:Model", "model.py"),
      ["model.entrypoint", "is not `file.py:ClassName`"]),
     ("entrypoint absolute", GOOD.replace("model.py:Model", "/etc/model.py:Model"),
-     ["inside the manifest's directory"]),
+     ["'/etc/model.py' is an absolute path", "relative to the project directory"]),
     ("entrypoint parent dir", GOOD.replace("model.py:Model", "../model.py:Model"),
-     ["inside the manifest's directory"]),
+     ["'../model.py' goes up out of the project", "relative to the project directory"]),
     ("entrypoint file missing", GOOD.replace("model.py:Model", "other.py:Model"),
-     ["mlserve.yaml:3:15", "other.py does not exist"]),
+     ["mlserve.yaml:3:15", "'other.py' does not exist"]),
     ("entrypoint class missing", GOOD.replace("model.py:Model", "model.py:Nope"),
      ["defines no class Nope", "correct the class name"]),
     ("python version unquoted float", GOOD.replace("  entrypoint: model.py:Model", "  entrypoint: model.py:Model\n  python: 3.1"),
@@ -63,9 +63,9 @@ CASES = [
     ("python version too old", GOOD.replace("  entrypoint: model.py:Model", "  entrypoint: model.py:Model\n  python: \"2.7\""),
      ["'2.7' is not allowed", "3.9 on"]),
     ("requirements wrong type", GOOD.replace("  entrypoint: model.py:Model", "  entrypoint: model.py:Model\n  requirements: 5"),
-     ["model.requirements", "must be a file name", "got int"]),
+     ["model.requirements", "must be a file name", "got 5"]),
     ("requirements file missing", GOOD.replace("  entrypoint: model.py:Model", "  entrypoint: model.py:Model\n  requirements: reqs.txt"),
-     ["reqs.txt does not exist", "mlserve.yaml:4:17"]),
+     ["'reqs.txt' does not exist", "mlserve.yaml:4:17"]),
     ("cpu negative", GOOD + "resources: {cpu: -1}\n", ["resources.cpu", "greater than 0", "got -1"]),
     ("memory bad unit", GOOD + "resources: {memory: 2GB}\n", ["resources.memory", "'2GB' is not a size"]),
     ("gpu count zero", GOOD + "resources: {gpu: {type: T4, count: 0}}\n", ["resources.gpu.count", "greater than or equal to 1"]),
@@ -107,7 +107,7 @@ CASES = [
           ("default of another type", "{type: integer, default: '3'}",
            ["default: '3' is not an integer", "or remove it (the field is then required)"]),
           ("boolean default for an integer", "{type: integer, default: true}",
-           ["default: True is not an integer"]),
+           ["default: true is not an integer"]),
           ("infinite default", "{type: number, default: .inf}", ["default: inf", "inf or nan"]),
           ("array default of the wrong items", "{type: array, items: integer, default: [1, 2.5]}",
            ["is not an array of integer"]),
@@ -175,4 +175,4 @@ def test_missing_manifest_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     result = run_cli(capsys, "validate")
     assert result.code == 2
-    assert "no manifest at" in result.err and "mlserve init" in result.err
+    assert "no mlserve.yaml in" in result.err and "mlserve init" in result.err

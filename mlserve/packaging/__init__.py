@@ -69,7 +69,7 @@ def render_context(project: Project, target_name: str, fmt: str, output: Path) -
         raise InvalidInput(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     name, target = project.target(target_name)
     spec = Spec(project, name, target, collect(project.root, extra_ignores=_ignores(project, output)))
-    ctx = BuildContext()
+    ctx = BuildContext(warnings=list(spec.bundle.warnings))
     RENDERERS[fmt](spec, ctx)
     ctx.text(MARKER, f"written by `mlserve build --format {fmt}`; rebuilding replaces this "
                      "directory\n")

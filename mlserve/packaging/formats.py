@@ -118,10 +118,10 @@ def render_docker(spec: Spec, ctx: BuildContext) -> None:
         if f.size >= LARGE_FILE_BYTES:
             source = f"large/{f.digest}"
             if source not in ctx.files:
-                ctx.copy(source, f.source, executable=f.executable)
+                ctx.copy(source, f)
             large.append((source, f"/app/{f.path}".replace("$", "\\$")))
         else:
-            ctx.copy(f"app/{f.path}", f.source, executable=f.executable)
+            ctx.copy(f"app/{f.path}", f)
     if not any(p.startswith("app/") for p in ctx.files):
         ctx.text("app/.keep", "")  # COPY app/ needs the directory even when every file is large
     values.update(base_image=image, install_python=install_python, apt_packages=apt,
