@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ...bundle import Bundle, file_digest
+from ...bundle import Bundle, BundleFile, file_digest
 from ...errors import MissingDependency
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]      # the directory holding mlserve/
@@ -45,10 +45,13 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 class Blob:
     digest: str
     size: int
-    source: Path | None = None
+    source: Path | None = None        # one of mlserve's own files
     data: bytes | None = None
+    file: BundleFile | None = None    # a user's file: opened checked (no link, same inode)
 
     def open(self):
+        if self.file is not None:
+            return self.file.open()
         return io.BytesIO(self.data) if self.data is not None else open(self.source, "rb")
 
 
@@ -78,7 +81,7 @@ def plan_for(bundle: Bundle | None) -> Plan:
         plan.blobs.setdefault(blob.digest, blob)
     for f in bundle.files if bundle else []:
         plan.app.append([f.path, f.digest, f.executable])
-        plan.blobs.setdefault(f.digest, Blob(f.digest, f.size, source=f.source))
+        plan.blobs.setdefault(f.digest, Blob(f.digest, f.size, file=f))
     return plan
 
 
