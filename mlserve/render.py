@@ -5,7 +5,8 @@ in Python (``mlserve.packaging``), and every value that comes from a manifest re
 file through a named filter that quotes it for the file's language:
 
 ==================  ===========================================================================
-``shell``           one POSIX shell word (``shlex.quote``): safe in bash/sh scripts
+``shell``           one POSIX shell word (``shlex.quote``): safe in bash/sh scripts; a NUL
+                    (which no shell word can hold) is refused
 ``dockerfile``      a single-quoted Dockerfile ``ENV``/``LABEL`` value (no expansion inside;
                     ``'`` written as ``'\\''``); a line break cannot be written and is refused
 ``yaml``            a YAML double-quoted scalar; every character that YAML would fold, strip
@@ -17,22 +18,76 @@ file through a named filter that quotes it for the file's language:
                     escape sequence) whenever a quoting form allows it: tools that read a
                     literal by stripping its quotes (Cog's static schema generator in
                     ``cog build``) then read the same value as Python; ``repr`` otherwise
+``docker_image``    a Dockerfile ``FROM``/``ARG`` image reference, which no quoting can hold:
+                    checked against Docker's reference grammar and written as it is
+``docker_json``     one element of a Dockerfile JSON array (``COPY ["src", "dest"]``): Docker
+                    still expands ``$`` and removes quotes and backslashes in it, so those are
+                    escaped for Docker before the JSON encoding
+``systemd``         one word of a systemd unit setting (``User=``, ``ExecStart=``): ``%`` doubled
+                    (specifiers); whitespace, quotes, backslashes and control characters refused
+``comment``         text inside a ``#`` comment line: backslashes, line breaks and every other
+                    control or separator character written as escapes, so the comment stays one
+                    line and cannot end in a line continuation
+``plain``           a value the schema restricts to letters, digits and ``_.-+/=`` (names,
+                    environment variable names, base64): written as it is, which is a literal
+                    in every format above; anything else is refused
+``int``             an ``int`` (not a bool, not a string that looks like one), written as is
 ==================  ===========================================================================
 
 So a value with quotes, ``$(...)``, backticks, newlines or any unicode reads back exactly as it
 was written in the manifest (tests parse each format and compare), or rendering fails with an
-``InvalidInput`` naming the value: it never silently changes a file's meaning.
+``InvalidInput`` naming the field (``Sourced`` values carry it): it never silently changes a
+file's meaning.
+
+Enforced, not hoped for: every filter returns ``Quoted`` text, and the environment's
+``finalize`` hook refuses any ``{{ ... }}`` whose value is not ``Quoted`` or an ``int``. A
+template that writes a variable without a filter fails on its first render (every template is
+rendered by the golden and hostile-value tests), whatever the variable holds and however it was
+derived. Text mlserve itself generates (a Python annotation, say) is marked with ``trusted``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+
+
+class Quoted(str):
+    """Text quoted for the language it lands in (by a filter, or ``trusted``): the only text a
+    template may write."""
+
+
+class Sourced(str):
+    """A manifest value that knows its field (``env.GREETING``) and where it was written
+    (``mlserve.yaml:7:3``), so a filter that must refuse it can say which field to change."""
+
+    field: str
+    where: str | None
+
+    def __new__(cls, text: str, field: str, where: str | None = None) -> "Sourced":
+        self = super().__new__(cls, text)
+        self.field, self.where = field, where
+        return self
+
+
+def trusted(text: str) -> Quoted:
+    """Text mlserve generated from its own fixed pieces (never from a manifest value)."""
+    return Quoted(text)
+
+
+def _refuse(value: Any, problem: str, fix: str) -> InvalidInput:
+    """An ``InvalidInput`` naming ``value``'s field when it is ``Sourced``."""
+    field = getattr(value, "field", None)
+    shown = _preview(str(value))
+    head = f"{field}: the value {shown}" if field else f"the value {shown}"
+    return InvalidInput(f"{head} {problem}", where=getattr(value, "where", None), fix=fix)
 
 # Characters YAML 1.1 (PyYAML, cloud-init) and 1.2 (Go yaml) treat as line breaks or refuse.
 _YAML_BREAKS = frozenset("\r\x85\u2028\u2029")
@@ -50,6 +105,8 @@ def _yaml_printable(ch: str) -> bool:
 
 def yaml_quote(value: Any) -> str:
     """``value`` as a YAML double-quoted scalar that every YAML parser reads back exactly."""
+    if isinstance(value, bool):
+        return Quoted("true" if value else "false")
     text = _as_text(value, "yaml")
     out = []
     for ch in text:
@@ -63,7 +120,7 @@ def yaml_quote(value: Any) -> str:
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
+    return Quoted('"' + "".join(out) + '"')
 
 
 def yaml_block(value: Any, indent: int) -> str:
@@ -83,7 +140,7 @@ def yaml_block(value: Any, indent: int) -> str:
         return yaml_quote(text)
     pad = " " * indent
     body = "\n".join(pad + line if line else "" for line in lines[:-1])
-    return "|\n" + body
+    return Quoted("|\n" + body)
 
 
 def dockerfile_quote(value: Any) -> str:
@@ -94,30 +151,34 @@ def dockerfile_quote(value: Any) -> str:
     text = _as_text(value, "dockerfile")
     bad = next((ch for ch in text if ch in "\n\r" or ord(ch) < 0x20 and ch != "\t"), None)
     if bad is not None:
-        raise InvalidInput(
-            f"the value {_preview(text)} contains a control character ({bad!r}), which a "
-            "Dockerfile ENV or LABEL instruction cannot hold",
-            fix="remove the line break from the value in mlserve.yaml, or pass the value when "
-                "the container starts (docker run -e NAME=...)")
-    return "'" + text.replace("'", "'\\''") + "'"
+        raise _refuse(value, f"contains a control character ({bad!r}), which a Dockerfile ENV "
+                      "or LABEL instruction cannot hold",
+                      "remove the character from the value in mlserve.yaml, or pass the value "
+                      "when the container starts (docker run -e NAME=...)")
+    return Quoted("'" + text.replace("'", "'\\''") + "'")
 
 
 def shell_quote(value: Any) -> str:
-    """One POSIX shell word that expands to exactly ``value`` (no expansion, no splitting)."""
-    return shlex.quote(_as_text(value, "shell"))
+    """One POSIX shell word that expands to exactly ``value`` (no expansion, no splitting). A
+    NUL cannot be held by any shell word (bash drops it), so it is refused."""
+    text = _as_text(value, "shell")
+    if "\0" in text:
+        raise _refuse(value, "contains a NUL character, which no shell word, argument or "
+                      "environment variable can hold", "remove the NUL from the value in mlserve.yaml")
+    return Quoted(shlex.quote(text))
 
 
 def py_literal(value: Any) -> str:
     """A Python literal that ``ast.literal_eval`` reads back as ``value``."""
     _check_literal(value)
-    return repr(value)
+    return Quoted(repr(value))
 
 
 def py_verbatim(value: Any) -> str:
     """A Python literal like ``py_literal``, whose strings are written by ``verbatim_str`` where
     they can be (``repr`` where they cannot); ``ast.literal_eval`` reads back ``value``."""
     _check_literal(value)
-    return _verbatim(value)
+    return Quoted(_verbatim(value))
 
 
 def verbatim_str(text: str) -> str | None:
@@ -139,6 +200,93 @@ def verbatim_str(text: str) -> str | None:
                 return q + text + q
     return next((q + text + q for q in ("'''", '"""') if q not in text and not text.endswith(q[0])),
                 None)
+
+
+# Docker's reference grammar (github.com/distribution/reference, regexp.go): lowercase path
+# components joined by separators, an optional registry host[:port] first, then :tag, @digest.
+_ALNUM = r"[a-z0-9]+"
+_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])"
+_IMAGE_REF = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?", re.ASCII)
+
+
+def docker_image(value: Any) -> Quoted:
+    """An image reference for ``FROM`` / ``ARG BASE_IMAGE=``, where nothing can be quoted: the
+    whole value must match Docker's reference grammar (so it holds no space, quote, ``$``,
+    backslash or line break), else an ``InvalidInput`` naming the field."""
+    text = _as_text(value, "docker_image")
+    match = _IMAGE_REF.fullmatch(text)
+    if match is None or len(text) > 255 + 128 + 80 or len(match["path"]) > 255:
+        raise _refuse(value, "is not a Docker image reference, and a Dockerfile FROM line "
+                      "cannot quote anything else",
+                      "write [registry[:port]/]name[:tag][@sha256:digest] with a lowercase name "
+                      "and nothing around it (e.g. python:3.11-slim, ghcr.io/acme/base:1.2)")
+    return Quoted(text)
+
+
+def docker_json(value: Any) -> Quoted:
+    """One element of a Dockerfile JSON array (``COPY ["src", "dest"]``). Docker decodes the
+    JSON, then still runs its shell-word processing on each element (``$`` expands, quotes and
+    backslashes are removed): those are backslash-escaped first, so the path arrives as is."""
+    text = _as_text(value, "docker_json")
+    escaped = "".join("\\" + ch if ch in "\\$'\"" else ch for ch in text)
+    return Quoted(json.dumps(escaped, ensure_ascii=True))
+
+
+def systemd_word(value: Any) -> Quoted:
+    """One word of a systemd unit setting: ``%`` doubled (systemd expands specifiers in
+    ``Description=``, ``User=``, ``ExecStart=`` and file paths); what would split the word, be
+    unescaped or end the line (whitespace, quotes, backslashes, control characters) refused."""
+    text = _as_text(value, "systemd")
+    bad = next((ch for ch in text if ch in "\\'\"" or not ch.isprintable() or ch.isspace()),
+               None)
+    if bad is not None or not text:
+        raise _refuse(value, f"cannot be one word of a systemd unit setting ({bad!r})",
+                      "use letters, digits and ._-/ only")
+    return Quoted(text.replace("%", "%%"))
+
+
+def comment_text(value: Any) -> Quoted:
+    """Text for the inside of a ``#`` comment line: a backslash, line break or any other
+    control, format or separator character is written as a Python-style escape, so the comment
+    stays on its line and cannot end in a line continuation."""
+    text = _as_text(value, "comment")
+    return Quoted("".join(ch if ch.isprintable() and ch != "\\" else repr(ch)[1:-1]
+                          for ch in text))
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/=-]*")
+
+
+def plain(value: Any) -> Quoted:
+    """A value the schema restricts to letters, digits and ``_.-+/=``, which every format reads
+    as a literal written as it is; anything else is refused."""
+    text = _as_text(value, "plain")
+    if not _PLAIN.fullmatch(text):
+        raise _refuse(value, "may only hold letters, digits and _.-+/=",
+                      "use letters, digits, dashes and underscores")
+    return Quoted(text)
+
+
+def strict_int(value: Any) -> int:
+    """``value`` itself when it is an int; Jinja's own ``int`` filter would turn any text it
+    cannot read into 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"int filter: expected an int, got {type(value).__name__}")
+    return value
+
+
+def only_quoted(value: Any) -> Any:
+    """The environment's ``finalize``: a ``{{ ... }}`` may write only what a quoting filter
+    made (``Quoted``) or an int; anything else is a template that forgot its filter."""
+    if isinstance(value, Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"a template writes a {type(value).__name__} without a quoting filter "
+                    f"({', '.join(FILTERS)}): {_preview(str(value))}")
 
 
 def _verbatim(value: Any) -> str:
@@ -186,6 +334,12 @@ FILTERS = {
     "yaml_block": yaml_block,
     "py": py_literal,
     "py_verbatim": py_verbatim,
+    "docker_image": docker_image,
+    "docker_json": docker_json,
+    "systemd": systemd_word,
+    "comment": comment_text,
+    "plain": plain,
+    "int": strict_int,
 }
 
 
@@ -201,6 +355,7 @@ def environment(templates: Path):
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=only_quoted,
     )
     env.filters.update(FILTERS)
     return env

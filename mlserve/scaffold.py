@@ -1,4 +1,8 @@
-"""``mlserve init``: a working model, requirements file, manifest and ignore file."""
+"""``mlserve init``: a working model, requirements file, manifest and ignore file.
+
+The files are rendered from templates/init through ``mlserve.render`` (its quoting filters and
+its check that no value is written unquoted); ``--name`` must be a manifest name, matched whole
+(a trailing line break is not a name)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import sys
 from pathlib import Path
 
 from .errors import InvalidInput
-from .resources import templates_dir
+from .manifest import NAME_RE
+from .render import render
 
 FILES = {"model.py": "model.py.j2", "requirements.txt": "requirements.txt.j2",
          "mlserve.yaml": "mlserve.yaml.j2", ".mlserveignore": "mlserveignore.j2"}
@@ -22,9 +27,8 @@ def default_name(directory: Path) -> str:
 
 def scaffold(directory: Path, *, name: str | None = None, port: int = 8080,
              force: bool = False) -> list[Path]:
-    import jinja2
     name = name or default_name(directory)
-    if not re.match(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", name):
+    if not re.fullmatch(NAME_RE, name):
         raise InvalidInput(f"{name!r} is not a valid model name",
                            fix="use 1-40 lowercase letters, digits and dashes, starting with a letter: "
                                "mlserve init DIR --name my-model")
@@ -34,13 +38,11 @@ def scaffold(directory: Path, *, name: str | None = None, port: int = 8080,
     if existing and not force:
         raise InvalidInput(f"{existing[0]} already exists",
                            fix="choose an empty directory, or pass --force to overwrite")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir() / "init"),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     directory.mkdir(parents=True, exist_ok=True)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     written = []
     for out, template in FILES.items():
-        text = env.get_template(template).render(name=name, port=port, python=python)
+        text = render("init", template, name=name, port=port, python=python)
         (directory / out).write_text(text, encoding="utf-8")
         written.append(directory / out)
     return written

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..manifest import InputSpec
-from ..render import verbatim_str
+from ..render import trusted, verbatim_str
 from .context import Spec
 
 #: Why a string has no escape-free literal (``render.verbatim_str``).
@@ -73,7 +73,7 @@ def _parameter(spec: Spec, name: str, field: InputSpec, warnings: list[str]) -> 
     options += [(key, _number(value)) for key, value in (("ge", ge), ("le", le)) if value is not None]
     if choices is not None:
         options.append(("choices", choices))
-    return {"name": name, "annotation": _annotation(field), "options": options,
+    return {"name": name, "annotation": trusted(_annotation(field)), "options": options,
             "fresh": isinstance(field.default, (list, dict))}
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..render import render
+from ..errors import InvalidInput
+from ..render import Sourced, render
 from ..resources import templates_dir
 from .cog_inputs import run_parameters
 from .context import LARGE_FILE_BYTES, BuildContext, Spec
@@ -25,13 +26,24 @@ CUDA_BASE = "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"
 CUDA_BASE_PYTHON = "3.12"    # Ubuntu 24.04's python3
 
 
+def _sourced(spec: Spec, value: str, *keys: str) -> Sourced:
+    """``value`` labelled with its field and line, for a quoting filter that has to refuse it."""
+    return Sourced(value, ".".join(keys), spec.project.located.where(keys))
+
+
 def _common(spec: Spec) -> dict:
     m = spec.manifest
+    for key, value in m.env.items():
+        if "\0" in value:    # os.environ, docker and the shell all refuse or drop it
+            raise InvalidInput(f"env.{key}: the value contains a NUL character, which no "
+                               "environment variable can hold",
+                               where=spec.project.located.where(("env", key)),
+                               fix="remove the NUL from the value in mlserve.yaml")
     return {
         "name": m.name,
-        "entrypoint": m.model.entrypoint,
+        "entrypoint": _sourced(spec, m.model.entrypoint, "model", "entrypoint"),
         "python": m.model.python,
-        "env": dict(m.env),
+        "env": {key: _sourced(spec, value, "env", key) for key, value in m.env.items()},
         "secrets": list(m.secrets),
         "system_packages": list(m.model.system_packages),
         "concurrency": m.scaling.concurrency,
@@ -84,7 +96,7 @@ def render_truss(spec: Spec, ctx: BuildContext) -> None:
         accelerator = res.gpu.type if res.gpu.count == 1 else f"{res.gpu.type}:{res.gpu.count}"
     values.update(model_name=spec.option("baseten", "model_name") or spec.manifest.name, app_dir="app",
                   truss_python="py" + spec.python.replace(".", ""), cpu=f"{res.cpu:g}",
-                  memory=res.memory, accelerator=accelerator)
+                  memory=res.memory, accelerator=accelerator, use_gpu=bool(accelerator))
     ctx.text("config.yaml", render("truss", "config.yaml.j2", **values))
     ctx.text("model/model.py", render("truss", "model.py.j2", **values))
     _requirements(spec, ctx)
@@ -96,7 +108,7 @@ def base_image(spec: Spec) -> tuple[str, bool]:
     """The base image, and whether python3 must be installed on it (the CUDA default)."""
     chosen = spec.option("docker", "base_image")
     if chosen:
-        return chosen, False
+        return _sourced(spec, chosen, "targets", spec.target_name, "base_image"), False
     if spec.manifest.resources.gpu is not None:
         return CUDA_BASE, True
     return SLIM_BASE.format(python=spec.python), False
@@ -119,7 +131,7 @@ def render_docker(spec: Spec, ctx: BuildContext) -> None:
             source = f"large/{f.digest}"
             if source not in ctx.files:
                 ctx.copy(source, f)
-            large.append((source, f"/app/{f.path}".replace("$", "\\$")))
+            large.append((source, f"/app/{f.path}"))
         else:
             ctx.copy(f"app/{f.path}", f)
     if not any(p.startswith("app/") for p in ctx.files):
