@@ -10,12 +10,21 @@
 | GET /v1/models/NAME | {"name": NAME, "ready": bool} |
 
 Errors are JSON ``{"error": ...}``: 400 bad JSON or shape, 404, 405, 413 body too large,
-500 user code raised (``"<ExcType>: <message>"``, secrets masked), 503 not loaded yet.
+500 user code raised or its output is not JSON (``"<ExcType>: <message>"``, secrets masked),
+503 not loaded yet.
+
+Strict JSON (RFC 8259) both ways. A request body must be UTF-8; ``NaN``, ``Infinity``, a number
+too large for a double (``1e999``), an integer of more than 4,300 digits, a lone UTF-16
+surrogate escape (``"\\ud800"``) and nesting deeper than Python's recursion limit (about 1,000
+levels) are a 400 that says which. An output holding NaN or an infinity, or that cannot be
+encoded at all, is a 500 that says why. A lone surrogate in an output is sent escaped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
@@ -23,7 +32,21 @@ from typing import Any
 from .logs import Logs
 
 JSON_TYPE = (b"content-type", b"application/json")
-_loads = json.loads
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (send null or a string instead)")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+# Cheap tests for the rare bodies that need a second look; a match is only a suspicion.
+# A double overflows only from a literal with an exponent of 3+ digits or 210+ integer digits.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_BIG_EXPONENT = re.compile(b"e000")
+_LONG_DIGITS = re.compile(b"0" * 200)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_INTEGER_DIGITS = "integer string conversion"
 
 
 def _make_encoder():
@@ -31,12 +54,13 @@ def _make_encoder():
 
     ``json.dumps`` builds a new C encoder on every call; building it once saves a microsecond
     per request. Without the circular-reference check a self-containing output raises
-    RecursionError (a 500) instead of ValueError.
+    RecursionError (a 500) instead of ValueError. NaN and infinities raise ValueError: JSON has
+    no such numbers, and a client's parser would choke on Python's ``NaN``.
     """
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # no C accelerator (e.g. PyPy)
-        return json.JSONEncoder(separators=(",", ":"), default=_jsonable).encode
-    encoder = c_make_encoder(None, _jsonable, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+        return json.JSONEncoder(separators=(",", ":"), default=_jsonable, allow_nan=False).encode
+    encoder = c_make_encoder(None, _jsonable, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
     join = "".join
 
     def encode(obj: Any) -> str:
@@ -65,6 +89,53 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def parse_body(body: bytes) -> Any:
+    """The request body as JSON, or HTTPError(400) saying what is wrong with it (module docstring)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPError(400, f"request body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        value = _decode(text)
+    except RecursionError:
+        raise HTTPError(400, f"request body nests arrays or objects too deeply (about {_depth_left()} levels at most)") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, and integers past Python's digit limit
+        reason = str(exc)
+        if _INTEGER_DIGITS in reason:
+            reason = "it holds an integer of more than 4300 digits"
+        raise HTTPError(400, f"request body is not valid JSON: {reason}") from None
+    if _SURROGATE_ESCAPE.search(body) or _may_overflow(body):
+        _check_strict(value)
+    return value
+
+
+def _depth_left() -> int:
+    """How deep the decoder could have nested from here: the recursion limit less the stack in use."""
+    depth, frame = 0, sys._getframe(1)
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return sys.getrecursionlimit() - depth
+
+
+def _may_overflow(body: bytes) -> bool:
+    if len(body) < 5:
+        return False
+    digits = body.translate(_DIGITS_AS_ZERO, b"+")
+    return _BIG_EXPONENT.search(digits) is not None or (len(body) >= 200 and _LONG_DIGITS.search(digits) is not None)
+
+
+def _check_strict(value: Any) -> None:
+    """The slow, exact test behind the cheap suspicions of ``parse_body``."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(400, "request body is not valid JSON: it holds a lone UTF-16 surrogate escape "
+                             "(such as \\ud800), which is not a Unicode character") from None
+    except ValueError:
+        raise HTTPError(400, "request body is not valid JSON: it holds a number too large for a 64-bit float "
+                             "(such as 1e999); send it as a string") from None
 
 
 class App:
@@ -116,8 +187,18 @@ class App:
             status = await handler(scope, receive, send)
         except HTTPError as exc:
             status = await _respond(send, exc.status, _encode({"error": self._redact(str(exc))}).encode())
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: still a JSON answer, never uvicorn's plain text
+            status = await self._internal_error(scope, send, exc)
         if self._access is not None:
             self._access((self._logs.now, scope["client"], scope["method"], scope["path"], status, perf_counter() - started))
+
+    async def _internal_error(self, scope: dict, send: Callable, exc: Exception) -> int:
+        self._logs.failure(f"error: the runtime failed on {scope['method']} {scope['path']}:", exc)
+        message = self._redact(f"the runtime failed on this request ({type(exc).__name__}: {exc}); see its log")
+        try:
+            return await _respond(send, 500, _encode({"error": message}).encode())
+        except Exception:  # noqa: BLE001 - the response had started or the client is gone
+            return 500
 
     async def _unrouted(self, scope: dict, receive: Callable, send: Callable) -> int:
         methods = self.routes.get(scope["path"])
@@ -179,9 +260,11 @@ class App:
     async def _answer(self, send: Callable, scope: dict, ok: bool, value: Any, key: str | None) -> int:
         if ok:
             try:
-                return await _respond(send, 200, _encode(value if key is None else {key: value}).encode())
-            except (TypeError, ValueError, RecursionError) as exc:
-                value = exc  # the output cannot be JSON: the model's fault, reported like a raise
+                body = _encode(value if key is None else {key: value}).encode()
+            except Exception as exc:  # noqa: BLE001 - the output cannot be JSON: the model's fault, reported like a raise
+                value = _not_json(exc)
+            else:
+                return await _respond(send, 200, body)
         self._logs.failure(f"predict failed for {scope['method']} {scope['path']}:", value)
         message = self._redact(f"{type(value).__name__}: {value}")
         return await _respond(send, 500, _encode({"error": message}).encode())
@@ -195,10 +278,7 @@ class App:
             body = await self._read_rest(scope, receive, body)
         elif len(body) > self._max_body:
             raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
-        try:
-            return _loads(body)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        return parse_body(body)
 
     async def _read_rest(self, scope: dict, receive: Callable, first: bytes) -> bytes:
         """Slow path for bodies that span several reads: Content-Length first, then a running total."""
@@ -215,6 +295,16 @@ class App:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+def _not_json(exc: Exception) -> Exception:
+    """The reason an output cannot be sent, as the exception a user reads in the 500."""
+    if isinstance(exc, RecursionError):
+        return RecursionError(f"the output cannot be JSON: it nests deeper than about {sys.getrecursionlimit()} levels, or contains itself")
+    if type(exc) is ValueError and "Out of range float" in str(exc):
+        return ValueError("the output cannot be JSON: it holds a float NaN or Infinity, which JSON cannot carry; "
+                          "return None or a string instead")
+    return exc
 
 
 async def _respond(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None) -> int:
