@@ -11,6 +11,15 @@ from typing import Iterator
 
 
 class Progress:
+    """What a ``progress`` block can tell its reporter while it runs."""
+
+    succeeded = True
+
+    def failed(self) -> None:
+        """The step ended without raising but did not succeed (it returns a failure reason): the
+        reporter must not say it is done."""
+        self.succeeded = False
+
     def advance(self, amount: float = 1) -> None:
         """Move the bar on by ``amount``."""
 

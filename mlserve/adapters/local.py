@@ -128,9 +128,11 @@ class LocalProvider(Provider):
     def _check(ctx: Context, release_id: str, snapshot: dict, check_url: str,
                sup: ProcessRef) -> str | None:
         """Health, then the smoke cases, on the private check port; the reason for a failure."""
-        with ctx.reporter.progress(f"waiting for {release_id} to load"):
+        with ctx.reporter.progress(f"waiting for {release_id} to load") as step:
             reason = wait_healthy(check_url, ctx.target.health_timeout, alive=sup.alive,
                                   max_delay=0.1)
+            if reason is not None:
+                step.failed()       # the reporter must not say "done" before the deploy fails
         if reason is None and snapshot.get("smoke"):
             ctx.reporter.step(f"running {len(snapshot['smoke'])} smoke case(s)")
             from ..manifest import SmokeCase

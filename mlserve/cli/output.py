@@ -134,13 +134,14 @@ class RichReporter(Reporter):
             return
         started = time.monotonic()
         if console().is_terminal:
-            with self._bar(description, total) as bar:
-                yield bar
+            with self._bar(description, total) as step:
+                yield step
         else:
             with _heartbeats(description, started):
-                yield Progress()
+                yield (step := Progress())
         # Reached only when the block returned: a step that raised never says "done".
-        console().print(f"[dim]•[/dim] {plain(description)}: done "
+        outcome = "done" if step.succeeded else "[red]failed[/red]"
+        console().print(f"[dim]•[/dim] {plain(description)}: {outcome} "
                         f"({time.monotonic() - started:.1f} s)")
 
     @contextlib.contextmanager
