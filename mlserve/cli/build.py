@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .main import JsonOpt, ManifestOpt, TargetArg, app
-from .output import console, emit_json, say
+from .output import console, emit_json, plain, say
 
 FORMATS = ("cog", "truss", "docker", "cloud-init")
 COLLAPSE_AFTER = 12
@@ -38,7 +38,7 @@ def build(
     from .. import service
     result = service.build(file, target, fmt, output)
     for warning in result.warnings:
-        say(f"[yellow]warning:[/yellow] {warning}")
+        say(f"[yellow]warning:[/yellow] {plain(warning)}")
     if as_json:
         emit_json(result.to_dict())
         return
@@ -48,7 +48,6 @@ def build(
 def _show_tree(result) -> None:
     """The written tree; below the top level, a directory of many files (vendored packages)
     shows as one line."""
-    from rich.markup import escape
     from rich.tree import Tree
     counts: dict[str, int] = {}
     for path in result.files:
@@ -56,7 +55,7 @@ def _show_tree(result) -> None:
         for depth in range(1, len(parts)):
             key = "/".join(parts[:depth])
             counts[key] = counts.get(key, 0) + 1
-    tree = Tree(f"[bold]{escape(Path(result.output).name)}/[/bold]")
+    tree = Tree(f"[bold]{plain(Path(result.output).name)}/[/bold]")
     nodes: dict[str, Tree] = {"": tree}
     collapsed: set[str] = set()
     for path in result.files:
@@ -66,7 +65,7 @@ def _show_tree(result) -> None:
             key = "/".join(parts[:depth + 1])
             if key not in nodes:
                 many = depth > 0 and counts[key] > COLLAPSE_AFTER
-                label = f"[blue]{escape(part)}/[/blue]" + (f" ({counts[key]} files)" if many else "")
+                label = f"[blue]{plain(part)}/[/blue]" + (f" ({counts[key]} files)" if many else "")
                 nodes[key] = nodes[parent_key].add(label)
                 if many:
                     collapsed.add(key)
@@ -74,8 +73,8 @@ def _show_tree(result) -> None:
             if key in collapsed:
                 break
         else:
-            nodes[parent_key].add(escape(parts[-1]))
+            nodes[parent_key].add(plain(parts[-1]))
     console().print(tree)
-    say(f"wrote {len(result.files)} files to [bold]{escape(result.output)}[/bold] "
-        f"({result.format} for target {escape(result.target)}), release "
+    say(f"wrote {len(result.files)} files to [bold]{plain(result.output)}[/bold] "
+        f"({result.format} for target {plain(result.target)}), release "
         f"[green]{result.release}[/green]")
