@@ -16,6 +16,9 @@ DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
+#: Secret values shorter than this are not masked: masking "a" or "1" everywhere would wreck every
+#: log line and hide nothing worth hiding. The runtime warns, naming the variable (never its value).
+MIN_SECRET_CHARS = 4
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Settings:
     vertex_health_route: str | None = None
     vertex_predict_route: str | None = None
     secrets: list[str] = field(default_factory=list)
+    short_secret_names: list[str] = field(default_factory=list)
 
 
 def _positive_int(text: str) -> int:
@@ -60,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "MLSERVE_NAME, MLSERVE_HOST, MLSERVE_PORT, MLSERVE_CONCURRENCY, MLSERVE_MAX_BODY_BYTES, "
         "MLSERVE_MAX_BATCH_SIZE, MLSERVE_GRACEFUL_TIMEOUT, MLSERVE_RELEASE, MLSERVE_ACCESS_LOG=0). "
         "Port: --port, then AIP_HTTP_PORT, then MLSERVE_PORT, then 8080. "
-        "MLSERVE_SECRET_NAMES lists variables whose values are masked in logs and errors.",
+        "MLSERVE_SECRET_NAMES lists variables whose values (of 4 characters or more) are masked in "
+        "everything the process and its children write to stdout and stderr, and in error bodies.",
     )
     parser.add_argument("command", nargs="?", choices=["serve"], help="accepted for SageMaker ('docker run IMAGE serve')")
     parser.add_argument("--app-dir", help="directory holding the model code (default: .)")
@@ -101,11 +106,18 @@ def _resolve_port(flag: int | None, env: dict[str, str]) -> int:
     return DEFAULT_PORT
 
 
+def _secret_names(env: dict[str, str]) -> list[str]:
+    return [n.strip() for n in env.get("MLSERVE_SECRET_NAMES", "").split(",") if n.strip()]
+
+
 def _secret_values(env: dict[str, str]) -> list[str]:
-    names = [n.strip() for n in env.get("MLSERVE_SECRET_NAMES", "").split(",") if n.strip()]
-    values = {env[n] for n in names if env.get(n)}
+    values = {env[n] for n in _secret_names(env) if len(env.get(n, "")) >= MIN_SECRET_CHARS}
     # Longest first, so a secret that contains another is masked whole.
     return sorted(values, key=len, reverse=True)
+
+
+def _short_secret_names(env: dict[str, str]) -> list[str]:
+    return [n for n in _secret_names(env) if 0 < len(env.get(n, "")) < MIN_SECRET_CHARS]
 
 
 def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -136,4 +148,5 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         vertex_health_route=env.get("AIP_HEALTH_ROUTE") or None,
         vertex_predict_route=env.get("AIP_PREDICT_ROUTE") or None,
         secrets=_secret_values(env),
+        short_secret_names=_short_secret_names(env),
     )

@@ -7,11 +7,13 @@ Python ``logging`` is never called per request.
 
 Every line either stream receives passes through ``Redactor``: the values of the environment
 variables named in ``MLSERVE_SECRET_NAMES`` become ``***`` (user code can put them in exception
-messages).
+messages), in the forms a program commonly prints them (see ``secret_forms``). What the model
+itself writes is masked by ``mlserve.runtime.masking``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -23,9 +25,39 @@ MASK = "***"
 TICK_SECONDS = 0.1
 
 
+#: A line of a multi-line secret (a PEM key) shorter than this is not masked on its own.
+MIN_SECRET_LINE_CHARS = 16
+
+
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` as a program commonly prints it: as is, escaped inside a JSON or Python string
+    literal (``repr``, a dict in a log line), URL-encoded, and each long line of a multi-line value."""
+    from urllib.parse import quote, quote_plus  # only runs when there are secrets
+
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        quote(secret, safe="", errors="surrogatepass"),
+        quote_plus(secret, safe="", errors="surrogatepass"),
+    }
+    if "\n" in secret:
+        forms.update(line for line in secret.splitlines() if len(line.strip()) >= MIN_SECRET_LINE_CHARS)
+    return {form for form in forms if form}
+
+
 class Redactor:
+    """Masks the given secret values (``config`` drops the ones too short to mask)."""
+
     def __init__(self, secrets: list[str]) -> None:
-        self._secrets = [s for s in secrets if s]
+        forms = set().union(*(secret_forms(s) for s in secrets if s))
+        # Longest first, so a form that contains another is masked whole.
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    @property
+    def forms(self) -> list[str]:
+        return list(self._secrets)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

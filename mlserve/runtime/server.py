@@ -24,10 +24,11 @@ import sys
 import threading
 
 from .app import App
-from .config import Settings
+from .config import MIN_SECRET_CHARS, Settings
 from .dispatch import AsyncRunner, ThreadDispatcher
 from .loader import EntrypointError, load_model, prepare_app_dir, split_entrypoint
 from .logs import Logs, Redactor, route_uvicorn_logs
+from .masking import mask_std_streams
 
 BACKLOG = 2048
 _SO_ATTACH_REUSEPORT_CBPF = 51  # Linux <asm-generic/socket.h>
@@ -255,8 +256,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(settings: Settings) -> int:
-    logs = Logs(Redactor(settings.secrets), settings.access_log)
+    redact = Redactor(settings.secrets)
+    # Before the model is imported: from here on nothing the process writes reaches a log unmasked.
+    streams = mask_std_streams(redact.forms) if settings.secrets else None
+    logs = Logs(redact, settings.access_log, *((streams.out, streams.err) if streams else ()))
     route_uvicorn_logs(logs)
+    if settings.short_secret_names:
+        logs.event(f"warning: secret(s) {', '.join(settings.short_secret_names)} shorter than {MIN_SECRET_CHARS} "
+                   "characters are not masked in logs; use longer values")
     try:
         settings.app_dir = prepare_app_dir(settings.app_dir)
         split_entrypoint(settings.entrypoint)
