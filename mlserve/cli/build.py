@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .main import JsonOpt, ManifestOpt, TargetArg, app
-from .output import console, emit_json, plain, say
+from .output import console, emit_json, plain, say, warning
 
 FORMATS = ("cog", "truss", "docker", "cloud-init")
 COLLAPSE_AFTER = 12
@@ -37,8 +37,8 @@ def build(
     copied unchanged. The release id is the content hash of what was written."""
     from .. import service
     result = service.build(file, target, fmt, output)
-    for warning in result.warnings:
-        say(f"[yellow]warning:[/yellow] {plain(warning)}")
+    for text in result.warnings:
+        warning(text)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -29,18 +29,20 @@ def remember(ctx, param, value: Any) -> Any:
     return value
 
 
-def _accepted_options(app) -> dict[str, set[str]]:
+def _accepted_options() -> dict[str, set[str]]:
     import typer
+    from .main import app           # at call time: main imports this module
     group = typer.main.get_command(app)
     return {name: {opt for p in cmd.params for opt in p.opts}
             for name, cmd in group.commands.items()}
 
 
-def with_user_options(fix: str | None, app) -> str | None:
-    """``fix`` with ``-f X``/``--state Y`` added after every ``mlserve CMD`` whose command takes them."""
+def with_user_options(fix: str | None) -> str | None:
+    """``fix`` (or a warning) with ``-f X``/``--state Y`` added after every ``mlserve CMD`` whose
+    command takes them."""
     if not fix or not _passed:
         return fix
-    accepted = _accepted_options(app)
+    accepted = _accepted_options()
 
     def add(match: re.Match) -> str:
         command = match.group(1)

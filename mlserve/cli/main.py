@@ -136,7 +136,8 @@ def run(argv: list[str] | None = None) -> None:
         if _DEBUG:
             import traceback
             traceback.print_exc()
-        exc.fix = hints.with_user_options(exc.fix, app)
+        exc.fix = hints.with_user_options(exc.fix)
+        exc.details = hints.with_user_options(exc.details)
         _print_error(exc.render(), exc.exit_code)
         if "--json" in args:   # scripts get the error as data too, on stdout
             from .output import emit_json

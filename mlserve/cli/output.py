@@ -75,6 +75,12 @@ def say(message: str) -> None:
     console().print(clean(message))
 
 
+def warning(message: str) -> None:
+    """A warning on stderr; a hint in it that names an ``mlserve`` command repeats -f/--state."""
+    from .hints import with_user_options
+    console().print(f"[yellow]warning:[/yellow] {plain(with_user_options(message))}")
+
+
 def result(message: str) -> None:
     """A result line on stdout (markup, values through ``plain``)."""
     out().print(clean(message))
@@ -124,7 +130,7 @@ class RichReporter(Reporter):
 
     def warn(self, message: str) -> None:
         super().warn(message)
-        console().print(f"[yellow]warning:[/yellow] {plain(message)}")
+        warning(message)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: float | None = None) -> Iterator[Progress]:
