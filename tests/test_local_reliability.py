@@ -27,6 +27,7 @@ from mlserve.adapters.procs import find_runners
 from mlserve.checks import load_failure
 from tests.helpers import MLSERVE, run_process
 from tests.infra.net import free_port
+from tests.ssh_models import wait_until
 
 MODEL = """
 import os, time
@@ -124,16 +125,6 @@ def dep(tmp_path):
     deployment.kill_all()
 
 
-def _wait(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _new_release_dir(dep: Deployment, old: str) -> Path | None:
     if not dep.releases.is_dir():
         return None
@@ -191,8 +182,11 @@ def test_kill_minus_nine_of_deploy_leaves_nothing_unknown(dep, name, when, venv,
     proc = subprocess.Popen([*MLSERVE, "deploy", *dep.args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: when(dep, old) or proc.poll() is not None, what=name)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and not when(dep, old) and time.monotonic() < deadline:
+            time.sleep(0.002)                   # kill as soon as the point is reached
         assert proc.poll() is None, f"the deploy finished before the kill point {name!r}"
+        assert time.monotonic() < deadline, f"the deploy never reached the kill point {name!r}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -228,7 +222,7 @@ def test_a_crashed_runtime_is_restarted_and_delete_stops_it(dep):
     run = json.loads((dep.releases / release / "run.json").read_text())
     runtime = run["runtime"][0]
     os.kill(runtime, signal.SIGKILL)
-    _wait(lambda: dep.health() == release and
+    wait_until(lambda: dep.health() == release and
           json.loads((dep.releases / release / "run.json").read_text())["runtime"][0] != runtime,
           timeout=15, what="the supervisor to restart the runtime")
     status = json.loads(dep.cli("status", "--json").out)
@@ -325,7 +319,7 @@ def test_find_runners_knows_exactly_its_own_processes(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
              for argv, _ in cases]
     try:
-        _wait(lambda: all(Path(f"/proc/{p.pid}/cmdline").read_bytes().count(b"\0") > 3
+        wait_until(lambda: all(Path(f"/proc/{p.pid}/cmdline").read_bytes().count(b"\0") > 3
                           for p in procs), what="the processes to start")
         found = {r.ref.pid: r.release for r in find_runners(releases)}
         expected = {p.pid: rid for p, (_, rid) in zip(procs, cases) if rid}
