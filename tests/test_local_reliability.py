@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from mlserve.adapters.procs import find_runners
 from mlserve.checks import load_failure
 from tests.helpers import MLSERVE, run_process
 from tests.infra.net import free_port
-from tests.ssh_models import wait_until
+from tests.ssh_models import make, target_for, tiny_wheel, wait_until
 
 MODEL = """
 import os, time
@@ -53,16 +52,8 @@ def _manifest(port: int, factor: int, *, wheel: str | None = None, keep: int = 5
 
 
 def _wheel(project: Path, version: str) -> str:
-    """A pure-Python wheel built by hand (pip installs it by path, offline, in about a second)."""
-    name = f"mlsvtiny-{version}-py3-none-any.whl"
-    dist = f"mlsvtiny-{version}.dist-info"
-    with zipfile.ZipFile(project / name, "w") as zf:
-        zf.writestr("mlsvtiny.py", f"VERSION = {version!r}\n")
-        zf.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: mlsvtiny\nVersion: {version}\n")
-        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                     "Tag: py3-none-any\n")
-        zf.writestr(f"{dist}/RECORD", "")
-    return name
+    """A wheel in its own directory of the project: a requirement line (and venv) per version."""
+    return str(tiny_wheel(project / f"wheels-{version}").relative_to(project))
 
 
 class Deployment:
@@ -328,3 +319,17 @@ def test_find_runners_knows_exactly_its_own_processes(tmp_path):
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.mark.slow
+def test_runtime_logs_on_an_ssh_host_are_private(sshd_host, tmp_path):
+    from mlserve import service
+    remote = tmp_path / "remote"
+    manifest = make(tmp_path, target_for(sshd_host, remote, free_port()))
+    try:
+        service.deploy(manifest, "box", tmp_path / "state")
+        [log] = remote.glob("deployments/*/*/releases/*/runtime.log")
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert stat.S_IMODE(remote.stat().st_mode) == 0o700
+    finally:
+        service.delete(manifest, "box", tmp_path / "state")
