@@ -40,8 +40,11 @@ MAX_ALIAS_NODES = 10_000
 Path_ = tuple  # a field path: ("targets", "local", "port") or ("smoke", 0, "input")
 
 _TAG = "tag:yaml.org,2002:"
-_SCALARS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null")}
+_KEY_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "merge")}
 _MERGE = f"{_TAG}merge"
+_AS_WRITTEN = {f"{_TAG}str", f"{_TAG}timestamp"}      # YAML 1.1 dates stay the text written
+_CONSTRUCT = {f"{_TAG}{t}": getattr(SafeConstructor, f"construct_yaml_{t}")
+              for t in ("int", "float", "bool", "null")}
 
 
 @dataclass
@@ -117,7 +120,7 @@ def _compose(text: str, file: str) -> yaml.Node | None:
                     "string (\"\\e\")") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "unreadable"
+        problem = ", ".join(filter(None, [exc.context, exc.problem])) or "unreadable"
         if "nesting depth" in problem or "too deep" in problem:
             problem = f"nested too deeply (the limit is {MAX_DEPTH} levels)"
         raise _fail(file, (mark.line + 1, mark.column + 1) if mark else None,
@@ -131,34 +134,49 @@ def _compose(text: str, file: str) -> yaml.Node | None:
 
 
 def _check_graph(root: yaml.Node, file: str) -> None:
-    """Refuse deep nesting, recursive aliases and alias bombs, walking at most a bounded count."""
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    """Refuse deep nesting, recursive aliases and alias bombs.
+
+    One post-order walk measures every collection once (its size with aliases expanded, and its
+    height), so a bomb is measured, never expanded: the cost is linear in the file.
+    """
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
     on_path: set[int] = set()
-    distinct: set[int] = set()
-    visits = 0
+    written = 1                       # nodes as written: the root and every child occurrence
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        node, depth, leaving = stack.pop()
-        if leaving:
-            on_path.discard(id(node))
+        node, done = stack.pop()
+        key = id(node)
+        if not isinstance(node, yaml.CollectionNode):
             continue
-        if id(node) in on_path:
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair]
+        if done:
+            on_path.discard(key)
+            nested = [id(c) for c in children if isinstance(c, yaml.CollectionNode)]
+            size[key] = 1 + len(children) - len(nested) + sum(size[c] for c in nested)
+            height[key] = 1 + max((height[c] for c in nested), default=0)
+            if height[key] > MAX_DEPTH:
+                raise _fail(file, _mark(node), f"nested more than {MAX_DEPTH} levels deep",
+                            "flatten the structure")
+            if size[key] > written + MAX_ALIAS_NODES:
+                raise _bomb(file, node)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
             raise _fail(file, _mark(node), "an alias refers to a collection that contains it "
                         "(a recursive alias)", "copy the values instead of the recursive alias")
-        if depth > MAX_DEPTH:
-            raise _fail(file, _mark(node), f"nested more than {MAX_DEPTH} levels deep",
-                        "flatten the structure")
-        visits += 1
-        distinct.add(id(node))
-        if visits - len(distinct) > MAX_ALIAS_NODES:
-            raise _fail(file, _mark(node), f"aliases expand to more than {MAX_ALIAS_NODES:,} "
-                        "extra values (an alias bomb?)", "write the values out, or use fewer "
-                        "aliases of large collections")
-        if isinstance(node, yaml.CollectionNode):
-            on_path.add(id(node))
-            stack.append((node, depth, True))
-            children = node.value if isinstance(node, yaml.SequenceNode) else \
-                [n for pair in node.value for n in pair]
-            stack.extend((child, depth + 1, False) for child in reversed(children))
+        on_path.add(key)
+        written += len(children)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if isinstance(child, yaml.CollectionNode))
+
+
+def _bomb(file: str, node: yaml.Node) -> ManifestError:
+    return _fail(file, _mark(node), f"aliases expand to more than {MAX_ALIAS_NODES:,} extra "
+                 "values (an alias bomb?)", "write the values out, or use fewer aliases of "
+                 "large collections")
 
 
 class _Builder:
@@ -194,12 +212,13 @@ class _Builder:
         return None
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
-        if node.tag == f"{_TAG}timestamp":
+        if node.tag in _AS_WRITTEN:
             return node.value
-        if node.tag not in _SCALARS:
+        construct = _CONSTRUCT.get(node.tag)
+        if construct is None:
             return self._bad_tag(node, path)
         try:
-            return self.constructor.construct_object(node, deep=True)
+            return construct(self.constructor, node)
         except (ValueError, OverflowError, yaml.YAMLError):
             self.problem(node, path, f"{shown(node.value)} is not a number mlserve can use "
                          "(too many digits)", "write a smaller number, or quote it as text")
@@ -217,7 +236,7 @@ class _Builder:
                              "use a plain name as the key")
                 continue
             key = key_node.value
-            if key_node.tag not in _SCALARS | {_MERGE, f"{_TAG}timestamp"}:
+            if key_node.tag not in _KEY_TAGS:
                 self._bad_tag(key_node, (*path, key))
                 continue
             first = merge if key_node.tag == _MERGE else own.get(key, (None,))[0]
