@@ -357,16 +357,16 @@ class _Walk:
         """The real path (and its lstat) of the link at ``path`` if it stays inside the root,
         else None (and a problem recorded)."""
         target = shown(os.readlink(path))
+        if not _inside(os.path.realpath(path), self.root):    # existing or not: never read
+            self.problem(rel, f"is a symlink to {target}, which leaves the project directory",
+                         f"copy the file into the project instead of linking to it, or "
+                         f"{_leave_out(rel)}")
+            return None
         try:
             real = os.path.realpath(path, strict=True)
         except OSError as e:
             what = "a symlink loop" if e.errno == errno.ELOOP else "a dangling symlink"
             self.problem(rel, f"is {what} (to {target})")
-            return None
-        if not _inside(real, self.root):
-            self.problem(rel, f"is a symlink to {target}, which leaves the project directory",
-                         f"copy the file into the project instead of linking to it, or "
-                         f"{_leave_out(rel)}")
             return None
         try:
             return real, os.lstat(real)
