@@ -11,6 +11,9 @@ file through a named filter that quotes it for the file's language:
                     ``'`` written as ``'\\''``); a line break cannot be written and is refused
 ``yaml``            a YAML double-quoted scalar; every character that YAML would fold, strip
                     or refuse (control characters, line separators, BOM) is escaped
+``yaml_key(n)``     a mapping key with its ``:``: ``"key":``, or, when the quoted key is too long
+                    for an implicit key (YAML allows 1024 characters), the explicit form
+                    ``? "key"`` with ``:`` on the next line, indented by ``n`` spaces
 ``yaml_block(n)``   a multi-line text as a YAML literal block (``|``) indented by ``n`` spaces,
                     or as a double-quoted scalar when a literal block could not keep it exactly
 ``py``              a Python literal (``repr``) of str/int/float/bool/None/list/dict
@@ -121,6 +124,19 @@ def yaml_quote(value: Any) -> str:
         else:
             out.append(f"\\U{ord(ch):08x}")
     return Quoted('"' + "".join(out) + '"')
+
+
+#: YAML limits an implicit (``key: value``) key to 1024 characters of the stream.
+_YAML_IMPLICIT_KEY_MAX = 1024
+
+
+def yaml_key(value: Any, indent: int) -> Quoted:
+    """``value`` as a mapping key followed by its ``:``; a key too long to stand implicitly is
+    written in the explicit form (``? key`` then ``:`` on the next line at ``indent``)."""
+    quoted = yaml_quote(value)
+    if len(quoted) < _YAML_IMPLICIT_KEY_MAX:
+        return Quoted(quoted + ":")
+    return Quoted(f"? {quoted}\n{' ' * indent}:")
 
 
 def yaml_block(value: Any, indent: int) -> str:
@@ -332,6 +348,7 @@ FILTERS = {
     "dockerfile": dockerfile_quote,
     "yaml": yaml_quote,
     "yaml_block": yaml_block,
+    "yaml_key": yaml_key,
     "py": py_literal,
     "py_verbatim": py_verbatim,
     "docker_image": docker_image,

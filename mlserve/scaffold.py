@@ -27,7 +27,7 @@ def default_name(directory: Path) -> str:
 
 def scaffold(directory: Path, *, name: str | None = None, port: int = 8080,
              force: bool = False) -> list[Path]:
-    name = name or default_name(directory)
+    name = default_name(directory) if name is None else name
     if not re.fullmatch(NAME_RE, name):
         raise InvalidInput(f"{name!r} is not a valid model name",
                            fix="use 1-40 lowercase letters, digits and dashes, starting with a letter: "

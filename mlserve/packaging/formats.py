@@ -92,6 +92,10 @@ def render_truss(spec: Spec, ctx: BuildContext) -> None:
     values = _common(spec)
     res = spec.manifest.resources
     accelerator = ""
+    if res.gpu is not None and not res.gpu.type.strip():
+        raise InvalidInput("resources.gpu.type is empty: Truss would configure no accelerator",
+                           where=spec.project.located.where(("resources", "gpu", "type")),
+                           fix="name the accelerator (e.g. A10G, T4, H100)")
     if res.gpu is not None:
         accelerator = res.gpu.type if res.gpu.count == 1 else f"{res.gpu.type}:{res.gpu.count}"
     values.update(model_name=spec.option("baseten", "model_name") or spec.manifest.name, app_dir="app",
