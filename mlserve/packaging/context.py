@@ -123,7 +123,7 @@ class Spec:
         lines = requirement_lines(self.project.root, spec)
         if not isinstance(spec, str):
             for i, line in enumerate(lines):
-                if "\n" in line or "\r" in line:
+                if "".join(line.splitlines()) != line:   # pip splits with str.splitlines()
                     raise InvalidInput(f"model.requirements[{i}] contains a line break",
                                        where=f"{self.project.located.file}: model.requirements",
                                        fix="put each requirement in its own list item")
