@@ -103,16 +103,23 @@ def _run_in_process(*args: str):
     return Result(code, out.getvalue(), err.getvalue())
 
 
-@settings(max_examples=20)
-@given(name=with_control)
-def test_control_characters_in_arguments_are_escaped(name):
-    project = str(EXAMPLES / "hello")
-    for args in (["deploy", name, "-f", project], ["logs", name, "-f", project],
-                 ["predict", "-f", project, "--input", name], ["deploy", "--no-such" + name],
-                 ["validate", "-f", name], ["build", "local", "-f", project, "--format", name]):
-        result = _run_in_process(*args)
-        assert result.code == 2, (args, result)
-        assert not unsafe_chars(result.err + result.out), (args, result.err)
+PROJECT = str(EXAMPLES / "hello")
+ARGUMENT_CASES = (
+    lambda name: ["deploy", name, "-f", PROJECT],                      # unknown target
+    lambda name: ["logs", name, "-f", PROJECT],
+    lambda name: ["predict", "-f", PROJECT, "--input", name],          # not JSON
+    lambda name: ["deploy", "--no-such" + name],                      # click's usage error
+    lambda name: ["validate", "-f", name],                             # no such manifest
+    lambda name: ["build", "local", "-f", PROJECT, "--format", name],  # a callback's BadParameter
+)
+
+
+@settings(max_examples=40)
+@given(name=with_control, case=st.sampled_from(ARGUMENT_CASES))
+def test_control_characters_in_arguments_are_escaped(name, case):
+    result = _run_in_process(*case(name))
+    assert result.code == 2, (case(name), result)
+    assert not unsafe_chars(result.err + result.out), (case(name), result.err)
 
 
 def test_an_escape_is_shown_visibly_and_markup_printed_literally(tmp_path):
@@ -228,14 +235,25 @@ def test_predict_input_errors_exit_2_before_contacting_anything(tmp_path, args, 
     assert code == 2 and message in err and "fix:" in err and "not deployed" not in err, err
 
 
+def test_predict_without_input_on_a_terminal_asks_for_it(tmp_path):
+    controller, terminal = pty.openpty()
+    proc = subprocess.run([*MLSERVE, "predict", "-f", PROJECT, "--state", str(tmp_path / "st")],
+                          stdin=terminal, capture_output=True, text=True, timeout=60)
+    os.close(terminal)
+    os.close(controller)
+    assert proc.returncode == 2 and "no input given" in proc.stderr and "@input.json" in proc.stderr
+    assert proc.stdout == ""
+
+
 def test_predict_input_file_errors(tmp_path):
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe{")
     (tmp_path / "empty.json").write_text("")
     (tmp_path / "text.json").write_text("hello")
     for name, message in (("bad.json", "not UTF-8"), ("empty.json", "is empty"),
                           ("text.json", "is not JSON")):
-        code, err = _predict(tmp_path, "--input", f"@{tmp_path / name}")
-        assert code == 2 and message in err, err
+        result = _run_in_process("predict", "-f", PROJECT, "--state", str(tmp_path / "st"),
+                                 "--input", f"@{tmp_path / name}")
+        assert result.code == 2 and message in result.err, result.err
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text()
@@ -351,18 +369,19 @@ def test_help_has_no_bool_placeholder_and_fits_80_columns(monkeypatch):
 
 
 def test_completion_version_and_debug_anywhere(tmp_path):
-    top = run_process("--help")
+    top = _run_in_process("--help")
     assert "--install-completion" in top.out and "--show-completion" in top.out
-    completion = run_process("--show-completion", "bash")
+    completion = run_process("--show-completion", "bash")       # what a shell runs
     assert completion.code == 0 and "complete" in completion.out and "mlserve" in completion.out
     for flag in ("-V", "--version"):
-        version = run_process(flag)
+        version = _run_in_process(flag)
         assert version.code == 0 and version.out.startswith("mlserve ")
     (tmp_path / "mlserve.yaml").write_text("name: [\n")
     for args in (["--debug", "validate", "-f", str(tmp_path)], ["validate", "--debug", "-f", str(tmp_path)],
                  ["validate", "-f", str(tmp_path), "--debug"]):
-        debug = run_process(*args)
+        debug = _run_in_process(*args)
         assert debug.code == 2 and "Traceback" in debug.err, args
+    assert "Traceback" not in _run_in_process("validate", "-f", str(tmp_path)).err
 
 
 def test_serve_help_lists_its_options():

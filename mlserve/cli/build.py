@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import JsonOpt, ManifestOpt, TargetArg, app
+from .app import JsonOpt, ManifestOpt, TargetArg, app
 from .output import console, emit_json, plain, say, warning
 
 FORMATS = ("cog", "truss", "docker", "cloud-init")

@@ -31,7 +31,7 @@ def remember(ctx, param, value: Any) -> Any:
 
 def _accepted_options() -> dict[str, set[str]]:
     import typer
-    from .main import app           # at call time: main imports this module
+    from .app import app           # at call time: app imports this module
     group = typer.main.get_command(app)
     return {name: {opt for p in cmd.params for opt in p.opts}
             for name, cmd in group.commands.items()}

@@ -1,4 +1,4 @@
-"""Entry point: the Typer app, shared options, and the one place errors are caught.
+"""Entry point: runs the app (``app.py``) and is the one place errors are caught.
 
 Errors are printed once, here: control characters escaped (``output.clean``), and every fix that
 tells the user to run an ``mlserve`` command repeats the ``-f``/``--state`` they passed
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
@@ -19,69 +17,10 @@ try:  # Typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older Typer
     from click import exceptions as click_exceptions
 
-from . import hints
-
-app = typer.Typer(
-    name="mlserve",
-    help="Deploy one model (load() + predict()) to any layer of the serving stack: this machine, "
-         "SSH hosts, containers, model endpoints — and move it between them.",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-
-def _flags_show_no_type() -> None:
-    """Typer's help shows a ``<bool>`` placeholder beside every flag (``--json <bool>``), as if it
-    took a value; no flag does. One patch covers ours, ``--help`` and the completion flags; a test
-    checks every command's help, so a Typer release that changes this is noticed."""
-    from typer.core import TyperOption
-    shown = TyperOption.display_type_rich
-
-    def display_type_rich(self, ctx):
-        return None if self.is_flag else shown(self, ctx)
-    TyperOption.display_type_rich = display_type_rich
-
-
-_flags_show_no_type()
-ManifestOpt = Annotated[Optional[Path], typer.Option(
-    "--file", "-f", metavar="FILE", callback=hints.remember,
-    help="Manifest (or its directory). Default: mlserve.yaml here or in the nearest parent "
-         "directory.")]
-StateOpt = Annotated[Optional[Path], typer.Option(
-    "--state", envvar="MLSERVE_STATE", metavar="DIR", callback=hints.remember,
-    help="State directory. Default: .mlserve beside the manifest.")]
-JsonOpt = Annotated[bool, typer.Option("--json",
-                                       help="Print one JSON object on stdout.")]
-TargetArg = Annotated[Optional[str], typer.Argument(
-    metavar="[TARGET]", show_default=False,
-    help="Target name from the manifest. Default: the only target, or `local`.")]
+from . import build, hints, ops, project  # noqa: F401  (importing them registers the commands)
+from .app import app
 
 _DEBUG = False
-
-
-def _version(value: bool) -> None:
-    if value:
-        from .. import __version__
-        typer.echo(f"mlserve {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    debug: Annotated[bool, typer.Option(
-        "--debug", envvar="MLSERVE_DEBUG",
-        help="Show tracebacks for errors (also accepted after the command).")] = False,
-    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-) -> None:
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
-
-
-from . import build, ops, project  # noqa: E402,F401  (registers the commands)
 
 
 def _unwrap_help() -> None:

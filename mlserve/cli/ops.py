@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
+from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
 from .output import RichReporter, clean, emit_json, interactive, plain, result, say, table
 from .payload import read_input
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import JsonOpt, ManifestOpt, app
+from .app import JsonOpt, ManifestOpt, app
 from .output import emit_json, plain, result, say
 
 
