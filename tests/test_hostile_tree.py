@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import stat
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
