@@ -631,3 +631,85 @@ def test_docker_reads_env_labels_and_copied_paths_back_exactly(dockerd, tmp_path
         assert set(names) <= shipped, shipped
     finally:
         client.images.remove(image.id, force=True)
+
+
+# --- the pieces the walk cannot reach with hostile values --------------------------------------
+
+def _systemd_verify(unit_text: str, name: str, root: Path) -> subprocess.CompletedProcess:
+    """``systemd-analyze verify`` of ``unit_text`` in a root holding the host's targets and the
+    unit's ExecStart; systemd warns on stderr (exit 0) about a setting it ignores."""
+    systemd = Path("/usr/lib/systemd/system")
+    (root / "usr/lib/systemd/system").mkdir(parents=True, exist_ok=True)
+    for target in systemd.glob("*.target"):
+        shutil.copy(target, root / "usr/lib/systemd/system" / target.name)
+    run = root / "opt/mlserve" / name / "run"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    run.write_text("#!/bin/sh\n")
+    run.chmod(0o755)
+    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+    (root / f"etc/systemd/system/mlserve-{name}.service").write_text(unit_text)
+    return subprocess.run(["systemd-analyze", "verify", f"--root={root}",
+                           f"/etc/systemd/system/mlserve-{name}.service"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_systemd_reads_the_unit_and_percent_signs_are_literal(tmp_path):
+    """The unit's values are schema-restricted names (the walk shows every hostile value is
+    refused before it), so the systemd filter is a net: checked here on its own, by systemd."""
+    if not shutil.which("systemd-analyze") or not Path("/usr/lib/systemd/system").is_dir():
+        pytest.skip("systemd-analyze is not installed")
+    from mlserve.render import render, systemd_word
+
+    refused = 0
+    for value in [*ATTACKS.values(), "a%nb%%c%", "x%i%z"]:
+        try:
+            word = systemd_word(value)
+        except InvalidInput:
+            refused += 1
+            continue
+        assert word.replace("%%", "").count("%") == 0
+        unit = render("cloud-init", "unit.service.j2", name=value, user="mlserve",
+                      root="/opt/mlserve/hostile", secrets=[])
+        done = _systemd_verify(unit.replace("/etc/mlserve/" + word, "/etc/mlserve/hostile"),
+                               "hostile", tmp_path / f"root{refused}")
+        assert done.returncode == 0 and not done.stderr, (value, done.stderr)
+    assert refused == len(ATTACKS) - 1     # only "long" is one word
+    manifest = _project(tmp_path / "p", {})
+    build(manifest, "vm", "cloud-init", tmp_path / "out")
+    doc = yaml.safe_load((tmp_path / "out" / "user-data").read_text())
+    unit = next(f["content"] for f in doc["write_files"] if f["path"].endswith(".service"))
+    done = _systemd_verify(unit, "hostile", tmp_path / "root")
+    assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+def test_a_template_that_writes_a_value_without_a_filter_fails():
+    from mlserve.render import environment, trusted
+    from mlserve.resources import templates_dir
+
+    env = environment(templates_dir() / "docker")
+    for unfiltered in ("{{ v }}", "{{ v ~ 'x' }}", "{{ v | join(',') }}", "{{ v | tojson }}",
+                       "{{ flag }}", "{{ 1.5 }}"):
+        with pytest.raises(TypeError, match="without a quoting filter"):
+            env.from_string(unfiltered).render(v="x\nRUN y", flag=True)
+    assert env.from_string("{{ v | shell }} {{ n | int }} {{ t }}").render(
+        v="a b", n=3, t=trusted("list[str]")) == "'a b' 3 list[str]"
+    with pytest.raises(TypeError):
+        env.from_string("{{ n | int }}").render(n="8080\nRUN x")
+
+
+@pytest.mark.parametrize("ref", ["python:3.11-slim", "ghcr.io/acme/base:1.2", "localhost:5000/a/b",
+                                 "reg.example.com:443/team/x__y.z-w:v1.0_rc",
+                                 "python@sha256:" + "a" * 64, "[::1]:5000/x:y"])
+def test_base_image_accepts_docker_references(ref, tmp_path):
+    manifest = _project(tmp_path / "p", {("targets", "docker", "base_image"): ref})
+    build(manifest, "docker", "docker", tmp_path / "out")
+    assert f"\nARG BASE_IMAGE={ref}\nFROM ${{BASE_IMAGE}}\n" in (tmp_path / "out/Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("ref", ["Python:3.11", "python:3.11 AS x", "python:3.11\nRUN x", "-x",
+                                 "python:", "a//b", "python:3.11-slim ", "$BASE", "x:" + "t" * 129])
+def test_base_image_refuses_what_is_not_a_reference(ref, tmp_path, capsys):
+    manifest = _project(tmp_path / "p", {("targets", "docker", "base_image"): ref})
+    result = run_cli(capsys, "build", "-f", str(manifest), "docker", "-o", str(tmp_path / "out"))
+    assert result.code == 2 and "targets.docker.base_image" in result.err, result.err
+    assert "Docker image reference" in result.err and not (tmp_path / "out").exists()
