@@ -35,6 +35,8 @@ class Model:
     def predict(self, payload):
         if isinstance(payload, dict) and "give" in payload:
             return make_output(payload["give"])
+        if isinstance(payload, dict) and "raise" in payload:
+            raise make_exception(payload["raise"], payload.get("message", ""))
         return payload
 
     def predict_batch(self, payloads):
@@ -59,6 +61,16 @@ def make_output(kind):
     if kind == "surrogate":
         return "\ud800"
     return kind
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ fails too")
+
+
+def make_exception(kind: str, message: str) -> BaseException:
+    return {"value": ValueError, "exit": SystemExit, "interrupt": KeyboardInterrupt,
+            "unprintable": Unprintable}[kind](message)
 
 
 class BadArray:
@@ -343,3 +355,16 @@ def test_a_bad_request_or_output_in_a_batch_fails_only_its_own_request(batch_ser
             assert status == 400 and "NaN is not a JSON number" in answer["error"]
         else:
             assert (status, answer) == (200, {"output": i})
+
+
+@given(st.sampled_from(["predict", "predict_batch", "async"]), route,
+       st.sampled_from(["value", "exit", "interrupt", "unprintable"]), st.text(max_size=50))
+def test_whatever_the_model_raises_is_a_json_500_with_its_message(server, batch_server, flavour, path, kind, message):
+    target = {"predict": server, "predict_batch": batch_server}.get(flavour) or _async_server()
+    status, answer = target.request(path, wrap(path, json.dumps({"raise": kind, "message": message})).encode())
+    assert status == 500, answer
+    name = type(make_exception(kind, "")).__name__
+    if kind == "unprintable":
+        assert answer["error"] == f"{name}: <the exception's message cannot be printed>"
+    else:
+        assert answer["error"] == f"{name}: {message}"

@@ -193,9 +193,9 @@ class App:
             self._access((self._logs.now, scope["client"], scope["method"], scope["path"], status, perf_counter() - started))
 
     async def _internal_error(self, scope: dict, send: Callable, exc: Exception) -> int:
-        self._logs.failure(f"error: the runtime failed on {scope['method']} {scope['path']}:", exc)
-        message = self._redact(f"the runtime failed on this request ({type(exc).__name__}: {exc}); see its log")
+        message = self._redact(f"the runtime failed on this request ({_describe(exc)}); see its log")
         try:
+            self._logs.failure(f"error: the runtime failed on {scope['method']} {scope['path']}:", exc)
             return await _respond(send, 500, _encode({"error": message}).encode())
         except Exception:  # noqa: BLE001 - the response had started or the client is gone
             return 500
@@ -266,7 +266,7 @@ class App:
             else:
                 return await _respond(send, 200, body)
         self._logs.failure(f"predict failed for {scope['method']} {scope['path']}:", value)
-        message = self._redact(f"{type(value).__name__}: {value}")
+        message = self._redact(_describe(value))
         return await _respond(send, 500, _encode({"error": message}).encode())
 
     async def _read_json(self, scope: dict, receive: Callable) -> Any:
@@ -283,7 +283,7 @@ class App:
     async def _read_rest(self, scope: dict, receive: Callable, first: bytes) -> bytes:
         """Slow path for bodies that span several reads: Content-Length first, then a running total."""
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self._max_body:
+            if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > self._max_body):
                 raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
         chunks, size, more = [first], len(first), True
         while more:
@@ -295,6 +295,14 @@ class App:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+def _describe(exc: BaseException) -> str:
+    """``"<ExcType>: <message>"``, even for an exception whose ``__str__`` raises."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - user code
+        return f"{type(exc).__name__}: <the exception's message cannot be printed>"
 
 
 def _not_json(exc: Exception) -> Exception:

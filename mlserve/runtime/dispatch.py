@@ -190,7 +190,9 @@ class AsyncRunner:
         async with self._slots:
             try:
                 return True, await self._predict(payload)
-            except Exception as exc:  # noqa: BLE001 - user code
+            except asyncio.CancelledError:
+                raise  # the server is stopping or the client left: not the model's error
+            except BaseException as exc:  # noqa: BLE001 - user code, even SystemExit: a 500, never fatal
                 return False, exc
 
     async def submit_many(self, payloads: list) -> list:

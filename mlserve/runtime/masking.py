@@ -95,6 +95,22 @@ class Pump:
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
+        try:
+            self._pump()
+        except Exception:  # noqa: BLE001 - a bug here must not block every writer on a full pipe
+            self._discard()
+        finally:
+            os.close(self._source)
+
+    def _discard(self) -> None:
+        """Drop the rest of the stream: forwarding it unmasked would be worse than losing it."""
+        try:
+            while os.read(self._source, _READ_BYTES):
+                pass
+        except OSError:
+            pass
+
+    def _pump(self) -> None:
         poller = select.poll()
         poller.register(self._source, select.POLLIN)
         pending, waiting = b"", False
@@ -111,7 +127,6 @@ class Pump:
             pending = self._forward(pending + data, partial=False)
             waiting = bool(pending)
         self._write(self._mask(pending))
-        os.close(self._source)
 
     def _forward(self, buffer: bytes, partial: bool) -> bytes:
         """Write what is safe to write now; return the rest (already masked) to keep."""
