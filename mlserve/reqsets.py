@@ -146,6 +146,7 @@ _LONG_ONLY = ("--extra-index-url",)
 _COMMENT = re.compile(r"(^|\s+)#.*\Z", re.S)
 _NAMED_URL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*@\s*(?P<url>\S+)")
 _SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
+_EXTRAS = re.compile(r"\[[^\]]*\]\Z")
 _ARCHIVES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz")
 
 
@@ -166,8 +167,9 @@ def _options(tokens: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _local_path(value: str) -> str | None:
-    """The local path a requirement or option value names, or None (a name, a remote URL)."""
+def _local_path(value: str, *, any_path: bool) -> str | None:
+    """The local path a value names, or None (a project name, a remote URL). An option's value
+    (``any_path``) is a path unless it is a URL; a requirement only when it looks like one."""
     named = _NAMED_URL.fullmatch(value)
     if named:
         value = named.group("url")
@@ -178,7 +180,9 @@ def _local_path(value: str) -> str | None:
         parts = urlsplit(value)
         return unquote(parts.path) if not parts.netloc or parts.netloc == "localhost" \
             else "//" + parts.netloc + parts.path
-    if value.startswith((".", "/", "~")) or "/" in value or value.lower().endswith(_ARCHIVES):
+    value = _EXTRAS.sub("", value)                         # ./pkg[dev] is the directory ./pkg
+    if any_path or value.startswith((".", "/", "~")) or "/" in value \
+            or value.lower().endswith(_ARCHIVES):
         return value
     return None
 
@@ -198,8 +202,7 @@ def referenced_paths(line: str) -> list[tuple[str, str]]:
         found.append(("requirement", spec))
     out = []
     for how, value in found:
-        path = _local_path(value) if how not in _INCLUDES.values() or _SCHEME.match(value) \
-            else value
+        path = _local_path(value, any_path=how != "requirement")
         if path is not None:
             out.append((how, path))
     return out

@@ -27,15 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import MLSERVE, REPO, run_cli
+from tests.test_manifest_errors import GOOD, MODEL
 
-MODEL = "class Model:\n    def load(self):\n        pass\n    def predict(self, payload):\n        return payload\n"
-GOOD = """\
-name: hello
-model:
-  entrypoint: model.py:Model
-targets:
-  local: {provider: local, port: 8080}
-"""
+
 
 
 def _unsafe_chars(text: str) -> list[str]:
