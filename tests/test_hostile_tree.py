@@ -652,3 +652,20 @@ def test_local_deploy_ships_only_the_project_with_its_modes(tmp_path):
         assert stat.S_IMODE((apps[0] / "tool.sh").stat().st_mode) == 0o700
     finally:
         run_process("delete", *args, "--yes")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644, 0o700, 0o755, 0o400])
+def test_a_file_others_cannot_read_is_named_where_a_service_user_runs_it(tmp_path, capsys, fmt,
+                                                                         mode):
+    """Docker images and VMs run the model as a service user that does not own the files:
+    mlserve keeps the narrow mode and says so; Cog and Truss run as root."""
+    w = _world(tmp_path)
+    (w.root / "weights.bin").write_bytes(b"w")
+    (w.root / "weights.bin").chmod(mode)
+    done = run_cli(capsys, "build", "-f", str(w.root / "mlserve.yaml"), "--format", fmt,
+                   "-o", str(tmp_path / "o"))
+    assert done.code == 0, done.err
+    warned = f"cannot read weights.bin ({mode:04o})" in done.err
+    assert warned == (fmt in ("docker", "cloud-init") and not mode & 0o004), done.err
+    _check_output(tmp_path / "o", fmt, w.root, ["weights.bin"])

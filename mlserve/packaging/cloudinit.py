@@ -121,6 +121,7 @@ def render_cloud_init(spec: Spec, ctx: BuildContext) -> None:
     values["unit"] = render("cloud-init", "unit.service.j2", **values)
     values["bundle_b64"] = "" if url else base64.b64encode(tarball.read_bytes()).decode("ascii")
     user_data = render("cloud-init", "user-data.j2", **values)
+    spec.warn_private_files(ctx, f"the service user {values['user']!r} on the VM")
     ctx.text("user-data", user_data)
     if url:
         ctx.put("bundle.tar.gz", tarball)

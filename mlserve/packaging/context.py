@@ -12,12 +12,13 @@ project) with their shipped mode: 0644/0755 narrowed by the source's own permiss
 from __future__ import annotations
 
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Bundle, BundleFile
+from ..bundle import IGNORE_FILE, Bundle, BundleFile, shown
 from ..errors import InvalidInput
 from ..manifest import Manifest, Project
 from ..targets import TargetBase
@@ -137,6 +138,19 @@ class Spec:
         """Copy every file of the model's bundle, unchanged, under ``prefix``."""
         for f in self.bundle.files:
             ctx.copy(prefix + f.path, f)
+
+    def warn_private_files(self, ctx: BuildContext, reader: str) -> None:
+        """Warn that files others may not read (0600, 0640...) ship as they are, so ``reader``
+        (the service user that is not their owner) cannot read them: mlserve never widens a
+        mode, the user decides."""
+        private = [f"{shown(f.path)} ({f.mode:04o})" for f in self.bundle.files
+                   if not f.mode & stat.S_IROTH]
+        if private:
+            more = f" and {len(private) - 5} more" if len(private) > 5 else ""
+            ctx.warnings.append(f"{reader} cannot read {', '.join(private[:5])}{more}: mlserve "
+                                "keeps a file's mode, and these deny reading to others; chmod "
+                                f"a+r what the model needs, and leave the rest out with "
+                                f"{IGNORE_FILE}")
 
 
 def clear_output(dest: Path) -> None:

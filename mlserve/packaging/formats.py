@@ -138,6 +138,7 @@ def render_docker(spec: Spec, ctx: BuildContext) -> None:
             large.append((source, f"/app/{f.path}"))
         else:
             ctx.copy(f"app/{f.path}", f)
+    spec.warn_private_files(ctx, "the image's service user (uid 10001)")
     if not any(p.startswith("app/") for p in ctx.files):
         ctx.text("app/.keep", "")  # COPY app/ needs the directory even when every file is large
     values.update(base_image=image, install_python=install_python, apt_packages=apt,
