@@ -36,6 +36,11 @@ def _requirements(value: Any) -> Any:
     if isinstance(value, str) or value is None:
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        for i, item in enumerate(value):
+            if any(c in item for c in "\r\n\0"):     # one item must stay one pip argument
+                raise PydanticCustomError("requirements", "item {i} ({item}) contains a line "
+                                          "break; put each requirement in its own list item",
+                                          {"i": i, "item": shown(item)})
         return value
     raise PydanticCustomError("requirements", "must be a file name (requirements.txt) or a list of "
                               "pip specifiers, got {got}", {"got": given(value)})
@@ -275,7 +280,7 @@ class Project:
                 raise InvalidInput(f"{self.path} has several targets ({', '.join(targets)})",
                                    fix="name one: mlserve deploy TARGET")
         if name not in targets:
-            raise NotFound(f"no target '{name}' in {self.path}",
+            raise NotFound(f"no target {shown(name)} in {clean(str(self.path))}",
                            fix=f"use one of: {', '.join(targets)}")
         return name, targets[name]
 

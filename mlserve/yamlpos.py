@@ -92,6 +92,7 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 def load_located(text: str, file: str) -> Located:
     """Parse ``text`` (named ``file`` in messages) into located data, or raise ManifestError."""
     text = text.removeprefix("\ufeff")
+    file = clean(file)                  # it is only ever shown
     node = _compose(text, file)
     located = Located(data=None, file=file)
     if node is None:
@@ -101,7 +102,7 @@ def load_located(text: str, file: str) -> Located:
     located.data = builder.build(node, ())
     if builder.problems:
         problems = list(dict.fromkeys(builder.problems))   # a merged anchor repeats its own
-        raise ManifestError(f"{clean(file)} is invalid", problems=problems,
+        raise ManifestError(f"{file} is invalid", problems=problems,
                             fix="write plain YAML: each key once per mapping, no tags")
     return located
 
