@@ -108,6 +108,7 @@ def test_a_line_longer_than_the_limit_is_forwarded_in_pieces_still_masked():
     ('quote"back\\slash', json.dumps({"k": 'quote"back\\slash'})),
     ('quote"back\\slash', repr({"k": 'quote"back\\slash'})),
     ("ünïcödé-tøken", json.dumps("ünïcödé-tøken")),
+    ("ünïcödé-tøken", str("ünïcödé-tøken".encode())),
     ("a b&c=d/e", "https://x/?k=" + quote("a b&c=d/e", safe="")),
     ("-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----", "line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"),
 ])

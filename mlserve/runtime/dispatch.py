@@ -17,7 +17,11 @@ way) costs more than a small model's whole prediction:
   ``concurrency`` calls overlap; while they are fast one worker usually does everything, which
   keeps threads from fighting over the GIL.
 - With ``predict_batch`` a worker hands it everything it drained (at most ``max_batch`` items):
-  dynamic batching that grows with load and costs nothing when idle.
+  dynamic batching that grows with load and costs nothing when idle. A call that raises fails
+  every request in it, as Triton's and Ray Serve's batching do: retrying each payload alone
+  would multiply the latency of a model that fails slowly for all. A request body that is not
+  JSON never reaches a batch, and each request's output is encoded on its own, so neither
+  spoils a neighbour.
 
 ``AsyncRunner`` (``async def predict``) awaits on the loop, bounded by a semaphore.
 """

@@ -30,8 +30,9 @@ MIN_SECRET_LINE_CHARS = 16
 
 
 def secret_forms(secret: str) -> set[str]:
-    """``secret`` as a program commonly prints it: as is, escaped inside a JSON or Python string
-    literal (``repr``, a dict in a log line), URL-encoded, and each long line of a multi-line value."""
+    """``secret`` as a program commonly prints it: as is, escaped inside a JSON or Python string or
+    bytes literal (``repr``, a dict in a log line), URL-encoded, and each long line of a multi-line
+    value. Base64 and other encodings are not covered: only the value and these forms are masked."""
     from urllib.parse import quote, quote_plus  # only runs when there are secrets
 
     forms = {
@@ -39,6 +40,7 @@ def secret_forms(secret: str) -> set[str]:
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
+        repr(secret.encode("utf-8", "surrogatepass"))[2:-1],  # print(b"...") of the encoded value
         quote(secret, safe="", errors="surrogatepass"),
         quote_plus(secret, safe="", errors="surrogatepass"),
     }
