@@ -1,38 +1,34 @@
 """The files a release ships, content-addressed, and nothing from outside the project.
 
 A ``Bundle`` is a list of files (relative path, bytes digest, mode) with a release id derived from
-their content only: the same files give the same id, byte for byte, on any machine. It is what
-adapters upload, copy or build into an image.
+their content only: the same files give the same id on any machine. It is what adapters upload,
+copy or build into an image.
 
 Which files ship: every regular file under the manifest's directory (the project root), minus the
 state directory, the built-in ignores below and the patterns of ``.mlserveignore`` (gitignore
 syntax, matched against the path as it ships). An ignored path is skipped before anything else
 is looked at: an ignored FIFO is never opened, an ignored directory never read.
 
-What resolves inside the root ships as content: a symlink to a file inside the project ships
-the target's bytes under the link's path, and a symlink to a directory inside it is followed
-(a link leading back to a directory that contains it is a loop). Followed rather than refused
-because a link such as ``model -> checkpoints/v3`` is a common way to pick what ships, and
-following it needs only the loop check; the walk is bounded by ``MAX_ENTRIES``.
+A symlink whose target resolves inside the root ships the target's bytes under the link's path;
+a link to a directory inside it is followed (``model -> checkpoints/v3`` is a common way to pick
+what ships), with loop detection and at most ``MAX_ENTRIES`` paths walked. Everything else stops
+``collect()`` with ``InvalidInput`` (exit 2) naming each offending path, relative to the root,
+and the fix (remove it, or leave it out with ``.mlserveignore``): a link that leaves the project
+(absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``), a dangling link, a loop, a FIFO,
+socket or device, what cannot be read, and a name that is not UTF-8 or holds a control character
+or line break (it could not travel safely into a Dockerfile, a tar header or a terminal). An
+ignored link that leaves the project is skipped with a warning (``Bundle.warnings``).
 
-Everything else stops ``collect()`` with ``InvalidInput`` (exit 2) naming each offending path,
-relative to the root, and the fix (remove it, or leave it out with ``.mlserveignore``):
-a link that leaves the project (absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``),
-a dangling link, a link loop, a FIFO, socket or device, a file or directory that cannot be read,
-and a name that is not UTF-8 or holds a control character (such a name cannot travel safely
-into a Dockerfile, a tar header, a JSON plan or a terminal). A link that leaves the project and
-is ignored by ``.mlserveignore`` is skipped with a warning (``Bundle.warnings``).
-
-Reading is checked at every copy, not only when collecting: ``collect()`` records each file's
-(device, inode), size and digest; ``BundleFile.open()`` (what every copy goes through) opens the
-real path with ``O_NOFOLLOW | O_NONBLOCK`` and checks it is still that regular file, and
-``BundleFile.reader()`` checks the bytes against the digest. A file swapped for a link, or
-changed, after ``collect()`` is an error; other content never ships.
+Every copy is checked, not only the walk: ``collect()`` records each file's real path, (device,
+inode), size and digest; ``BundleFile.open()`` opens the real path with ``O_NOFOLLOW |
+O_NONBLOCK`` and checks it is still that regular file, and ``BundleFile.reader()`` checks the
+bytes against the digest. A file swapped for a link, or changed, after ``collect()`` is an
+error; other content never ships.
 
 Modes: a file ships 0644, or 0755 when its owner may execute it, narrowed by the source's own
-permission bits (a 0600 file ships 0600): never wider than the source. The release id hashes
-(path, executable, digest) of every file, plus the mode of those whose mode is narrower than
-0644/0755, so ordinary projects keep the ids they had.
+permission bits (a 0600 file ships 0600): never wider. The release id hashes (path, executable,
+digest) of every file, plus the mode of those narrower than 0644/0755, so ordinary projects keep
+their ids.
 """
 
 from __future__ import annotations
@@ -41,6 +37,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import stat
 import unicodedata
 from dataclasses import dataclass, field
@@ -94,12 +91,13 @@ class BundleFile:
 
     def copy_as(self, target: Path) -> None:
         """Write the checked bytes to ``target`` (a new file) with the shipped mode."""
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     self.mode)
-        os.fchmod(fd, self.mode)          # exactly the shipped mode, whatever the umask
-        with self.reader() as src, os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
+        with self.reader() as src:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, self.mode)
+            os.fchmod(fd, self.mode)          # exactly the shipped mode, whatever the umask
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
 
 
 class _CheckedReader:
@@ -160,10 +158,14 @@ class Bundle:
         """Write the bundle's files under ``dest`` (which must not exist yet), checked, with
         their shipped modes."""
         dest.mkdir(parents=True)
-        for f in self.files:
-            target = dest / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            f.copy_as(target)
+        try:
+            for f in self.files:
+                target = dest / f.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                f.copy_as(target)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)     # no half-written release left behind
+            raise
 
 
 def file_digest(path: Path) -> str:

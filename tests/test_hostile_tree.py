@@ -565,6 +565,7 @@ def test_a_file_changed_after_collect_never_ships_other_bytes(tmp_path, swap, ho
     with pytest.raises(InvalidInput, match="changed while mlserve was reading it") as caught:
         _ship_after(bundle, how, dest, tmp_path)
     assert caught.value.where == "sub/data.txt"
+    assert how != "copy" or not dest.exists(), "a half-written release was left behind"
     for path in dest.rglob("*") if dest.exists() else []:
         if path.is_file():
             assert OUTSIDE_SECRET not in path.read_bytes()
