@@ -288,8 +288,11 @@ class State:
             self.close()
             reason = ("damaged text in its schema" if isinstance(exc, UnicodeDecodeError)
                       else getattr(exc, "strerror", None) or str(exc))
-            raise JournalError(f"the journal {self.path} {doing}: {reason}",
-                               fix=_aside_fix(self.path)) from None
+            denied = isinstance(exc, PermissionError) or "readonly" in reason \
+                or "unable to open" in reason
+            fix = (f"make {self.dir} and {self.path} writable by this user, or pass --state DIR"
+                   if denied else _aside_fix(self.path))
+            raise JournalError(f"the journal {self.path} {doing}: {reason}", fix=fix) from None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -447,3 +447,83 @@ def test_delete_keeps_earlier_outcomes_and_rollback_offers_nothing_before_it(see
     assert back.code == 2 and "no successful release 'r-one'" in back.err
     again = _run(capsys, "delete", seeded, "--json")
     assert again.code == 0 and json.loads(again.out)["detail"] == "nothing to delete"
+
+
+# -- with a real runtime (slow) ----------------------------------------------------------------
+
+def _served_project(tmp_path: Path) -> tuple[Path, str]:
+    from tests.infra.net import free_port
+    project = _project(tmp_path)
+    port = free_port()
+    manifest = project / "mlserve.yaml"
+    manifest.write_text(manifest.read_text().replace("port: 8480", f"port: {port}"))
+    return project, f"http://127.0.0.1:{port}"
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def served(tmp_path):
+    project, url = _served_project(tmp_path)
+    yield project, url
+    try:
+        service.delete(project)
+    except MlserveError:
+        pass
+
+
+@pytest.mark.slow
+def test_noop_deploy_leaves_no_release_row_and_delete_keeps_history(served, capsys):
+    project, url = served
+    first = _run(capsys, "deploy", project, "--json")
+    assert first.code == 0, first.err
+    release = json.loads(first.out)["release"]
+    again = _run(capsys, "deploy", project, "--json")
+    assert again.code == 0 and json.loads(again.out)["changed"] is False, again.err
+    state = State.for_reading(project / ".mlserve")
+    assert [(r.release_id, r.outcome) for r in state.releases("local")] == [(release, SERVING)]
+    assert [e["kind"] for e in state.events("local")] == ["deployed", "unchanged"]
+    state.close()
+    listing = json.loads(_run(capsys, "list", project, "--json").out)["deployments"]
+    assert (listing[0]["status"], listing[0]["release"]) == ("READY", release)
+
+    assert _run(capsys, "delete", project).code == 0 and not _answers(url)
+    listing = json.loads(_run(capsys, "list", project, "--json").out)["deployments"]
+    assert listing[0]["status"] == "DELETED"           # what is live, not the last record
+    status = json.loads(_run(capsys, "status", project, "--json").out)
+    assert [(r["release"], r["outcome"]) for r in status["releases"]] == [
+        (None, "deleted"), (release, "serving")]
+    assert _run(capsys, "rollback", project).code == 2   # nothing from before the delete
+    redeployed = _run(capsys, "deploy", project, "--json")
+    assert redeployed.code == 0 and json.loads(redeployed.out)["changed"] is True
+    assert _answers(url)
+
+
+@pytest.mark.slow
+def test_status_asks_the_provider_when_the_journal_is_garbage(served, capsys):
+    project, url = served
+    deployed = _run(capsys, "deploy", project, "--json")
+    assert deployed.code == 0, deployed.err
+    release = json.loads(deployed.out)["release"]
+    journal = project / ".mlserve" / "state.db"
+    journal.write_bytes(b"\x00garbage" * 1000)
+    status = _run(capsys, "status", project, "--json")
+    assert status.code == 1
+    known = json.loads(status.out)["known"]
+    assert (known["status"], known["release"], known["url"]) == ("READY", release, url)
+    assert f"is READY ({url} {release})" in status.err and f"mv {journal}" in status.err
+    assert _answers(url)                                   # refusing touched nothing live
+
+    os.replace(journal, f"{journal}.broken")               # the fix the message gives
+    status = _run(capsys, "status", project, "--json")
+    assert status.code == 0 and json.loads(status.out)["status"] == "READY", status.err
+    deleted = _run(capsys, "delete", project, "--json")
+    assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED", deleted.err
+    assert not _answers(url)
