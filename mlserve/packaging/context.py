@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import stat
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ class Entry:
 class BuildContext:
     files: dict[str, Entry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    # Removed with the context (also when the build fails before ``write``).
-    _scratch: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    # Removed once written, or with the context (a build that fails before ``write``).
+    _scratch: Path | None = field(default=None, repr=False)
+    _remove_scratch: weakref.finalize | None = field(default=None, repr=False)
 
     def text(self, path: str, text: str, *, executable: bool = False) -> None:
         self._add(path, Entry(data=text.encode("utf-8"), executable=executable))
@@ -59,8 +61,9 @@ class BuildContext:
         """A new file path in a private scratch directory, for a file too large for memory;
         ``put`` it into the context once written."""
         if self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="mlserve-build-")
-        return Path(self._scratch.name) / name
+            self._scratch = Path(tempfile.mkdtemp(prefix="mlserve-build-"))
+            self._remove_scratch = weakref.finalize(self, shutil.rmtree, self._scratch, True)
+        return self._scratch / name
 
     def put(self, path: str, scratch: Path) -> None:
         """Move the scratch file ``scratch`` to ``path`` when the context is written."""
@@ -90,6 +93,8 @@ class BuildContext:
             else:
                 shutil.copyfile(entry.source, target)
             target.chmod(0o755 if entry.executable else 0o644)
+        if self._remove_scratch is not None:
+            self._remove_scratch()
 
 
 @dataclass(frozen=True)
