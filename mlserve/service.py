@@ -20,7 +20,7 @@ from .errors import MissingCredentials, MlserveError, NotFound
 from .manifest import Project, load_project
 from .report import Reporter
 from .state import (DELETED, FAILED, PENDING, SERVING, SUPERSEDED, Deployment, DeploymentStatus,
-                    JournalError, State, default_state_dir)
+                    JournalError, Release, State, default_state_dir)
 
 #: Status words beyond the provider states: nothing recorded and nothing live; a provider that
 #: could not be asked about a target the journal says is deployed; a deployment whose current
@@ -113,17 +113,13 @@ def deploy(manifest: str | Path | None = None, target: str | None = None,
 def rollback(manifest: str | Path | None = None, target: str | None = None,
              state_dir: str | Path | None = None, to: str | None = None,
              reporter: Reporter | None = None) -> DeployResult:
+    with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
+        _rollback_to(ctx, to)             # nothing to roll back to: refused, nothing created
     with open_context(manifest, target, state_dir, reporter, need_secrets=True) as ctx:
         provider = adapters.get(ctx.target.provider)
         provider.check(ctx)
         with ctx.state.lock(ctx.target_name, "rollback"):
-            if to:
-                release = ctx.state.find_release(ctx.target_name, to)
-            else:
-                release = ctx.state.previous(ctx.target_name)
-                if release is None:
-                    raise NotFound(f"target {ctx.target_name!r} has no previous release to roll "
-                                   "back to", fix=f"see `mlserve status {ctx.target_name}`")
+            release = _rollback_to(ctx, to)
             ctx.reporter.step(f"rolling back to {release.release_id}")
             seq = ctx.state.add_release(ctx.target_name, release.release_id, release.provider,
                                         release.bundle_hash, release.manifest, None, release.extra)
@@ -131,6 +127,16 @@ def rollback(manifest: str | Path | None = None, target: str | None = None,
                            lambda: provider.rollback(ctx, release, seq))
             return DeployResult(ctx.target_name, release.provider, release.release_id,
                                 outcome.url, "READY", outcome.changed, outcome.extra)
+
+
+def _rollback_to(ctx: Context, to: str | None) -> Release:
+    if to:
+        return ctx.state.find_release(ctx.target_name, to)
+    release = ctx.state.previous(ctx.target_name)
+    if release is None:
+        raise NotFound(f"target {ctx.target_name!r} has no previous release to roll back to",
+                       fix=f"see `mlserve status {ctx.target_name}`")
+    return release
 
 
 def _run(ctx: Context, seq: int, release_id: str, action) -> Any:

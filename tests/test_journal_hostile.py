@@ -402,7 +402,7 @@ def test_journal_from_before_schema_versions_is_read_and_upgraded(tmp_path, caps
 
 # -- read paths create nothing; delete of nothing is not an error -----------------------------
 
-@pytest.mark.parametrize("command", ["status", "list", "logs", "predict", "delete"])
+@pytest.mark.parametrize("command", ["status", "list", "logs", "predict", "delete", "rollback"])
 def test_read_paths_and_empty_delete_create_nothing(tmp_path, capsys, command):
     project = _project(tmp_path)
     before = sorted(p.name for p in project.iterdir())
