@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from hypothesis import strategies as st
 from mlserve.bundle import collect, shown
 from mlserve.errors import InvalidInput
 from mlserve.packaging import FORMATS
-from tests.helpers import run_cli, run_process
+from tests.helpers import MLSERVE, run_cli, run_process
 from tests.test_package_support import make_project
 
 ROOT = os.geteuid() == 0
@@ -670,3 +671,61 @@ def test_a_file_others_cannot_read_is_named_where_a_service_user_runs_it(tmp_pat
     warned = f"cannot read weights.bin ({mode:04o})" in done.err
     assert warned == (fmt in ("docker", "cloud-init") and not mode & 0o004), done.err
     _check_output(tmp_path / "o", fmt, w.root, ["weights.bin"])
+
+
+def _without_root_reads() -> list[str]:
+    """A prefix that runs a command as this user but unable to bypass file modes: as root,
+    without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (a 0000 file is then unreadable to root
+    as well); as another user, nothing."""
+    if not ROOT:
+        return []
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+UNREADABLE = {"f0000.bin": ("file", 0o000), "f0200.bin": ("file", 0o200),
+              "d0000": ("dir", 0o000), "d0600": ("dir", 0o600), "d0300": ("dir", 0o300)}
+
+
+def test_what_cannot_be_read_is_named_all_at_once(tmp_path):
+    """Unreadable files and directories, for real (root's bypass dropped): one exit 2 that names
+    each of them; ignored, they are never opened and the build succeeds."""
+    w = _world(tmp_path)
+    for name, (kind, mode) in UNREADABLE.items():
+        path = w.root / "locked" / name
+        path.parent.mkdir(exist_ok=True)
+        if kind == "dir":
+            path.mkdir()
+            (path / "inner.txt").write_text("x\n")
+        else:
+            path.write_text("x\n")
+        path.chmod(mode)
+    tmp_path.chmod(0o755)
+    args = [*_without_root_reads(), *MLSERVE, "build", "-f", str(w.root / "mlserve.yaml"),
+            "--format", "cog", "-o", str(tmp_path / "o")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    named = [line for line in done.stderr.splitlines() if "Permission denied" in line]
+    for name, (kind, mode) in UNREADABLE.items():
+        where = f"locked/{name}" + ("/inner.txt" if kind == "dir" and mode & 0o400 else "")
+        assert any(where in line for line in named), (where, done.stderr)
+    (w.root / ".mlserveignore").write_text("/locked/\n")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("provider", ["local", "ssh"])
+def test_deploy_refuses_before_anything_is_started_or_sent(tmp_path, capsys, provider):
+    """`mlserve deploy` collects the bundle before it starts a process (local) or connects to a
+    host (ssh; 203.0.113.7 is TEST-NET and never answers)."""
+    w = _world(tmp_path)
+    manifest = w.root / "mlserve.yaml"
+    doc = yaml.safe_load(manifest.read_text())
+    doc["targets"] = {"t": {"provider": "local", "port": 8480} if provider == "local" else
+                      {"provider": "ssh", "hosts": ["mlserve@203.0.113.7"]}}
+    manifest.write_text(yaml.safe_dump(doc))
+    (w.root / "keys").symlink_to(w.outside / "dir")
+    done = run_cli(capsys, "deploy", "t", "-f", str(manifest), "--state", str(tmp_path / "s"))
+    _assert_refused(done.code, done.err, ["keys"], "leaves the project")
+    assert not list((tmp_path / "s").rglob("releases"))
