@@ -113,7 +113,7 @@ class Pump:
     def _pump(self) -> None:
         poller = select.poll()
         poller.register(self._source, select.POLLIN)
-        pending, waiting = b"", False
+        pending, waiting = bytearray(), False
         while True:
             if waiting and not poller.poll(IDLE_SECONDS * 1000):
                 pending, waiting = self._forward(pending, partial=True), False
@@ -124,20 +124,23 @@ class Pump:
                 data = b""
             if not data:
                 break
-            pending = self._forward(pending + data, partial=False)
+            pending += data
+            # Until a line ends, only collect: a line written in many small pieces is masked once.
+            if b"\n" in data or len(pending) > MAX_LINE_BYTES:
+                pending = self._forward(pending, partial=False)
             waiting = bool(pending)
-        self._write(self._mask(pending))
+        self._write(self._mask(bytes(pending)))
 
-    def _forward(self, buffer: bytes, partial: bool) -> bytes:
+    def _forward(self, buffer: bytearray, partial: bool) -> bytearray:
         """Write what is safe to write now; return the rest (already masked) to keep."""
-        masked = self._mask(buffer)
+        masked = self._mask(bytes(buffer))
         keep_from = len(masked) - self._mask.held(masked)
         if not partial:
             line_end = masked.rfind(b"\n") + 1
             if len(masked) - line_end <= MAX_LINE_BYTES:
                 keep_from = min(keep_from, line_end)
         self._write(masked[:keep_from])
-        return masked[keep_from:]
+        return bytearray(masked[keep_from:])
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -164,7 +167,7 @@ class MaskedStreams:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except (AttributeError, OSError, ValueError):
+            except Exception:  # noqa: BLE001 - the model may have replaced or closed them
                 pass
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2):
