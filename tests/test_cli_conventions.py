@@ -158,6 +158,29 @@ def test_a_step_that_raises_never_says_done(capsys):
     assert "failing step ..." in err and "failing step: done" not in err
 
 
+def test_heartbeat_beats_only_while_a_stage_runs_silently():
+    from mlserve.cli.heartbeat import Heartbeat
+    lines: list[str] = []
+    beat = Heartbeat(lines.append, interval=0.1)
+    beat.begin("stage one")
+    time.sleep(0.55)
+    assert 3 <= len(lines) <= 6 and all(l.startswith("stage one: still running") for l in lines)
+    count = len(lines)
+    for _ in range(6):                   # other output keeps it quiet
+        beat.touch()
+        time.sleep(0.05)
+    assert len(lines) <= count + 1       # (one may have been due as the first touch came)
+    count = len(lines)
+    beat.begin("stage two")
+    time.sleep(0.35)
+    assert any(l.startswith("stage two") for l in lines[count:])
+    beat.end()
+    count = len(lines)
+    time.sleep(0.3)
+    assert len(lines) == count           # ended: silent, and its thread gone
+    assert not [t for t in __import__("threading").enumerate() if t.name == "mlserve-heartbeat"]
+
+
 SLOW_MODEL = """import os, time
 class Model:
     def load(self):
@@ -165,6 +188,7 @@ class Model:
         if os.environ.get("FAIL"):
             raise RuntimeError("load failed on purpose")
     def predict(self, payload):
+        time.sleep(float(os.environ["PREDICT_SECONDS"]))
         return payload
 """
 
@@ -175,9 +199,10 @@ def test_a_long_step_beats_while_it_runs_and_says_done_only_on_success(tmp_path,
     project = tmp_path / "proj"
     project.mkdir()
     (project / "model.py").write_text(SLOW_MODEL)
-    env = {"LOAD_SECONDS": "2.5", **({"FAIL": "1"} if fail else {})}
+    env = {"LOAD_SECONDS": "2.5", "PREDICT_SECONDS": "2", **({"FAIL": "1"} if fail else {})}
     (project / "mlserve.yaml").write_text(json.dumps({
-        **BASE, "env": env, "targets": {"local": {"provider": "local", "port": free_port()}}}))
+        **BASE, "env": env, "smoke": [{"input": 1, "expect": 1}],
+        "targets": {"local": {"provider": "local", "port": free_port()}}}))
     state = str(tmp_path / "st")
     try:
         result = run_process("deploy", "-f", str(project), "--state", state,
@@ -193,6 +218,8 @@ def test_a_long_step_beats_while_it_runs_and_says_done_only_on_success(tmp_path,
         else:
             assert result.code == 0 and len(done) == 1, result.err
             assert lines.index(done[0]) > lines.index(beats[-1])
+            # a plain step (no progress bar) beats too: the smoke case takes 2 s
+            assert len([l for l in lines if "smoke case(s): still running" in l]) >= 2, result.err
     finally:
         run_process("delete", "--yes", "-f", str(project), "--state", state)
 

@@ -38,7 +38,8 @@ def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
            as_json: JsonOpt = False) -> None:
     """Deploy the model to TARGET; the previous release keeps serving unless the new one is healthy."""
     from .. import service
-    result = service.deploy(file, target, state, RichReporter(quiet=as_json))
+    with RichReporter(quiet=as_json) as reporter:
+        result = service.deploy(file, target, state, reporter)
     _show_result(result, as_json, "deployed")
 
 
@@ -48,7 +49,8 @@ def rollback(target: TargetArg = None, to: Annotated[Optional[str], typer.Option
         file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Serve an earlier release again (health and smoke checked first)."""
     from .. import service
-    result = service.rollback(file, target, state, to=to, reporter=RichReporter(quiet=as_json))
+    with RichReporter(quiet=as_json) as reporter:
+        result = service.rollback(file, target, state, to=to, reporter=reporter)
     _show_result(result, as_json, "rolled back")
 
 
@@ -63,7 +65,8 @@ def predict(target: TargetArg = None,
     from .. import service
     from ..errors import ProviderError
     payload = read_input(input)     # before anything is contacted: a bad input costs nothing
-    code, body = service.predict(file, target, state, payload, reporter=RichReporter())
+    with RichReporter() as reporter:
+        code, body = service.predict(file, target, state, payload, reporter=reporter)
     if code != 200:
         detail = body.get("error") if isinstance(body, dict) else body
         raise ProviderError(f"the model answered HTTP {code}: {detail}",
@@ -130,7 +133,8 @@ def delete(target: TargetArg = None,
         name, options = service.project_for(file).target(target)
         typer.confirm(f"Delete the deployment of {clean(name)} ({clean(options.provider)})?",
                       abort=True, err=True)
-    info = service.delete(file, target, state, RichReporter(quiet=as_json))
+    with RichReporter(quiet=as_json) as reporter:
+        info = service.delete(file, target, state, reporter)
     if as_json:
         emit_json(info)
     elif info.get("status") == "DELETED":

@@ -13,15 +13,11 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from typing import Any, Iterator
 
 from ..report import Progress, Reporter
-
-# Seconds between "still running" lines of a long step when stderr is not a terminal (CI logs);
-# MLSERVE_HEARTBEAT_SECONDS shortens it (tests) or lengthens it.
-HEARTBEAT_SECONDS = 9.0
+from .heartbeat import Heartbeat, interval_from_env
 
 _UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0)) if c not in (0x09, 0x0a)}
 _UNSAFE.update({c: f"\\u{c:04x}" for c in (0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f),
@@ -108,29 +104,37 @@ class _RichProgress(Progress):
         self._bar.update(self._task, description=plain(description))
 
 
-def _heartbeat_seconds() -> float:
-    try:
-        return max(0.05, float(os.environ.get("MLSERVE_HEARTBEAT_SECONDS", "") or HEARTBEAT_SECONDS))
-    except ValueError:
-        return HEARTBEAT_SECONDS
-
-
 class RichReporter(Reporter):
     """Steps as dim lines, long work as a spinner or a bar (a terminal) or as a start line and
-    heartbeats (logs), all on stderr."""
+    heartbeats (logs), all on stderr. Use it as a context manager: leaving it stops heartbeats."""
 
     def __init__(self, quiet: bool = False) -> None:
         super().__init__()
         self.quiet = quiet
+        self._beat = None if quiet or console().is_terminal else Heartbeat(self._line, interval_from_env())
+
+    def __enter__(self) -> "RichReporter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._beat is not None:
+            self._beat.end()
+
+    def _line(self, text: str) -> None:
+        console().print(f"[dim]•[/dim] {plain(text)}")
 
     def step(self, message: str) -> None:
         super().step(message)
         if not self.quiet:
-            console().print(f"[dim]•[/dim] {plain(message)}")
+            self._line(message)
+        if self._beat is not None:
+            self._beat.begin(message)
 
     def warn(self, message: str) -> None:
         super().warn(message)
         warning(message)
+        if self._beat is not None:
+            self._beat.touch()
 
     @contextlib.contextmanager
     def progress(self, description: str, total: float | None = None) -> Iterator[Progress]:
@@ -139,12 +143,16 @@ class RichReporter(Reporter):
             yield Progress()
             return
         started = time.monotonic()
-        if console().is_terminal:
+        if self._beat is None:
             with self._bar(description, total) as step:
                 yield step
         else:
-            with _heartbeats(description, started):
+            self._line(f"{description} ...")
+            self._beat.begin(description)
+            try:
                 yield (step := Progress())
+            finally:
+                self._beat.end()
         # Reached only when the block returned: a step that raised never says "done".
         outcome = "done" if step.succeeded else "[red]failed[/red]"
         console().print(f"[dim]•[/dim] {plain(description)}: {outcome} "
@@ -160,24 +168,3 @@ class RichReporter(Reporter):
         columns.append(TimeElapsedColumn())
         with Bar(*columns, console=console(), transient=True) as bar:
             yield _RichProgress(bar, bar.add_task(plain(description), total=total))
-
-
-@contextlib.contextmanager
-def _heartbeats(description: str, started: float) -> Iterator[None]:
-    """Logs and CI: a line at the start, then one every heartbeat interval until the block ends,
-    so a reader (or a CI job's no-output timeout) can tell a slow step from a hung one."""
-    console().print(f"[dim]•[/dim] {plain(description)} ...")
-    interval, stop = _heartbeat_seconds(), threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            console().print(f"[dim]•[/dim] {plain(description)}: still running "
-                            f"({time.monotonic() - started:.0f} s)")
-
-    thread = threading.Thread(target=beat, name="mlserve-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
