@@ -184,10 +184,15 @@ def shown(text: str) -> str:
                    (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in raw)
 
 
+def ignore_pattern(rel: str, *, directory: bool = False) -> str:
+    """The gitignore pattern that matches exactly the project-relative path ``rel`` (glob
+    characters escaped), or the directory ``rel`` and everything in it."""
+    escaped = "".join("\\" + c if c in "*?[]\\!# " else c for c in rel)
+    return "/" + escaped + ("/" if directory else "")
+
+
 def _anchored(rel: str) -> str:
-    """A ``.mlserveignore`` line that matches exactly ``rel``."""
-    special = set("*?[]\\!# ")
-    return "/" + "".join("\\" + c if c in special else c for c in shown(rel))
+    return shown(ignore_pattern(rel.rstrip("/"), directory=rel.endswith("/")))
 
 
 def _leave_out(rel: str) -> str:
@@ -431,4 +436,4 @@ def state_ignores(root: Path, state_dir: Path) -> list[str]:
         rel = state_dir.resolve().relative_to(root.resolve())
     except ValueError:
         return []
-    return [f"/{rel.as_posix()}/"]
+    return [ignore_pattern(rel.as_posix(), directory=True)]

@@ -729,3 +729,29 @@ def test_deploy_refuses_before_anything_is_started_or_sent(tmp_path, capsys, pro
     done = run_cli(capsys, "deploy", "t", "-f", str(manifest), "--state", str(tmp_path / "s"))
     _assert_refused(done.code, done.err, ["keys"], "leaves the project")
     assert not list((tmp_path / "s").rglob("releases"))
+
+
+@pytest.mark.parametrize("name", ["out [1]", "st*", "#x", "!y", "a?b", "back\\slash"])
+def test_state_and_output_directories_with_glob_characters_stay_out(tmp_path, capsys, name):
+    """The build output (``-o`` inside the project) and the state directory are left out of the
+    bundle by an escaped pattern: a ``[`` or ``*`` in their names neither misses them nor
+    catches other files."""
+    w = _world(tmp_path)
+    (w.root / "st1").mkdir()
+    (w.root / "st1" / "keep.txt").write_text("ships\n")
+    state = w.root / name / "state"
+    out = w.root / name / "build"
+    done = run_cli(capsys, "build", "-f", str(w.root / "mlserve.yaml"), "--format", "cog",
+                   "-o", str(out))
+    assert done.code == 0, done.err
+    again = run_cli(capsys, "build", "-f", str(w.root / "mlserve.yaml"), "--format", "cog",
+                    "-o", str(out))
+    assert again.code == 0, again.err
+    assert not (out / "app" / name).exists(), "the build output shipped inside itself"
+    assert (out / "app" / "st1" / "keep.txt").exists()
+    from mlserve.bundle import state_ignores
+    state.mkdir(parents=True)
+    (state / "state.db").write_bytes(b"journal")
+    shipped = {f.path for f in collect(w.root, extra_ignores=state_ignores(w.root, state)).files}
+    assert not any(p.startswith(f"{name}/state/") for p in shipped)
+    assert f"{name}/build/.mlserve-build" in shipped    # only the state directory is left out

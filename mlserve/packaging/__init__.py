@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..bundle import collect
+from ..bundle import collect, ignore_pattern
 from ..errors import InvalidInput
 from ..manifest import Project, load_project
 from .cloudinit import render_cloud_init
@@ -60,7 +60,7 @@ def _ignores(project: Project, output: Path) -> list[str]:
         rel = output.resolve().relative_to(project.root.resolve())
     except ValueError:
         return []
-    return [f"/{rel.as_posix()}/"] if rel.parts else []
+    return [ignore_pattern(rel.as_posix(), directory=True)] if rel.parts else []
 
 
 def render_context(project: Project, target_name: str, fmt: str, output: Path) -> BuildContext:
