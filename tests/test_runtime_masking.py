@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 
 from mlserve.runtime.logs import Redactor, secret_forms
 from mlserve.runtime.masking import IDLE_SECONDS, Masker, Pump, encoded_forms
+from tests.helpers import EXAMPLES, run_process
+from tests.infra.net import free_port
 from tests.runtime_models.harness import Runtime
 from tests.runtime_models.leaky import WAYS
 
@@ -178,3 +181,50 @@ def test_without_secrets_the_streams_are_left_alone_and_short_secrets_are_named(
         assert "123" not in short.stderr.split("warning")[1].split("\n")[0]
     finally:
         assert plain.stop() == 0 and short.stop() == 0
+
+
+# -- through the CLI: what `mlserve logs` and a failed deploy show ------------------------------------
+
+LEAKY_MODEL = '''import logging, os, subprocess, sys
+
+class Model:
+    def load(self):
+        token = os.environ["API_TOKEN"]
+        print("load sees", token, flush=True)
+        subprocess.run(["sh", "-c", 'echo "child sees $API_TOKEN"'], check=True)
+        if os.path.exists("BROKEN"):
+            logging.getLogger("m").error("giving up with %s", token)
+            raise RuntimeError("cannot log in with " + token)
+
+    def predict(self, payload):
+        sys.stderr.write("predict sees " + os.environ["API_TOKEN"] + "\\n")
+        return {"y": [2, 4, 6]}
+'''
+
+
+@pytest.mark.slow
+def test_mlserve_logs_and_a_failed_deploys_log_tail_are_masked(tmp_path):
+    project, state, secret = tmp_path / "proj", tmp_path / "state", "tok-" + "Zq7" * 8
+    shutil.copytree(EXAMPLES / "hello", project)
+    (project / "model.py").write_text(LEAKY_MODEL)
+    manifest = project / "mlserve.yaml"
+    text = manifest.read_text().replace("env:", "secrets: [API_TOKEN]\nenv:")
+    manifest.write_text(text.replace("port: 8480", f"port: {free_port()}"))
+    args, env = ["-f", str(project), "--state", str(state)], {"API_TOKEN": secret}
+    try:
+        deployed = run_process("deploy", *args, env=env)
+        assert deployed.code == 0, deployed.err
+        shown = run_process("logs", *args, env=env)
+        assert shown.code == 0, shown.err
+        assert "load sees ***" in shown.out and "child sees ***" in shown.out
+        (project / "BROKEN").write_text("")
+        failed = run_process("deploy", *args, env=env)
+        assert failed.code == 1
+        assert "cannot log in with ***" in failed.err
+        for result in (deployed, shown, failed):
+            assert secret not in result.out + result.err
+        logs = list(state.rglob("*.log"))
+        assert logs and all(secret.encode() not in p.read_bytes() for p in logs)
+        assert all(p.stat().st_mode & 0o077 == 0 for p in logs), [oct(p.stat().st_mode) for p in logs]
+    finally:
+        run_process("delete", *args, "--yes", env=env)
