@@ -10,5 +10,6 @@ library, uvicorn (with uvloop and httptools when installed) and its own modules 
 
 Modules: ``config`` (flags and environment), ``loader`` (import and load the model), ``app`` (the
 ASGI routes), ``dispatch`` (running predict off the loop), ``logs`` (access log and events),
-``server`` (uvicorn, sockets, handover, signals).
+``masking`` (secrets masked in whatever the process writes), ``server`` (uvicorn, sockets,
+handover, signals).
 """
