@@ -187,19 +187,21 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
         return [_live_row(Context(project=project, target_name=name, target=options, state=state,
                                   reporter=Reporter()), known.get(name), journal)
                 for name, options in project.manifest.targets.items()]
+    state = None
     try:
         state = State.for_reading(directory)
-    except JournalError as exc:
-        exc.known = {"deployments": rows(State.empty(directory), journal=False)}
-        exc.details = "what is still known:\n" + "\n".join(
-            f"  {_describe(r)}" for r in exc.known["deployments"])
-        raise
-    try:
         return [{k: v for k, v in r.items() if k != "extra"} for r in rows(state)]
+    except JournalError as exc:
+        if exc.known is None:
+            exc.known = {"deployments": rows(State.empty(directory), journal=False)}
+            exc.details = "what is still known:\n" + "\n".join(
+                f"  {_describe(r)}" for r in exc.known["deployments"])
+        raise
     finally:
-        for warning in state.warnings:
-            reporter.warn(warning)
-        state.close()
+        if state is not None:
+            for warning in state.warnings:
+                reporter.warn(warning)
+            state.close()
 
 
 def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True) -> dict:

@@ -95,3 +95,34 @@ def test_lock_error_is_busy(tmp_path):
         with pytest.raises(Busy):
             with State(tmp_path).lock("t"):
                 pass
+
+
+def test_delete_is_recorded_without_rewriting_outcomes(tmp_path):
+    from mlserve.state import DeploymentStatus
+    state = State(tmp_path)
+    for rid in ("r-1", "r-2"):
+        state.finish_release(state.add_release("local", rid, "local", "h", {"name": "a"}, None),
+                             SERVING, url="http://x")
+    state.mark_deleted("local", "local", "a")
+    assert [(r.release_id, r.outcome) for r in state.releases("local")] == [
+        ("r-1", SUPERSEDED), ("r-2", SERVING)]
+    assert state.deployment("local").status == DeploymentStatus.DELETED
+    assert state.current("local") is None and state.previous("local") is None
+    assert state.releases("local", since_deletion=True) == []
+    third = state.add_release("local", "r-3", "local", "h", {"name": "a"}, None)
+    state.finish_release(third, SERVING, url="http://x")
+    assert state.current("local").release_id == "r-3" and state.previous("local") is None
+    state.close()
+
+
+def test_a_noop_attempt_is_discarded_and_the_schema_is_versioned(tmp_path):
+    import sqlite3
+    state = State(tmp_path)
+    seq = state.add_release("local", "r-1", "local", "h", {"name": "a"}, None)
+    state.discard_release(seq)
+    assert state.releases("local") == []
+    state.close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"   # readers create no files
+    db.close()
