@@ -262,6 +262,25 @@ def test_predict_input_errors_exit_2_before_contacting_anything(tmp_path, args, 
     assert code == 2 and message in err and "fix:" in err and "not deployed" not in err, err
 
 
+@pytest.mark.slow
+def test_predict_sends_piped_and_file_input_to_a_deployed_model(tmp_path):
+    project = hello(tmp_path)
+    manifest = project / "mlserve.yaml"
+    manifest.write_text(manifest.read_text().replace("port: 8480", f"port: {free_port()}"))
+    state = str(tmp_path / "st")
+    (tmp_path / "in.json").write_text('{"x": [1, 2]}')
+    base = [*MLSERVE, "predict", "-f", str(project), "--state", state]
+    try:
+        assert run_process("deploy", "-f", str(project), "--state", state).code == 0
+        for extra, stdin in (([], '{"x": [1, 2]}'), (["--input", "-"], '{"x": [1, 2]}'),
+                             (["--input", f"@{tmp_path / 'in.json'}"], None)):
+            proc = subprocess.run([*base, *extra], input=stdin, capture_output=True, text=True,
+                                  timeout=60, stdin=None if stdin is not None else subprocess.DEVNULL)
+            assert (proc.returncode, proc.stdout.strip()) == (0, '{"y": [2, 4]}'), proc.stderr
+    finally:
+        run_process("delete", "--yes", "-f", str(project), "--state", state)
+
+
 def test_predict_without_input_on_a_terminal_asks_for_it(tmp_path):
     controller, terminal = pty.openpty()
     proc = subprocess.run([*MLSERVE, "predict", "-f", PROJECT, "--state", str(tmp_path / "st")],
