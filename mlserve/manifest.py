@@ -277,7 +277,8 @@ class Project:
             elif "local" in targets:
                 name = "local"
             else:
-                raise InvalidInput(f"{self.path} has several targets ({', '.join(targets)})",
+                raise InvalidInput(f"{clean(str(self.path))} has several targets "
+                                   f"({', '.join(targets)})",
                                    fix="name one: mlserve deploy TARGET")
         if name not in targets:
             raise NotFound(f"no target {shown(name)} in {clean(str(self.path))}",

@@ -375,6 +375,38 @@ def test_mutated_manifest_is_valid_or_refused(capsys, project, field, value):
         assert "mlserve.yaml:" in result.err
 
 
+def _target_fields():
+    from mlserve.targets import LocalTarget, SSHTarget, DockerTarget, ReplicateTarget, \
+        BasetenTarget, VMTarget
+    return [(m.model_fields["provider"].annotation.__args__[0], name)
+            for m in (LocalTarget, SSHTarget, DockerTarget, ReplicateTarget, BasetenTarget, VMTarget)
+            for name in m.model_fields if name != "provider"]
+
+
+HOST_LIKE = st.one_of(HOSTILE_TEXT, st.sampled_from(
+    ["me@host\n", "me@host:22\n", "127.0.0.1\n", "host\r", "a@b@c", "[::1]:99999", "::1",
+     "me@[::1]:2222", "0.0.0.0 ", " host"]))
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=120)
+@given(st.sampled_from(_target_fields()), st.one_of(HOST_LIKE, VALUES, st.lists(HOST_LIKE,
+                                                                                 max_size=3)))
+def test_every_target_field_takes_hostile_values(capsys, project, field, value):
+    provider, name = field
+    target = {"provider": provider, name: value}
+    target.setdefault("hosts", ["me@host"]) if provider == "ssh" else None
+    target.setdefault("image", "r/x") if provider == "docker" else None
+    target.setdefault("model", "a/b") if provider == "replicate" else None
+    data = {**yaml.safe_load(GOOD), "targets": {"t": target}}
+    result = validate(capsys, project, yaml.safe_dump(data, allow_unicode=True, width=1 << 20))
+    assert result.code in (0, 2), result
+    if result.code == 2:
+        assert_refused(result, fragments=(f"targets.t",))
+    elif name in ("host", "bind", "jump_host", "hosts"):      # an address is one clean line
+        for text in value if isinstance(value, list) else [value]:
+            assert not any(c in str(text) for c in "\n\r\0 "), value
+
+
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
 @given(HOSTILE_TEXT)
 def test_hostile_key_is_shown_escaped(capsys, project, key):
