@@ -64,7 +64,8 @@ def _main(
     debug: Annotated[bool, typer.Option(
         "--debug", envvar="MLSERVE_DEBUG",
         help="Show tracebacks for errors (also accepted after the command).")] = False,
-    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     # Read by main.run before the app starts (it also accepts --debug after the command);
     # declared here so that --help lists it and MLSERVE_DEBUG is documented.

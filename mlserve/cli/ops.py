@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
-from .output import RichReporter, clean, emit_json, interactive, plain, result, say, table
+from .output import RichReporter, clean, emit_json, interactive, plain, result_line, say, table
 from .payload import read_input
 
 
@@ -85,8 +85,8 @@ def status(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
         return
     colour = {"READY": "green", "FAILED": "red", "DELETED": "dim"}.get(info["status"], "yellow")
     fields = " ".join(plain(info[k]) for k in ("url", "release", "detail") if info.get(k))
-    result(f"{plain(info['target'])} ({plain(info['provider'])}): "
-           f"[{colour}]{plain(info['status'])}[/{colour}] {fields}".rstrip())
+    result_line(f"{plain(info['target'])} ({plain(info['provider'])}): "
+                f"[{colour}]{plain(info['status'])}[/{colour}] {fields}".rstrip())
     if info["extra"].get("hosts"):
         from .hosts import hosts_table
         hosts_table(info["extra"]["hosts"], to_stdout=True)

@@ -77,7 +77,7 @@ def warning(message: str) -> None:
     console().print(f"[yellow]warning:[/yellow] {plain(with_user_options(message))}")
 
 
-def result(message: str) -> None:
+def result_line(message: str) -> None:
     """A result line on stdout (markup, values through ``plain``)."""
     out().print(clean(message))
 

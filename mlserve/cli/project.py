@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JsonOpt, ManifestOpt, app
-from .output import emit_json, plain, result, say
+from .output import emit_json, plain, result_line, say
 
 
 @app.command()
@@ -39,8 +39,8 @@ def validate(file: ManifestOpt = None, as_json: JsonOpt = False) -> None:
                    "targets": {k: v.provider for k, v in m.targets.items()}})
         return
     targets = ", ".join(f"{k} ({v.provider})" for k, v in m.targets.items())
-    result(f"[green]valid[/green]: {plain(project.located.file)} — model {plain(repr(m.name))}, "
-           f"targets: {plain(targets)}")
+    result_line(f"[green]valid[/green]: {plain(project.located.file)} — model "
+                f"{plain(repr(m.name))}, targets: {plain(targets)}")
 
 
 @app.command()
