@@ -1,8 +1,12 @@
-"""Orchestration: deploy, rollback, status, logs, predict, delete — used by the CLI and by tests.
+"""Orchestration: deploy, rollback, status, list, logs, predict, delete (for the CLI and tests).
 
 Each function takes plain arguments (manifest path, target name, state directory) and returns
 plain data, so the CLI stays a thin shell and tests drive exactly what users run. The journal
-lock is held for every command that changes a target.
+lock is held for every command that changes a target. Read paths (status, list, logs, predict,
+and a delete or rollback with nothing to do) open the journal read-only and create nothing.
+Live truth comes from the provider: ``status`` and ``list`` ask each target's adapter, and a
+journal that cannot be used fails the command with what the provider still says (``known``).
+A deploy that changed nothing leaves no release row, only an event.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def resolve_secrets(names: list[str], environ: dict | None = None) -> dict[str, 
 
 
 def _state_dir(project: Project, state_dir: str | Path | None) -> Path:
-    """The journal's directory: ``--state``/``MLSERVE_STATE``, else ``.mlserve`` beside the manifest."""
+    """The journal's directory: ``--state``/``MLSERVE_STATE``, else ``.mlserve`` by the manifest."""
     return Path(state_dir).absolute() if state_dir else default_state_dir(project.root)
 
 
@@ -153,7 +157,8 @@ def _run(ctx: Context, seq: int, release_id: str, action) -> Any:
         raise
     if not outcome.changed:
         ctx.state.discard_release(seq)
-        ctx.state.event(ctx.target_name, "unchanged", f"{release_id} already serving at {outcome.url}")
+        ctx.state.event(ctx.target_name, "unchanged",
+                        f"{release_id} already serving at {outcome.url}")
         return outcome
     ctx.state.finish_release(seq, SERVING, extra=outcome.extra, url=outcome.url)
     ctx.state.event(ctx.target_name, "deployed", f"{release_id} serving at {outcome.url}")

@@ -17,8 +17,9 @@ the file read-only and, when it does not exist, behave as an empty journal witho
 anything (read paths have no side effects; opening and checking the file is
 ``mlserve.journal_file``). Writes are transactions, so a crash leaves the journal as it was.
 Every SQLite or OS failure becomes a ``JournalError`` (exit 1) naming the file and how to move
-it aside; a row that cannot be decoded is skipped with a warning (``State.warnings``). ``lock(target)`` is an exclusive OS file lock held for the whole deploy;
-a crashed holder releases it automatically. Secret values are never written here.
+it aside; a row that cannot be decoded is skipped with a warning (``State.warnings``).
+``lock(target)`` is an exclusive OS file lock held for the whole deploy; a crashed holder
+releases it automatically. Secret values are never written here.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class State:
     def empty(cls, directory: Path | str) -> "State":
         """An empty, read-only journal for ``directory`` (used when the real one is unreadable)."""
         self = cls.__new__(cls)
-        self.dir, self.path, self.read_only, self.warnings = Path(directory), Path(directory) / "state.db", True, []
-        self._db, self._has_deleted_seq = None, True
+        self.dir, self.read_only, self.warnings = Path(directory), True, []
+        self.path, self._db, self._has_deleted_seq = self.dir / "state.db", None, True
         return self
 
     def close(self) -> None:
