@@ -285,7 +285,7 @@ def _check_output(out: Path, fmt: str, project: Path, shipped: list[str]) -> Non
 
 def _assert_refused(code: int, err: str, bad: list[str], fragment: str) -> None:
     assert code == 2, err
-    first = err.strip().splitlines()[0]
+    first = err.lstrip("\n").splitlines()[0]
     assert any(shown(b) in first for b in bad), first
     assert fragment in err, err
     assert "Traceback" not in err and "internal error" not in err.lower(), err
@@ -401,7 +401,7 @@ def test_generated_trees(tmp_path_factory, entries, fmt):
     if bad:
         assert code == 2, err
         assert any(f in err for f in fragments), err
-        first = err.strip().splitlines()[0]
+        first = err.lstrip("\n").splitlines()[0]
         assert any(shown(b) in first for b in bad), first
         assert "Traceback" not in err
     else:
@@ -755,3 +755,37 @@ def test_state_and_output_directories_with_glob_characters_stay_out(tmp_path, ca
     shipped = {f.path for f in collect(w.root, extra_ignores=state_ignores(w.root, state)).files}
     assert not any(p.startswith(f"{name}/state/") for p in shipped)
     assert f"{name}/build/.mlserve-build" in shipped    # only the state directory is left out
+
+
+@settings(max_examples=60)
+@given(raw=st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")))
+def test_any_file_name_ships_exactly_or_is_refused_by_name(tmp_path_factory, raw):
+    """Any bytes as a file name: a UTF-8 name without control characters or line breaks ships
+    under that exact name (local copy and the cloud-init tarball); any other is exit 2 naming it,
+    escaped."""
+    import unicodedata
+
+    import pathspec
+
+    from mlserve.bundle import BUILTIN_IGNORES
+    from mlserve.packaging import build
+    base = tmp_path_factory.mktemp("name")
+    w = _world(base)
+    name = os.fsdecode(raw)
+    (w.root / name).write_bytes(b"named\n")
+    if pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES).match_file(name):
+        return                                 # left out by the built-in rules, never looked at
+    try:
+        text = raw.decode("utf-8")
+        ok = not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+    except UnicodeDecodeError:
+        ok = False
+    code, err = _copy(w.root, base / "release")
+    if not ok:
+        _assert_refused(code, err, [name], "name")
+        return
+    assert code == 0, err
+    assert (base / "release" / name).read_bytes() == b"named\n"
+    build(w.root / "mlserve.yaml", None, "cloud-init", base / "ci")
+    _check_output(base / "ci", "cloud-init", w.root, [name])
