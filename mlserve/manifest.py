@@ -1,9 +1,13 @@
 """``mlserve.yaml``: the pydantic v2 model of the manifest, and loading it with located errors.
 
-Contract: ``load_manifest(path)`` returns a ``Project`` (the validated ``Manifest`` plus where it
-came from) or raises ``ManifestError`` whose problems each read
-``file:line:col: field.path: what is wrong. Fix: how``. Nothing here imports the model code:
-the entrypoint is checked by parsing it (``ast``), so validation is safe and fast.
+Contract: ``load_project(file)`` finds the manifest (``-f``, or the nearest mlserve.yaml in this
+directory or one above, like git), reads it safely (``yamlpos``: size, alias and nesting
+limits) and returns a ``Project`` (the validated ``Manifest`` plus where it came from), or raises
+``ManifestError`` whose problems each read ``file:line:col: field.path: what is wrong. Fix:
+how``, user text escaped (``strict.shown``). Every file the manifest names (the entrypoint's,
+the requirements file and the local files its lines name) must be a regular file that resolves
+inside the project (``reqsets.project_file``). Nothing here imports the model code: the
+entrypoint is checked by parsing it (``ast``), so validation is safe and fast.
 """
 
 from __future__ import annotations
