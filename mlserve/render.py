@@ -79,6 +79,11 @@ class Sourced(str):
         self.field, self.where = field, where
         return self
 
+    @classmethod
+    def at(cls, located: Any, text: str, *keys: str) -> "Sourced":
+        """``text``, found at ``keys`` of the manifest ``located`` (a ``yamlpos.Located``)."""
+        return cls(text, ".".join(keys), located.where(keys))
+
 
 def trusted(text: str) -> Quoted:
     """Text mlserve generated from its own fixed pieces (never from a manifest value)."""

@@ -416,10 +416,6 @@ def read_context(fmt: str, out: Path, tmp: Path):
 #: model name, an embedded bundle) rather than as a value.
 EMPTY_MEANS_DEFAULT = ("targets.docker.base_image", "targets.baseten.model_name",
                        "targets.vm.bundle_url")
-#: Fields cloud-init's run/install scripts take through the shell filter without a field label.
-UNLABELLED_SHELL_FIELDS = ("env.GREETING", "targets.vm.bundle_url")
-
-
 def _marker(i: int) -> str:
     return f"zqmark{i}zq"    # accepted by every pattern in the schema; appears nowhere else
 
@@ -514,12 +510,6 @@ def check_every_format(value: str, tmp: Path) -> dict[str, list[str]]:
                     live = [s for s in live if s[-1] != "file"]
                     refused[fmt].append("<file name>")
                     continue
-                if not named and fmt == "cloud-init" and "NUL" in exc.message:
-                    # The shell filter's net: cloudinit.py does not label its values with
-                    # their fields yet, so the message quotes the value instead.
-                    live = [s for s in live if field_name(s) not in UNLABELLED_SHELL_FIELDS]
-                    refused[fmt].append("<unlabelled>")
-                    continue
                 assert named, (fmt, exc.render())
                 live.remove(named[0])
                 refused[fmt].append(field_name(named[0]))
@@ -542,7 +532,7 @@ MAY_REFUSE = {
     "cog": {"env.GREETING", "model.inputs.text.default", "model.inputs.size.choices.0",
             *COMMON_REFUSALS},
     "truss": {"env.GREETING", *COMMON_REFUSALS},
-    "cloud-init": {"env.GREETING", "targets.vm.bundle_url", "<unlabelled>", *COMMON_REFUSALS},
+    "cloud-init": {"env.GREETING", "targets.vm.bundle_url", *COMMON_REFUSALS},
 }
 
 
@@ -583,7 +573,8 @@ def test_refusals_are_the_ones_expected(scratch):
     assert {"env.GREETING", "targets.docker.base_image"} <= set(refused["docker"])
     assert {"env.GREETING", "model.inputs.text.default",
             "model.inputs.size.choices.0"} <= set(refused["cog"])
-    assert "env.GREETING" in refused["truss"] and "<unlabelled>" in refused["cloud-init"]
+    assert "env.GREETING" in refused["truss"]
+    assert {"env.GREETING", "targets.vm.bundle_url"} <= set(refused["cloud-init"])
     refused = check_every_format("a\u2028b", scratch)   # a line break to pip, not to YAML
     assert "model.requirements.0" in refused["cog"]
 

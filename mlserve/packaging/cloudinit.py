@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InvalidInput
-from ..render import render
+from ..render import Sourced, render
 from .context import BuildContext, Spec
 from .runtime import runtime_pins, runtime_sources
 
@@ -107,11 +107,15 @@ def render_cloud_init(spec: Spec, ctx: BuildContext) -> None:
     if not url and size > MAX_EMBEDDED_BUNDLE:
         raise _too_large(spec, size)
     root = f"/opt/mlserve/{m.name}"
+    located = spec.project.located   # labels values, so a quoting filter can name the field
     values = {
-        "name": m.name, "entrypoint": m.model.entrypoint, "env": dict(m.env),
+        "name": m.name,
+        "entrypoint": Sourced.at(located, m.model.entrypoint, "model", "entrypoint"),
+        "env": {key: Sourced.at(located, value, "env", key) for key, value in m.env.items()},
         "secrets": list(m.secrets), "concurrency": m.scaling.concurrency,
         "port": spec.option("vm", "port", 8080), "user": spec.option("vm", "user", "mlserve"),
-        "root": root, "unit_name": f"mlserve-{m.name}.service", "bundle_url": url or "",
+        "root": root, "unit_name": f"mlserve-{m.name}.service",
+        "bundle_url": Sourced.at(located, url or "", "targets", spec.target_name, "bundle_url"),
         "bundle_sha256": digest,
         "runtime_pins": runtime_pins(m.model.python),
         "packages": ["python3", "python3-venv", *m.model.system_packages],
