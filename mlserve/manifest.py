@@ -28,7 +28,7 @@ from .reqsets import FileProblem, project_file, read_small_file, requirement_pro
 from .strict import (ENV_NAME_RE, NAME_RE, PYTHON_RE, SECRET_RE, Strict, clean, given,
                      problem_text, shown)
 from .targets import Target, TargetBase
-from .yamlpos import Located, read_located
+from .yamlpos import Located, invalid, read_located
 
 MANIFEST_NAME = "mlserve.yaml"
 _MEMORY_RE = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?")          # used with fullmatch
@@ -357,13 +357,10 @@ def parse_manifest(located: Located, root: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(located.data)
     except ValidationError as exc:
-        problems = [problem_text(e, located) for e in exc.errors()]
-        raise ManifestError(f"{located.file} is invalid ({len(problems)} problem"
-                            f"{'s' if len(problems) != 1 else ''})", problems=problems) from None
+        raise invalid(located.file, [problem_text(e, located) for e in exc.errors()]) from None
     problems = _semantic_checks(manifest, root, located)
     if problems:
-        raise ManifestError(f"{located.file} is invalid ({len(problems)} problem"
-                            f"{'s' if len(problems) != 1 else ''})", problems=problems)
+        raise invalid(located.file, problems)
     return manifest
 
 

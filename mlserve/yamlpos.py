@@ -7,14 +7,15 @@ YAML or OS exception through. Limits (documented in README.md):
 - the manifest is a regular file (not a FIFO, device or directory) of at most ``MAX_BYTES``
   (1 MiB), UTF-8 (a leading BOM is ignored); it is opened non-blocking and read up to the cap;
 - collections nest at most ``MAX_DEPTH`` (100) levels;
-- aliases may add at most ``MAX_ALIAS_NODES`` (10,000) nodes beyond those written: an alias
-  bomb ("billion laughs") is refused after a bounded walk, before anything is expanded; a
-  recursive alias (``&a [*a]``) is refused;
+- aliases may add at most ``MAX_ALIAS_NODES`` (10,000) values beyond those written: an alias
+  bomb ("billion laughs", or merge keys of merge keys) is measured in one pass linear in the
+  file and refused before anything is expanded; a recursive alias (``&a [*a]``) is refused;
 - plain YAML only: strings, numbers, booleans, null, lists and mappings (YAML 1.1 merge keys
   ``<<: *defaults`` included; explicit keys win over merged ones). Any other tag (``!!python/..``,
   ``!!binary``, ``!!set``, ``!custom``) is refused; timestamps stay the strings written;
 - keys are the strings written (``on:`` is the key "on", ``1:`` the key "1"); a list or a
-  mapping as a key (``? [a, b]``) is refused; a key appears once per mapping.
+  mapping as a key (``? [a, b]``) is refused; a key appears once per mapping;
+- one error lists at most ``MAX_PROBLEMS`` (50) problems (and counts them all).
 
 PyYAML's composer gives each node a start mark; one walk indexes them by field path (a tuple of
 keys and list indexes) while building the data, so no second parse is needed.
@@ -36,6 +37,7 @@ from .strict import clean, shown
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 10_000
+MAX_PROBLEMS = 50          # problems listed in one error (all are counted)
 
 Path_ = tuple  # a field path: ("targets", "local", "port") or ("smoke", 0, "input")
 
@@ -71,6 +73,16 @@ class Located:
         return f"{self.file}:1:1"
 
 
+def invalid(file: str, problems: list[str], fix: str | None = None) -> ManifestError:
+    """The error for a manifest with ``problems``: all counted, the first ``MAX_PROBLEMS`` listed."""
+    count = len(problems)
+    shown_problems = problems[:MAX_PROBLEMS]
+    if count > MAX_PROBLEMS:
+        shown_problems.append(f"... and {count - MAX_PROBLEMS:,} more")
+    return ManifestError(f"{file} is invalid ({count:,} problem{'s' if count != 1 else ''})",
+                         problems=shown_problems, fix=fix)
+
+
 def _loader_class():
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -102,8 +114,7 @@ def load_located(text: str, file: str) -> Located:
     located.data = builder.build(node, ())
     if builder.problems:
         problems = list(dict.fromkeys(builder.problems))   # a merged anchor repeats its own
-        raise ManifestError(f"{file} is invalid", problems=problems,
-                            fix="write plain YAML: each key once per mapping, no tags")
+        raise invalid(file, problems, fix="write plain YAML: each key once per mapping, no tags")
     return located
 
 

@@ -179,6 +179,15 @@ def test_named_attack(capsys, project, case, text, fragments):
     assert_refused(validate(capsys, project, text, "--json"), json_mode=True)
 
 
+def test_thousands_of_problems_are_counted_and_fifty_listed(capsys, project):
+    text = GOOD + "env:\n" + "".join(f"  {i}bad: x\n" for i in range(3000)) + "name: again\n"
+    result = validate(capsys, project, text)
+    assert_refused(result, fragments=("is invalid (1 problem)", "duplicate key"))
+    result = validate(capsys, project, text.replace("name: again\n", ""))
+    assert_refused(result, fragments=("is invalid (3,000 problems)", "... and 2,950 more"))
+    assert len(result.err.splitlines()) < 60
+
+
 def test_attack_table_is_large_enough():
     assert len(ATTACKS) >= 50
 
