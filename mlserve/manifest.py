@@ -385,9 +385,10 @@ def find_manifest(file: str | Path | None) -> Path:
         return path / MANIFEST_NAME if is_dir else path
     for directory in (cwd, *cwd.parents):
         path = directory / MANIFEST_NAME
-        if not os.path.lexists(path):
+        try:
+            owner = path.lstat().st_uid
+        except OSError:                     # absent, or a directory we may not look into
             continue
-        owner = path.lstat().st_uid
         if directory != cwd and owner != os.getuid():
             raise ManifestError(f"{clean(str(path))} belongs to another user (uid {owner}); "
                                 "mlserve does not use it without being told",
