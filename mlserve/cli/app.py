@@ -49,7 +49,7 @@ StateOpt = Annotated[Optional[Path], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json",
                                        help="Print one JSON object on stdout.")]
 TargetArg = Annotated[Optional[str], typer.Argument(
-    metavar="[TARGET]", show_default=False,
+    metavar="TARGET", show_default=False,
     help="Target name from the manifest. Default: the only target, or `local`.")]
 
 def _version(value: bool) -> None:
