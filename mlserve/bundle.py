@@ -14,7 +14,8 @@ a link to a directory inside it is followed (``model -> checkpoints/v3`` is a co
 what ships), with loop detection and at most ``MAX_ENTRIES`` paths walked. Everything else stops
 ``collect()`` with ``InvalidInput`` (exit 2) naming each offending path, relative to the root,
 and the fix (remove it, or leave it out with ``.mlserveignore``): a link that leaves the project
-(absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``), a dangling link, a loop, a FIFO,
+(absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``), a link to what the rules leave out
+(``.git/config``, an ignored ``.env``, the state directory), a dangling link, a loop, a FIFO,
 socket or device, what cannot be read, and a name that is not UTF-8 or holds a control character
 or line break (it could not travel safely into a Dockerfile, a tar header or a terminal). An
 ignored link that leaves the project is skipped with a warning (``Bundle.warnings``).
@@ -376,10 +377,18 @@ class _Walk:
             self.problem(rel, f"is {what} (to {target})")
             return None
         try:
-            return real, os.lstat(real)
+            st = os.lstat(real)
         except OSError as e:                  # removed since it was resolved
             self.problem(rel, f"cannot be read ({e.strerror})")
             return None
+        inner = os.path.relpath(real, self.root)
+        if inner != "." and self.rules.ignored(inner, stat.S_ISDIR(st.st_mode)):
+            # .git/config, a .env the user left out, the state directory: a link must not
+            # ship what the rules keep out
+            self.problem(rel, f"is a symlink to {target}, which the ignore rules leave out",
+                         f"remove the link, or {_leave_out(rel)}")
+            return None
+        return real, st
 
     def _warn_if_leaving(self, path: str, rel: str, link: bool) -> None:
         if link and self.rules.by_user(rel, True) and not _inside(os.path.realpath(path),

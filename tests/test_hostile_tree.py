@@ -90,6 +90,18 @@ def _pair_loop(w: World, p: Path) -> list[str]:
     return []
 
 
+def _into_git(target: str) -> Callable:
+    """A link to ``target`` inside the project's own .git/ (built-in ignore), whose config
+    holds a credential."""
+    def make(w: World, p: Path) -> list[str]:
+        (w.root / ".git").mkdir(exist_ok=True)
+        (w.root / ".git" / "config").write_bytes(b"[remote]\n url = https://u:" +
+                                                 OUTSIDE_SECRET + b"@example.com/r\n")
+        p.symlink_to(os.path.relpath(w.root / target, p.parent))
+        return []
+    return make
+
+
 def _fifo(w: World, p: Path) -> list[str]:
     os.mkfifo(p)
     return []
@@ -182,6 +194,8 @@ KINDS: dict[str, tuple[Callable, bool, bool, str]] = {
     "link-proc-fd": (_link("/proc/self/fd/0"), True, True, "leaves the project"),
     "link-dev-zero": (_link("/dev/zero"), True, True, "leaves the project"),
     "link-root": (_link("/"), True, True, "leaves the project"),
+    "link-into-git-config": (_into_git(".git/config"), True, False, "ignore rules leave out"),
+    "link-into-git-dir": (_into_git(".git"), True, False, "ignore rules leave out"),
     "dangling": (_link(lambda w, p: w.root / "missing"), True, False, "dangling"),
     "dangling-outside": (_link("/nonexistent/x"), True, True, "leaves the project"),
     "link-outside-markup-name": (_named_link("[red] [bold]", lambda w: w.outside / "shadow"),
