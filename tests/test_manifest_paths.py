@@ -279,7 +279,8 @@ def test_the_nearest_manifest_wins_and_f_wins_over_both(tmp_path, capsys, monkey
     (root / "sub" / "mlserve.yaml").write_text(_manifest().replace("hello", "nearer"))
     other = _project(tmp_path / "q")
     (other / "mlserve.yaml").write_text(_manifest().replace("hello", "other"))
-    monkeypatch.chdir(root / "sub" / "pkg" if (root / "sub" / "pkg").exists() else root / "sub")
+    (root / "sub" / "deeper").mkdir()
+    monkeypatch.chdir(root / "sub" / "deeper")
     assert json.loads(run_cli(capsys, "validate", "--json").out)["name"] == "nearer"
     result = run_cli(capsys, "validate", "--json", "-f", str(other))
     assert json.loads(result.out)["name"] == "other"
