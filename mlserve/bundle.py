@@ -1,35 +1,28 @@
 """The files a release ships, content-addressed, and nothing from outside the project.
 
-A ``Bundle`` is a list of files (relative path, bytes digest, mode) with a release id derived from
-their content only: the same files give the same id on any machine. It is what adapters upload,
-copy or build into an image.
+A ``Bundle`` lists files (relative path, digest, mode) with a release id derived from their
+content only: the same files give the same id on any machine. Adapters upload, copy or build it.
 
-Which files ship: every regular file under the manifest's directory (the project root), minus the
-state directory, the built-in ignores below and the patterns of ``.mlserveignore`` (gitignore
-syntax, matched against the path as it ships). An ignored path is skipped before anything else
-is looked at: an ignored FIFO is never opened, an ignored directory never read.
+Which files ship: every regular file under the project root, minus the state directory, the
+built-in ignores and ``.mlserveignore`` (gitignore syntax, matched against the path as it ships;
+an ignored path is skipped before it is looked at: an ignored FIFO is never opened). A symlink
+resolving inside the root ships its target's bytes under the link's path; a directory link is
+followed (``model -> checkpoints/v3``), with loop detection and at most ``MAX_ENTRIES`` paths.
+Everything else is one ``InvalidInput`` (exit 2) naming each path and the fix (remove it, or
+leave it out with ``.mlserveignore``): a link leaving the project (absolute, ``..``, chained,
+``/proc/self/...``, ``/dev/...``) or into what the rules leave out (``.git/config``, an ignored
+``.env``), a dangling link, a loop, a FIFO, socket or device, what cannot be read, a name not
+UTF-8 or holding a control character or line break (unsafe in a Dockerfile, tar header or
+terminal). An ignored link that leaves the project is skipped with a warning (``warnings``).
 
-A symlink whose target resolves inside the root ships the target's bytes under the link's path;
-a link to a directory inside it is followed (``model -> checkpoints/v3`` is a common way to pick
-what ships), with loop detection and at most ``MAX_ENTRIES`` paths walked. Everything else stops
-``collect()`` with ``InvalidInput`` (exit 2) naming each offending path, relative to the root,
-and the fix (remove it, or leave it out with ``.mlserveignore``): a link that leaves the project
-(absolute, ``..``, chained, ``/proc/self/...``, ``/dev/...``), a link to what the rules leave out
-(``.git/config``, an ignored ``.env``, the state directory), a dangling link, a loop, a FIFO,
-socket or device, what cannot be read, and a name that is not UTF-8 or holds a control character
-or line break (it could not travel safely into a Dockerfile, a tar header or a terminal). An
-ignored link that leaves the project is skipped with a warning (``Bundle.warnings``).
+Every copy is checked: ``collect()`` records each file's real path, (device, inode), size and
+digest; ``BundleFile.open()`` opens the real path with ``O_NOFOLLOW | O_NONBLOCK`` and checks
+it is still that regular file; ``BundleFile.reader()`` checks the bytes against the digest. A
+file swapped for a link or changed after ``collect()`` is an error; other bytes never ship.
 
-Every copy is checked, not only the walk: ``collect()`` records each file's real path, (device,
-inode), size and digest; ``BundleFile.open()`` opens the real path with ``O_NOFOLLOW |
-O_NONBLOCK`` and checks it is still that regular file, and ``BundleFile.reader()`` checks the
-bytes against the digest. A file swapped for a link, or changed, after ``collect()`` is an
-error; other content never ships.
-
-Modes: a file ships 0644, or 0755 when its owner may execute it, narrowed by the source's own
-permission bits (a 0600 file ships 0600): never wider. The release id hashes (path, executable,
-digest) of every file, plus the mode of those narrower than 0644/0755, so ordinary projects keep
-their ids.
+Modes: 0644, or 0755 when the owner may execute, narrowed by the source's permission bits (0600
+ships 0600): never wider. The release id hashes (path, executable, digest), plus the mode of
+files narrower than 0644/0755, so ordinary projects keep their ids.
 """
 
 from __future__ import annotations
