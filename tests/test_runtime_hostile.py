@@ -369,3 +369,29 @@ def test_whatever_the_model_raises_is_a_json_500_with_its_message(server, batch_
         assert answer["error"] == f"{name}: <the exception's message cannot be printed>"
     else:
         assert answer["error"] == f"{name}: {message}"
+
+
+@pytest.mark.slow
+def test_the_real_server_answers_hostile_bodies_with_json(tmp_path):
+    """The same classes over real HTTP (httptools or h11 in front of the app)."""
+    from tests.runtime_models.harness import Runtime
+
+    runtime = Runtime(tmp_path, "models.py:Echo")
+    try:
+        runtime.wait_ready()
+        cases = {
+            b"[" * 100_000 + b"]" * 100_000: "too deeply",
+            b'{"input": NaN}': "NaN is not a JSON number",
+            b'{"input": [1, -Infinity]}': "-Infinity is not a JSON number",
+            b'{"input": 1e999}': "1e999 is too large for a 64-bit float",
+            b'{"input": "\xff"}': "not UTF-8",
+            b'{"input": "\\udc00"}': "lone UTF-16 surrogate",
+        }
+        for body, reason in cases.items():
+            for path in POST_ROUTES[:3]:
+                status, answer, headers = runtime.request("POST", path, body)
+                assert status == 400 and reason in answer["error"], (path, body[:20], answer)
+                assert headers["content-type"] == "application/json"
+        assert runtime.request("POST", "/predict", b'{"input": 1.5e300}')[:2] == (200, {"output": 1.5e300})
+    finally:
+        assert runtime.stop() == 0
