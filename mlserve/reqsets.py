@@ -84,7 +84,8 @@ def project_file(root: Path, name: str, *, directory_ok: bool = False) -> Path:
         raise FileProblem(reason.get(exc.errno, f"cannot be used ({exc.strerror})"),
                           "correct the path or the file") from None
     if os.path.commonpath([real, real_root]) != real_root:
-        raise FileProblem(f"leads outside the project (to {real})",
+        shown = real if len(real) <= 80 else real[:80] + "…"
+        raise FileProblem(f"leads outside the project (to {shown})",
                           "copy the file into the project instead of linking to it")
     if stat.S_ISREG(mode) or (directory_ok and stat.S_ISDIR(mode)):
         return Path(real)
