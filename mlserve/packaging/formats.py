@@ -28,7 +28,7 @@ CUDA_BASE_PYTHON = "3.12"    # Ubuntu 24.04's python3
 
 def _sourced(spec: Spec, value: str, *keys: str) -> Sourced:
     """``value`` labelled with its field and line, for a quoting filter that has to refuse it."""
-    return Sourced(value, ".".join(keys), spec.project.located.where(keys))
+    return Sourced.at(spec.project.located, value, *keys)
 
 
 def _common(spec: Spec) -> dict:
