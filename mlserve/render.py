@@ -10,7 +10,8 @@ file through a named filter that quotes it for the file's language:
 ``dockerfile``      a single-quoted Dockerfile ``ENV``/``LABEL`` value (no expansion inside;
                     ``'`` written as ``'\\''``); a line break cannot be written and is refused
 ``yaml``            a YAML double-quoted scalar; every character that YAML would fold, strip
-                    or refuse (control characters, line separators, BOM) is escaped
+                    or refuse (control characters, line separators, BOM) is escaped; a bool
+                    as ``true``/``false``
 ``yaml_key(n)``     a mapping key with its ``:``: ``"key":``, or, when the quoted key is too long
                     for an implicit key (YAML allows 1024 characters), the explicit form
                     ``? "key"`` with ``:`` on the next line, indented by ``n`` spaces
