@@ -113,6 +113,7 @@ def test_a_line_longer_than_the_limit_is_forwarded_in_pieces_still_masked():
     ("ünïcödé-tøken", json.dumps("ünïcödé-tøken")),
     ("ünïcödé-tøken", str("ünïcödé-tøken".encode())),
     ("a b&c=d/e", "https://x/?k=" + quote("a b&c=d/e", safe="")),
+    ("from-a-file\n", "Authorization: Bearer from-a-file"),
     ("-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----", "line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"),
 ])
 def test_common_printed_forms_of_a_secret_are_masked(secret, printed):

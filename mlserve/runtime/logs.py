@@ -21,6 +21,8 @@ import time
 import traceback
 from typing import TextIO
 
+from .config import MIN_SECRET_CHARS
+
 MASK = "***"
 TICK_SECONDS = 0.1
 
@@ -31,8 +33,8 @@ MIN_SECRET_LINE_CHARS = 16
 
 def secret_forms(secret: str) -> set[str]:
     """``secret`` as a program commonly prints it: as is, escaped inside a JSON or Python string or
-    bytes literal (``repr``, a dict in a log line), URL-encoded, and each long line of a multi-line
-    value. Base64 and other encodings are not covered: only the value and these forms are masked."""
+    bytes literal (``repr``, a dict in a log line), URL-encoded, without surrounding white space,
+    and each long line of a multi-line value. Base64 and other encodings are not covered: only the value and these forms are masked."""
     from urllib.parse import quote, quote_plus  # only runs when there are secrets
 
     forms = {
@@ -46,6 +48,9 @@ def secret_forms(secret: str) -> set[str]:
     }
     if "\n" in secret:
         forms.update(line for line in secret.splitlines() if len(line.strip()) >= MIN_SECRET_LINE_CHARS)
+    stripped = secret.strip()  # a value read from a file often ends in a newline the model strips
+    if stripped != secret and len(stripped) >= MIN_SECRET_CHARS:
+        forms |= secret_forms(stripped)
     return {form for form in forms if form}
 
 
