@@ -34,7 +34,7 @@ MIN_SECRET_LINE_CHARS = 16
 def secret_forms(secret: str) -> set[str]:
     """``secret`` as a program commonly prints it: as is, escaped inside a JSON or Python string or
     bytes literal (``repr``, a dict in a log line), URL-encoded, without surrounding white space,
-    and each long line of a multi-line value. Base64 and other encodings are not covered: only the value and these forms are masked."""
+    and each long line of a multi-line value. Other encodings (base64, hex) are not masked."""
     from urllib.parse import quote, quote_plus  # only runs when there are secrets
 
     forms = {
