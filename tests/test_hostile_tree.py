@@ -693,8 +693,10 @@ def _without_root_reads() -> list[str]:
     as well); as another user, nothing."""
     if not ROOT:
         return []
+    from tests.infra.policy import require_tool
+    setpriv = require_tool("setpriv", "setpriv", "util-linux")
     caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
 UNREADABLE = {"f0000.bin": ("file", 0o000), "f0200.bin": ("file", 0o200),
