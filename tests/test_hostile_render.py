@@ -106,30 +106,39 @@ DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # --- the schema walk ---------------------------------------------------------------------------
 
+ANY = object()   # walking the schema alone: every field, every union member, any key
+
+
 def _string_slots(annotation, data, path: tuple) -> list[tuple]:
-    """Paths (into ``data``) of every place a string can stand under ``annotation``."""
+    """Paths (into ``data``) of every place a string can stand under ``annotation``; with
+    ``data=ANY``, the schema's own shape (keys and indices as ``*``)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
         return _string_slots(args[0], data, path)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if not isinstance(data, dict):
+        if data is not ANY and not isinstance(data, dict):
             return []
-        return [slot for name, field in annotation.model_fields.items() if name in data
-                for slot in _string_slots(field.annotation, data[name], path + (name,))]
+        return [slot for name, field in annotation.model_fields.items()
+                if data is ANY or name in data
+                for slot in _string_slots(field.annotation, ANY if data is ANY else data[name],
+                                          path + (name,))]
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
-        tagged = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
-                  and "provider" in m.model_fields and isinstance(data, dict)]
-        if tagged:
-            members = [m for m in tagged if data.get("provider") in typing.get_args(
+        if isinstance(data, dict) and all(isinstance(m, type) and issubclass(m, BaseModel)
+                                          and "provider" in m.model_fields for m in members):
+            members = [m for m in members if data.get("provider") in typing.get_args(
                 m.model_fields["provider"].annotation)]
         slots = []
         for member in members:
             slots += [s for s in _string_slots(member, data, path) if s not in slots]
         return slots
     if origin is list:
+        if data is ANY:
+            return _string_slots(args[0], ANY, path + ("*",))
         return _string_slots(args[0], data[0], path + (0,)) if isinstance(data, list) and data else []
     if origin is dict:
+        if data is ANY:
+            return [path + (KEY,)] + _string_slots(args[1], ANY, path + ("*",))
         if not isinstance(data, dict) or not data:
             return []
         return [path + (KEY,)] + [slot for key in data
@@ -205,6 +214,20 @@ def _project(root: Path, values: dict[tuple, str]) -> Path:
 def _file_name_ok(value: str) -> bool:
     return bool(value) and "\0" not in value and "/" not in value and \
         len(f"{value}.py".encode("utf-8", "surrogatepass")) <= 255 and value not in (".", "..")
+
+
+def _shape(slot: tuple) -> tuple:
+    """``slot`` with its mapping keys and list indices as ``*`` (targets keep their provider)."""
+    return tuple("*" if isinstance(p, int) or (i and slot[i - 1] in ("env", "inputs", "targets")
+                                               and p != KEY) else p
+                 for i, p in enumerate(slot))
+
+
+def test_base_reaches_every_string_field_of_the_schema():
+    """A string field the schema gains is a field BASE must fill, or this fails."""
+    schema = {s for s in _string_slots(Manifest, ANY, ()) if s}
+    reached = {_shape(s) for s in SLOTS if s[-1] != "file"}
+    assert schema <= reached, sorted(schema - reached)
 
 
 def test_the_walk_finds_every_string_field():
