@@ -158,6 +158,17 @@ def test_a_step_that_raises_never_says_done(capsys):
     assert "failing step ..." in err and "failing step: done" not in err
 
 
+@pytest.mark.slow
+def test_a_failed_venv_build_never_says_done(tmp_path):
+    project = _manifest(tmp_path / "proj", {**BASE, "model": {"entrypoint": "model.py:Model",
+                                                              "requirements": "requirements.txt"}})
+    (project / "requirements.txt").write_text("--no-index\nnosuchpkg-mlserve==1.0\n")
+    result = run_process("deploy", "-f", str(project), "--state", str(tmp_path / "st"))
+    assert result.code == 1 and "installing the model's requirements failed" in result.err
+    assert "building a venv for 2 requirement(s) ..." in result.err
+    assert "building a venv for 2 requirement(s): done" not in result.err, result.err
+
+
 def test_heartbeat_beats_only_while_a_stage_runs_silently():
     from mlserve.cli.heartbeat import Heartbeat
     lines: list[str] = []

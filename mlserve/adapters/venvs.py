@@ -80,11 +80,11 @@ def _build(ctx: Context, venv: Path, lines: list[str], app_dir: Path, requiremen
                      "install", "--disable-pip-version-check",
                      *(["-r", str(app_dir / requirements)] if isinstance(requirements, str) else lines)],
                     stdout=fh, stderr=subprocess.STDOUT, cwd=app_dir, preexec_fn=die_with_parent)
-        if result.returncode != 0:
-            raise DeployError("installing the model's requirements failed",
-                              fix="check model.requirements (names, versions) and that the package "
-                                  "index is reachable",
-                              details=f"last lines of {log}:\n{log_tail(log)}")
+            if result.returncode != 0:      # inside the step: a failed install never says "done"
+                raise DeployError("installing the model's requirements failed",
+                                  fix="check model.requirements (names, versions) and that the "
+                                      "package index is reachable",
+                                  details=f"last lines of {log}:\n{log_tail(log)}")
         (build / ".complete").write_text("\n".join(lines))
         try:
             build.rename(venv)
