@@ -430,3 +430,12 @@ def test_hostile_key_is_shown_escaped(capsys, project, key):
 def test_whole_printable_ascii_is_harmless(capsys, project):
     text = GOOD + "env: {X: " + json.dumps(string.printable) + "}\nsmoke: [{input: 1, x: 2}]\n"
     assert_refused(validate(capsys, project, text), fragments=("unknown key 'x'",))
+
+
+@settings(max_examples=500)
+@given(st.text(), st.integers(1, 100))
+def test_shown_text_never_acts_on_a_terminal(text, limit):
+    from mlserve.strict import clean, shown
+    text = "".join(c for c in text if unicodedata.category(c) != "Cs")
+    assert not _unsafe_chars(clean(text)) and not _unsafe_chars(shown(text, limit))
+    assert len(shown(text, limit)) <= 10 * limit + 40         # an escape is at most \\U0010ffff
