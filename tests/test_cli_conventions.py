@@ -141,8 +141,8 @@ def test_tables_are_results_on_stdout(tmp_path):
     listing = run_process("list", "-f", str(project), "--state", str(tmp_path / "st"))
     assert "local" in listing.out and "NOT DEPLOYED" in listing.out and listing.err == ""
     status = run_process("status", "-f", str(project), "--state", str(tmp_path / "st"))
-    assert status.out.startswith("local (local): NOT DEPLOYED") and "releases" in status.out
-    assert status.err == ""
+    assert status.out.startswith("local (local): NOT DEPLOYED") and status.err == ""
+    assert "releases" not in status.out                 # no empty table for a new target
 
 
 def test_a_step_that_raises_never_says_done(capsys):
@@ -288,6 +288,9 @@ def test_predict_sends_piped_and_file_input_to_a_deployed_model(tmp_path):
             proc = subprocess.run([*base, *extra], input=stdin, capture_output=True, text=True,
                                   timeout=60, stdin=None if stdin is not None else subprocess.DEVNULL)
             assert (proc.returncode, proc.stdout.strip()) == (0, '{"y": [2, 4]}'), proc.stderr
+        status = run_process("status", "-f", str(project), "--state", state)
+        assert status.out.startswith("local (local): READY http://127.0.0.1:"), status
+        assert "releases" in status.out and "serving" in status.out and status.err == ""
     finally:
         run_process("delete", "--yes", "-f", str(project), "--state", state)
 

@@ -90,6 +90,8 @@ def status(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
     if info["extra"].get("hosts"):
         from .hosts import hosts_table
         hosts_table(info["extra"]["hosts"], to_stdout=True)
+    if not info["releases"]:
+        return
     table("releases", ["release", "outcome", "when", "reason"],
           [[r["release"], r["outcome"], time.strftime("%Y-%m-%d %H:%M:%S",
                                                       time.localtime(r["created_at"])),
