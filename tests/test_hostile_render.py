@@ -636,6 +636,11 @@ def test_init_writes_the_name_and_port_it_was_given(tmp_path, capsys):
     assert ast.get_docstring(ast.parse((tmp_path / "p" / "model.py").read_text())).startswith("a-b9:")
 
 
+#: Names of model files large enough for a COPY line of their own.
+LARGE_FILE_NAMES = ["we$ights (v1).bin", "q'uote\"s.bin", "back\\slash.bin", "✓ \u00a0.bin",
+                    "%n {{x}} ${HOME} `id` $(id).bin", "-rf.bin", "#not-a-comment.bin"]
+
+
 # --- the real consumers, on samples ------------------------------------------------------------
 
 def test_cloud_init_schema_accepts_the_hostile_user_data(cloud_init_schema, tmp_path):
@@ -655,7 +660,7 @@ def test_docker_reads_env_labels_and_copied_paths_back_exactly(dockerd, tmp_path
     the image's environment, labels and file names are the manifest's values and the model's
     file names, exactly."""
     value = "it's \"q\" $(x) `y` ${HOME} \\ %n ✓\t#"
-    names = ["we$ights (v1).bin", "q'uote\"s.bin", "back\\slash.bin", "✓ \u00a0.bin", "%n {{x}}.bin"]
+    names = LARGE_FILE_NAMES
     manifest = _project(tmp_path / "p", {("env", "GREETING"): value})
     for name in names:
         (manifest.parent / name).write_bytes(name.encode() * (1 << 20))
@@ -766,3 +771,17 @@ def test_base_image_refuses_what_is_not_a_reference(ref, tmp_path, capsys):
     result = run_cli(capsys, "build", "-f", str(manifest), "docker", "-o", str(tmp_path / "out"))
     assert result.code == 2 and "targets.docker.base_image" in result.err, result.err
     assert "Docker image reference" in result.err and not (tmp_path / "out").exists()
+
+
+def test_large_files_copy_lines_name_each_file_exactly(scratch):
+    """Files of 1 MiB and more get their own ``COPY ["large/<digest>", "/app/<path>"]``: the
+    destination, as Docker's reader takes it, is the file's path (the real engine reads these
+    back in test_docker_reads_env_labels_and_copied_paths_back_exactly)."""
+    manifest = _project(scratch / "p", {})
+    for i, name in enumerate(LARGE_FILE_NAMES):
+        (manifest.parent / name).write_bytes(bytes([i]) * (1 << 20))
+    build(manifest, "docker", "docker", scratch / "out")
+    copies = [args for instruction, args in read_dockerfile((scratch / "out/Dockerfile").read_text())
+              if instruction == "COPY" and isinstance(args, list)]
+    assert sorted(dest for _, dest in copies) == sorted(f"/app/{n}" for n in LARGE_FILE_NAMES)
+    assert all((scratch / "out" / source).is_file() for source, _ in copies)
