@@ -70,11 +70,11 @@ class Deployment:
     def write(self, factor: int, **kw) -> None:
         (self.project / "mlserve.yaml").write_text(_manifest(self.port, factor, **kw))
 
-    def cli(self, *args: str):
-        return run_process(*args, *self.args)
+    def cli(self, *args: str, env: dict | None = None):
+        return run_process(*args, *self.args, env=env)
 
-    def deploy(self) -> str:
-        done = self.cli("deploy", "--json")
+    def deploy(self, env: dict | None = None) -> str:
+        done = self.cli("deploy", "--json", env=env)
         assert done.code == 0, done.err
         return json.loads(done.out)["release"]
 
@@ -209,9 +209,11 @@ def test_kill_minus_nine_of_deploy_leaves_nothing_unknown(dep, name, when, venv,
 @pytest.mark.slow
 def test_a_crashed_runtime_is_restarted_and_delete_stops_it(dep):
     dep.write(1)
-    release = dep.deploy()
+    release = dep.deploy(env={"MLSV_DEPLOYER_CREDENTIAL": "c-0123456789"})
     run = json.loads((dep.releases / release / "run.json").read_text())
     runtime = run["runtime"][0]
+    # the long-lived supervisor keeps none of the deployer's own variables
+    assert b"c-0123456789" not in Path(f"/proc/{run['supervisor'][0]}/environ").read_bytes()
     os.kill(runtime, signal.SIGKILL)
     wait_until(lambda: dep.health() == release and
           json.loads((dep.releases / release / "run.json").read_text())["runtime"][0] != runtime,

@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from mlserve.adapters.procs import ProcessRef, die_with_parent, open_private_log, read_json, write_json
+from mlserve.adapters.procs import (ENV_PASSTHROUGH, ProcessRef, die_with_parent, open_private_log,
+                                    read_json, write_json)
 
 FIFO_WAIT = 15.0
 SPEC_FIFO = "spec.fifo"
@@ -55,9 +56,12 @@ def start(release_dir: Path, spec: dict) -> dict:
     fifo = make_fifo(release_dir)
     nonce = secrets.token_hex(8)
     try:
+        # Only a few of the deployer's variables: its credentials must not live on in a
+        # long-lived process (the runtime gets its environment from the spec).
+        env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
         subprocess.Popen([sys.executable, "-m", "mlserve.adapters.supervisor", str(release_dir),
                           nonce], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=env)
         hand_over(fifo, release_dir / RUN_JSON, nonce, spec)
     finally:
         fifo.unlink(missing_ok=True)
