@@ -83,11 +83,9 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
                       reporter=reporter, secrets=secrets)
     except JournalError as exc:
         if exc.known is None:
-            row = _live_row(Context(project=project, target_name=name, target=options,
-                                    state=State.empty(directory), reporter=Reporter()), None,
-                            journal=False)
-            exc.known = row
-            exc.details = f"what is still known: {_describe(row)}"
+            exc.known = _known(Context(project=project, target_name=name, target=options,
+                                       state=State.empty(directory), reporter=Reporter()))
+            exc.details = f"what is still known: {_describe(exc.known)}"
         raise
     finally:
         if state is not None:
@@ -198,7 +196,8 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
         return [{k: v for k, v in r.items() if k != "extra"} for r in rows(state)]
     except JournalError as exc:
         if exc.known is None:
-            exc.known = {"deployments": rows(State.empty(directory), journal=False)}
+            exc.known = {"deployments": [{**r, "journal": False}
+                                         for r in rows(State.empty(directory), journal=False)]}
             exc.details = "what is still known:\n" + "\n".join(
                 f"  {_describe(r)}" for r in exc.known["deployments"])
         raise
@@ -234,11 +233,26 @@ def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True) -> dic
     return row
 
 
+def _known(ctx: Context) -> dict:
+    """What can still be said about a target when a command met a JournalError: with the
+    journal if it can still be read (the problem was elsewhere, e.g. a lock), else without."""
+    try:
+        state = State.for_reading(ctx.state.dir)
+    except JournalError:
+        return {**_live_row(ctx, None, journal=False), "journal": False}
+    try:
+        ctx.state = state
+        return {**_live_row(ctx, state.deployment(ctx.target_name)), "journal": True}
+    finally:
+        state.close()
+
+
 def _describe(row: dict) -> str:
     """One line for an error message: what the provider says about one target."""
     where = " ".join(str(row[k]) for k in ("url", "release") if row.get(k))
-    return (f"the {row['provider']} provider, asked without the journal, says target "
-            f"{row['target']!r} is {row['status']}"
+    asked = "" if row.get("journal", True) else ", asked without the journal,"
+    return (f"the {row['provider']} provider{asked} says target {row['target']!r} is "
+            f"{row['status']}"
             + (f" ({where})" if where else "") + (f": {row['detail']}" if row["detail"] else ""))
 
 

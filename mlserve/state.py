@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import json
 import os
@@ -162,9 +163,11 @@ class State:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             bad = lock_path if lock_path.parent.is_dir() else lock_path.parent
+            denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
             raise JournalError(f"cannot open the lock file {lock_path}: {exc.strerror}",
-                               fix=f"move {bad} aside (mv {bad} {bad}.broken); it is recreated "
-                                   "on the next deploy") from None
+                               fix=f"make {self.dir} writable by this user, or pass --state DIR"
+                               if denied else f"move {bad} aside (mv {bad} {bad}.broken); it is "
+                                              "recreated on the next deploy") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -543,3 +543,24 @@ def test_status_asks_the_provider_when_the_journal_is_garbage(served, capsys):
     deleted = _run(capsys, "delete", project, "--json")
     assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED", deleted.err
     assert not _answers(url)
+
+
+@pytest.mark.root
+def test_read_only_state_directory(seeded):
+    """A state directory this user cannot write (a read-only mount: root ignores modes): reads
+    work, changes say to make it writable. Run in a private mount namespace (unshare -m)."""
+    from tests.helpers import MLSERVE
+    from tests.infra.policy import require_root
+    require_root("a read-only mount of the state directory")
+    state = seeded / ".mlserve"
+    script = (f"mount --bind -o ro {state} {state} && "
+              + " ; ".join(f"{' '.join(MLSERVE)} {c} -f {seeded} --json; echo rc=$?"
+                           for c in ("status", "delete --yes", "deploy")))
+    import subprocess
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    codes = [line for line in done.stdout.splitlines() if line.startswith("rc=")]
+    assert codes == ["rc=0", "rc=1", "rc=1"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert done.stderr.count(f"make {state} writable by this user") == 2, done.stderr
+    assert "is FAILED" in done.stderr          # what is still known, from the readable journal
