@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlserve.runtime.logs import Redactor, secret_forms
-from mlserve.runtime.masking import IDLE_SECONDS, Masker, Pump, encoded_forms
+from mlserve.runtime.masking import DRAIN_SECONDS, IDLE_SECONDS, Masker, Pump, encoded_forms
 from tests.helpers import EXAMPLES, run_process
 from tests.infra.net import free_port
 from tests.runtime_models.harness import Runtime
@@ -167,6 +168,24 @@ def test_a_model_that_fails_to_load_leaves_a_masked_log(tmp_path):
     assert_masked(out + err)
     assert "loading with ***" in out
     assert "about to fail with ***" in err and "RuntimeError: cannot authenticate with ***" in err
+
+
+@pytest.mark.slow
+def test_a_child_that_outlives_the_runtime_does_not_hold_up_its_exit(tmp_path):
+    pid_file = tmp_path / "sidecar.pid"
+    runtime = Runtime(tmp_path, "leaky.py:Lingering", env={**SECRET_ENV, "SIDECAR_PID_FILE": str(pid_file)})
+    try:
+        runtime.wait_ready()
+        runtime.wait_log("sidecar has ***", stream="stdout")
+        started = time.monotonic()
+        assert runtime.stop() == 0
+        assert time.monotonic() - started < DRAIN_SECONDS - 1  # it did not wait for the pipe to close
+    finally:
+        runtime.stop()
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert runtime.stderr.rstrip().endswith("stopped (exit 0)")
+    assert_masked(runtime.stdout + runtime.stderr)
 
 
 @pytest.mark.slow

@@ -16,10 +16,10 @@ the start of a secret (a secret written in two ``write`` calls is masked whole);
 wait for the next write or the end of the stream.
 
 At exit (``atexit``: after an uncaught exception's traceback is printed) Python's streams are
-flushed, fds 1 and 2 are pointed at ``/dev/null``, and the pumps drain their pipes for at most
-``DRAIN_SECONDS`` (a child that outlives the runtime can hold a pipe open). Nothing is written
-unmasked: output that arrives after that, or is still in a pipe when the process is killed, is
-lost.
+flushed, fds 1 and 2 are pointed at ``/dev/null``, and the runtime waits (at most
+``DRAIN_SECONDS``) until the pumps have forwarded everything in their pipes. Nothing is written
+unmasked: what a child that outlives the runtime writes later, or what is still in a pipe when
+the process is killed, is lost.
 
 Only used when there are secrets: without them fds 1 and 2 are left alone and nothing costs more.
 Caveat: a pump thread needs the GIL, so a C extension that writes more than a pipe holds (1 MiB
@@ -33,7 +33,9 @@ import faulthandler
 import fcntl
 import os
 import select
+import struct
 import sys
+import termios
 import threading
 import time
 from typing import TextIO
@@ -41,7 +43,7 @@ from typing import TextIO
 MASK = b"***"
 IDLE_SECONDS = 0.05
 MAX_LINE_BYTES = 64 * 1024
-DRAIN_SECONDS = 2.0
+DRAIN_SECONDS = 5.0
 PIPE_BYTES = 1024 * 1024
 _READ_BYTES = 64 * 1024
 
@@ -92,7 +94,18 @@ class Pump:
         self._source = source
         self._target = target
         self._mask = mask
+        self.quiet = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def drained(self) -> bool:
+        """True once the pump has forwarded all it was given: it ended, or it sleeps on an empty pipe."""
+        if not self.thread.is_alive():
+            return True
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(self._source, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:  # the pump closed it as it ended
+            return True
+        return self.quiet and unread == 0
 
     def _run(self) -> None:
         try:
@@ -115,7 +128,10 @@ class Pump:
         poller.register(self._source, select.POLLIN)
         pending, waiting = bytearray(), False
         while True:
-            if waiting and not poller.poll(IDLE_SECONDS * 1000):
+            self.quiet = not waiting  # about to sleep with nothing to forward but a held secret prefix
+            ready = poller.poll(IDLE_SECONDS * 1000 if waiting else None)
+            self.quiet = False
+            if not ready:
                 pending, waiting = self._forward(pending, partial=True), False
                 continue
             try:
@@ -173,9 +189,11 @@ class MaskedStreams:
         for fd in (1, 2):
             os.dup2(devnull, fd)  # our last write ends of the pipes close: the pumps see EOF
         os.close(devnull)
+        # Usually the pumps see the end of their pipes at once; a child that outlives the runtime
+        # keeps a pipe open, so also stop waiting once every pump has forwarded what it was given.
         deadline = time.monotonic() + DRAIN_SECONDS
-        for pump in self._pumps:
-            pump.thread.join(max(0.0, deadline - time.monotonic()))
+        while not all(pump.drained() for pump in self._pumps) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 def _pipe_onto(fd: int, mask: Masker, saved: int) -> Pump:

@@ -85,3 +85,15 @@ class LeakyLoad:
 
     def predict(self, payload):
         return payload
+
+
+class Lingering:
+    """load() starts a child that prints the secret and outlives the runtime (a sidecar)."""
+
+    def load(self):
+        child = subprocess.Popen(["sh", "-c", 'printf "sidecar has %s\\n" "$MODEL_TOKEN"; exec sleep 20'])
+        with open(os.environ["SIDECAR_PID_FILE"], "w") as f:
+            f.write(str(child.pid))  # for the test to stop it
+
+    def predict(self, payload):
+        return payload
