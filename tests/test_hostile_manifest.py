@@ -336,7 +336,7 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(HOSTILE_TEXT, inner, max_size=4)), max_leaves=20)
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=80)
 @given(st.lists(st.sampled_from(TOKENS), max_size=40))
 def test_generated_token_soup_never_crashes(capsys, project, tokens):
     result = validate(capsys, project, "".join(tokens))
@@ -397,7 +397,7 @@ HOST_LIKE = st.one_of(HOSTILE_TEXT, st.sampled_from(
      "me@[::1]:2222", "0.0.0.0 ", " host"]))
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=120)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
 @given(st.sampled_from(_target_fields()), st.one_of(HOST_LIKE, VALUES, st.lists(HOST_LIKE,
                                                                                  max_size=3)))
 def test_every_target_field_takes_hostile_values(capsys, project, field, value):
