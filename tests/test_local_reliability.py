@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -245,6 +246,20 @@ def test_disk_stays_bounded_across_requirement_edits(dep):
     assert venvs == [key, f"{key}.log"]
     assert dep.cli("delete", "--yes").code == 0
     assert [p for p in (dep.state / "venvs").iterdir() if not p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_a_copy_left_by_a_killed_deploy_is_removed_not_kept(dep):
+    dep.write(1)
+    first = dep.deploy()
+    dep.write(2)
+    dep.deploy()
+    shutil.rmtree(dep.releases / first / "app")            # as if killed while copying
+    (dep.releases / first / "app.tmp-4242").mkdir()
+    (dep.releases / first / "app.tmp-4242" / "half.py").write_text("x = 1\n")
+    dep.write(1)
+    assert dep.deploy() == first and dep.health() == first
+    assert sorted(p.name for p in (dep.releases / first).iterdir() if p.name.startswith("app")) == ["app"]
 
 
 @pytest.mark.slow

@@ -64,8 +64,9 @@ class LocalProvider(Provider):
         private_dir(self._releases(ctx).parent)
         app_dir = release_dir / "app"
         if not app_dir.is_dir():
+            for stale in release_dir.glob("app.tmp-*"):     # a killed deploy's copy (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = release_dir / f"app.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
             bundle.copy_to(tmp)
             tmp.rename(app_dir)
         snapshot = ctx.manifest.model_dump(mode="json")
