@@ -379,7 +379,8 @@ class _Walk:
             # .git/config, a .env the user left out, the state directory: a link must not
             # ship what the rules keep out
             self.problem(rel, f"is a symlink to {target}, which the ignore rules leave out",
-                         f"remove the link, or {_leave_out(rel)}")
+                         f"copy the file in place of the link if it should ship, or "
+                         f"{_leave_out(rel)}")
             return None
         return real, st
 
