@@ -165,7 +165,7 @@ def _run(ctx: Context, seq: int, release_id: str, action) -> Any:
 
 def status(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
     with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
-        row = _live_row(ctx, ctx.state.deployment(ctx.target_name))
+        row = _live_row(ctx, ctx.state.deployment(ctx.target_name), raise_errors=True)
         history = [{"release": r.release_id, "outcome": r.outcome.value, "created_at": r.created_at,
                     "reason": r.reason} for r in ctx.state.releases(ctx.target_name)]
         history += [{"release": None, "outcome": DELETED.value, "created_at": e["at"],
@@ -208,9 +208,11 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
             state.close()
 
 
-def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True) -> dict:
+def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True,
+              raise_errors: bool = False) -> dict:
     """What the provider says about a target, given the journal's current release (or none).
-    A provider that cannot be asked is reported as UNREACHABLE with its reason, never raised.
+    A provider that cannot be asked is reported as UNREACHABLE with its reason (raised instead
+    with ``raise_errors``: ``status`` of one target gives the error's own fix and exit code).
     Without a ``journal`` (it is unreadable) the provider's answer is given as it is."""
     current = ctx.state.current(ctx.target_name)
     row = {"target": ctx.target_name, "provider": ctx.target.provider, "status": DELETED_STATE,
@@ -219,6 +221,8 @@ def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True) -> dic
     try:
         live: Status = adapters.get(ctx.target.provider).status(ctx, current)
     except MlserveError as exc:
+        if raise_errors and current is not None:
+            raise
         if current is not None or not journal:
             row.update(status=UNREACHABLE, detail=exc.message)
     else:

@@ -564,3 +564,22 @@ def test_read_only_state_directory(seeded):
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
     assert done.stderr.count(f"make {state} writable by this user") == 2, done.stderr
     assert "is FAILED" in done.stderr          # what is still known, from the readable journal
+
+
+def test_list_shows_a_provider_that_cannot_be_asked_instead_of_failing(seeded, capsys):
+    """One target's adapter cannot answer (here: a provider this mlserve cannot deploy to, named
+    by a journal another version wrote); list still shows every target, that one UNREACHABLE."""
+    manifest = seeded / "mlserve.yaml"
+    manifest.write_text(manifest.read_text() + "  rep: {provider: replicate, model: acme/hello}\n")
+    state = State(seeded / ".mlserve")
+    state.finish_release(state.add_release("rep", "r-rep", "replicate", "h", {"name": "hello"},
+                                           None), SERVING, url="https://example.invalid")
+    state.close()
+    listing = _run(capsys, "list", seeded, "--json")
+    assert listing.code == 0, listing.err
+    rows = {r["target"]: r for r in json.loads(listing.out)["deployments"]}
+    assert (rows["rep"]["status"], rows["rep"]["release"]) == ("UNREACHABLE", "r-rep")
+    assert "cannot deploy" in rows["rep"]["detail"]
+    assert rows["local"]["status"] == "FAILED"          # asked live: its process is gone
+    status = _run(capsys, "status", seeded, "rep")
+    assert status.code == 2 and "cannot deploy" in status.err   # one target: the error itself
