@@ -133,11 +133,10 @@ def _log_has(path: Path | None, text: bytes, offset: int = 0) -> bool:
 
 
 def _venv_building(dep: Deployment, old: str) -> bool:
+    """pip has started writing its log into a build directory."""
     venvs = dep.state / "venvs"
-    if venvs.is_dir() and any(p.name.endswith(".log") for p in venvs.iterdir()):
-        time.sleep(0.3)                             # pip is running now
-        return True
-    return False
+    return venvs.is_dir() and any(p.name.endswith(".log") and p.stat().st_size > 0
+                                  for p in venvs.iterdir())
 
 
 def _loading(dep: Deployment, old: str) -> bool:
@@ -183,6 +182,8 @@ def test_kill_minus_nine_of_deploy_leaves_nothing_unknown(dep, name, when, venv,
     finally:
         proc.kill()
         proc.wait()
+    if venv:                                  # killed mid-build: the build directory is there
+        assert [p for p in (dep.state / "venvs").iterdir() if ".tmp-" in p.name]
     answers = dep.health()
     new = _new_release_dir(dep, old)
     assert answers == (old if answering == "old" else new.name)
