@@ -318,6 +318,15 @@ class State:
     def events(self, target: str, limit: int = 50) -> list[dict]:
         rows = self._query("SELECT * FROM events WHERE target=? ORDER BY seq DESC LIMIT ?",
                            (target, limit))
-        return [dict(r) for r in rows][::-1]
+        events = []
+        for row in reversed(rows):
+            event = {k: row[k] for k in ("seq", "target", "at", "kind", "message")}
+            if isinstance(event["at"], (int, float)) and isinstance(event["kind"], str) \
+                    and isinstance(event["message"], str):
+                events.append(event)
+            else:
+                self._warn(f"event row {event['seq']!r} of the journal {self.path} is unreadable "
+                           "(a column of the wrong type); it was skipped")
+        return events
 
 

@@ -363,6 +363,23 @@ def test_unreadable_release_row_is_skipped_with_a_warning(tmp_path, capsys, case
     assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED", deleted.err
 
 
+@pytest.mark.parametrize("column, value", [("at", "'later'"), ("kind", "x'00'"),
+                                           ("message", "x'ff'"), ("at", "NULL")])
+def test_unreadable_event_row_is_skipped(seeded, capsys, column, value):
+    journal = seeded / ".mlserve" / "state.db"
+    assert _run(capsys, "delete", seeded).code == 0            # a "deleted" event to break
+    if value == "NULL":
+        _sql(journal, "PRAGMA writable_schema=ON",
+             "UPDATE sqlite_master SET sql=replace(sql, 'at REAL NOT NULL', 'at REAL')"
+             " WHERE name='events'")
+    _sql(journal, f"UPDATE events SET {column}={value} WHERE kind='deleted'")
+    status = _run(capsys, "status", seeded, "--json")
+    assert status.code == 0, status.err
+    info = json.loads(status.out)
+    assert info["status"] == "DELETED" and "event row" in info["warnings"][0]
+    assert [r["release"] for r in info["releases"]] == ["r-two", "r-one"]
+
+
 def test_unreadable_deployment_row_is_skipped(seeded, capsys):
     _sql(seeded / ".mlserve" / "state.db", "UPDATE deployments SET updated_at='soon'")
     listing = _run(capsys, "list", seeded, "--json")
