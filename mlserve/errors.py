@@ -72,6 +72,9 @@ class ManifestError(InvalidInput):
         super().__init__(message, **kw)
         self.problems = problems or []
 
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "problems": list(self.problems)}
+
     def render(self) -> str:
         text = super().render()
         if self.problems:

@@ -49,6 +49,7 @@ def assert_refused(result, *, json_mode: bool = False, fragments: tuple = ()) ->
     if json_mode:
         data = json.loads(result.out)
         assert data["error"] == "ManifestError" and data["exit_code"] == 2
+        assert all(p in result.err for p in data["problems"])         # the same located lines
     else:
         assert result.out == ""
     text = " ".join(result.err.split())
