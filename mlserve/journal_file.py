@@ -214,6 +214,20 @@ def json_dict(text: Any, strict: bool = False) -> dict:
     return value
 
 
+#: Types of the adapter data (``releases.extra``) that adapters read back; a row whose extra
+#: holds another type is unreadable (a damaged journal must not reach an adapter as a crash).
+EXTRA_TYPES: dict[str, type | tuple[type, ...]] = {
+    "pid": int, "pid_start": (str, int), "runtime_pid": int, "port": int, "check_port": int,
+    "dir": str, "log": str, "hosts": list, "transfer": dict, "deployment": str}
+
+
+def check_extra(extra: dict) -> None:
+    for key, kind in EXTRA_TYPES.items():
+        value = extra.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise TypeError(f"adapter data {key!r} holds {type(value).__name__} {value!r:.40}")
+
+
 def check_types(obj: Any, **kinds: tuple[str, ...]) -> None:
     """Columns of the wrong type (SQLite stores anything anywhere) make the row unreadable."""
     accepted = {"int": (int,), "str": (str,), "optional_str": (str, type(None)),

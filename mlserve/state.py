@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import Busy, NotFound
-from .journal_file import (JournalError, check_types, guard, has_deleted_seq, json_dict,
-                           open_journal)
+from .journal_file import (JournalError, check_extra, check_types, guard, has_deleted_seq,
+                           json_dict, open_journal)
 
 __all__ = ["State", "Release", "Deployment", "ReleaseOutcome", "DeploymentStatus", "JournalError",
            "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED", "default_state_dir"]
@@ -259,6 +259,7 @@ class State:
                           manifest=json_dict(row["manifest"], strict=True), url=row["url"],
                           created_at=row["created_at"], outcome=ReleaseOutcome(row["outcome"]),
                           reason=row["reason"], extra=json_dict(row["extra"], strict=True))
+            check_extra(rel.extra)
             check_types(rel, int=("seq",), str=("target", "release_id", "provider", "bundle_hash"),
                          optional_str=("url", "reason"), number=("created_at",))
         except (ValueError, TypeError) as exc:

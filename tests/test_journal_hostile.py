@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from mlserve import service
 from mlserve.errors import MlserveError
 from mlserve.report import Reporter
+from mlserve.journal_file import EXTRA_TYPES
 from mlserve.state import SERVING, SUPERSEDED, JournalError, State
 from tests.helpers import EXAMPLES, run_cli
 
@@ -378,6 +379,35 @@ def test_unreadable_event_row_is_skipped(seeded, capsys, column, value):
     info = json.loads(status.out)
     assert info["status"] == "DELETED" and "event row" in info["warnings"][0]
     assert [r["release"] for r in info["releases"]] == ["r-two", "r-one"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3), max_leaves=6)
+
+
+@generated(30)
+@given(extra=st.dictionaries(st.sampled_from(sorted(EXTRA_TYPES) + ["other"]), JSON_VALUES,
+                             max_size=6))
+def test_adapter_data_of_any_shape_never_crashes_a_command(tmp_path, shared_project, extra):
+    """A release row's adapter data (``extra``) with any JSON in it: a wrong type makes the row
+    unreadable (skipped, warned) before an adapter sees it; commands end with a message."""
+    state_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    state = State(state_dir)
+    for rid in ("r-one", "r-two"):
+        seq = state.add_release("local", rid, "local", "h", {"name": "hello"}, None,
+                                {"log": "/nonexistent/runtime.log", **extra})
+        state.finish_release(seq, SERVING, url="http://127.0.0.1:1")
+    state.close()
+    for call in (lambda: service.status(shared_project, None, state_dir),
+                 lambda: service.list_deployments(shared_project, state_dir),
+                 lambda: service.rollback(shared_project, None, state_dir),
+                 lambda: service.delete(shared_project, None, state_dir)):
+        try:
+            call()
+        except MlserveError as exc:             # anything else is an internal error
+            assert exc.exit_code in (1, 2) and exc.fix, exc.render()
 
 
 def test_unreadable_deployment_row_is_skipped(seeded, capsys):
