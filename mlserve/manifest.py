@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,8 @@ from .reqsets import FileProblem, project_file, read_small_file, requirement_pro
 from .strict import (ENV_NAME_RE, NAME_RE, PYTHON_RE, SECRET_RE, Strict, clean, given,
                      problem_text, shown)
 from .targets import Target, TargetBase
-from .yamlpos import Located, invalid, read_located
+from .yamlpos import Located, display_name, find_manifest, invalid, read_located
 
-MANIFEST_NAME = "mlserve.yaml"
 _MEMORY_RE = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?")          # used with fullmatch
 _ENTRY_RE = re.compile(r"(?P<file>[^:]+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)")  # fullmatch
 
@@ -364,52 +362,9 @@ def parse_manifest(located: Located, root: Path) -> Manifest:
     return manifest
 
 
-def find_manifest(file: str | Path | None) -> Path:
-    """The manifest to use: ``-f FILE``, a directory's mlserve.yaml, or (like git) the nearest
-    mlserve.yaml in the current directory or one above it, up to the file system's root.
-
-    One found above the current directory must belong to the user running mlserve: on a shared
-    machine a stranger's /tmp/mlserve.yaml is not picked up (git refuses such directories too).
-    """
-    try:
-        cwd = Path.cwd()
-    except FileNotFoundError:
-        raise InvalidInput("the current directory no longer exists",
-                           fix="cd to the project, or pass the manifest with -f") from None
-    if file:
-        path = cwd / file
-        try:
-            is_dir = path.is_dir()
-        except (OSError, ValueError):       # a name too long: reading it says so
-            is_dir = False
-        return path / MANIFEST_NAME if is_dir else path
-    for directory in (cwd, *cwd.parents):
-        path = directory / MANIFEST_NAME
-        try:
-            owner = path.lstat().st_uid
-        except OSError:                     # absent, or a directory we may not look into
-            continue
-        if directory != cwd and owner != os.getuid():
-            raise ManifestError(f"{clean(str(path))} belongs to another user (uid {owner}); "
-                                "mlserve does not use it without being told",
-                                fix=f"pass it with -f {clean(str(path))} if you trust it, or "
-                                "run `mlserve init` here")
-        return path
-    raise ManifestError(f"no {MANIFEST_NAME} in {clean(str(cwd))} or any directory above it",
-                        fix="run `mlserve init` to create one, or pass the right file with -f")
-
-
-def _display_name(path: Path) -> str:
-    """``path`` as messages name it: relative when it is in or above the current directory."""
-    cwd = Path.cwd()
-    if path.parent == cwd or path.parent in cwd.parents or cwd in path.parents:
-        return os.path.relpath(path, cwd)
-    return str(path)
-
-
 def load_project(file: str | Path | None = None) -> Project:
     path = find_manifest(file)
-    located = read_located(path, _display_name(path))
+    located = read_located(path, display_name(path))
     return Project(manifest=parse_manifest(located, path.parent), path=path, located=located)
 
 

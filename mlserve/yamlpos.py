@@ -1,6 +1,8 @@
 """Read the manifest's YAML safely, keeping where every key and value stands (file:line:column).
 
-Contract: ``read_located(path)`` / ``load_located(text, file)`` return ``Located`` data or raise
+Contract: ``find_manifest(file)`` is the manifest to read (``-f``, or like git the nearest
+mlserve.yaml here or above, if the user owns it); ``read_located(path)`` /
+``load_located(text, file)`` return ``Located`` data or raise
 ``ManifestError`` (exit 2) located at the offending line, for every input: nothing here lets a
 YAML or OS exception through. Limits (documented in README.md):
 
@@ -23,6 +25,7 @@ keys and list indexes) while building the data, so no second parse is needed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +33,11 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .errors import ManifestError
+from .errors import InvalidInput, ManifestError
 from .reqsets import FileProblem, read_small_file
 from .strict import clean, shown
 
+MANIFEST_NAME = "mlserve.yaml"
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 10_000
@@ -305,3 +309,46 @@ def read_located(path: Path, shown_as: str | None = None) -> Located:
         raise _fail(name, (line, col), f"not UTF-8 text (byte {data[exc.start]:#04x})",
                     "save the file as UTF-8") from None
     return load_located(text, name)
+
+
+def find_manifest(file: str | Path | None) -> Path:
+    """The manifest to use: ``-f FILE``, a directory's mlserve.yaml, or (like git) the nearest
+    mlserve.yaml in the current directory or one above it, up to the file system's root.
+
+    One found above the current directory must belong to the user running mlserve: on a shared
+    machine a stranger's /tmp/mlserve.yaml is not picked up (git refuses such directories too).
+    """
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:
+        raise InvalidInput("the current directory no longer exists",
+                           fix="cd to the project, or pass the manifest with -f") from None
+    if file:
+        path = cwd / file
+        try:
+            is_dir = path.is_dir()
+        except (OSError, ValueError):       # a name too long: reading it says so
+            is_dir = False
+        return path / MANIFEST_NAME if is_dir else path
+    for directory in (cwd, *cwd.parents):
+        path = directory / MANIFEST_NAME
+        try:
+            owner = path.lstat().st_uid
+        except OSError:                     # absent, or a directory we may not look into
+            continue
+        if directory != cwd and owner != os.getuid():
+            raise ManifestError(f"{clean(str(path))} belongs to another user (uid {owner}); "
+                                "mlserve does not use it without being told",
+                                fix=f"pass it with -f {clean(str(path))} if you trust it, or "
+                                "run `mlserve init` here")
+        return path
+    raise ManifestError(f"no {MANIFEST_NAME} in {clean(str(cwd))} or any directory above it",
+                        fix="run `mlserve init` to create one, or pass the right file with -f")
+
+
+def display_name(path: Path) -> str:
+    """``path`` as messages name it: relative when it is in or above the current directory."""
+    cwd = Path.cwd()
+    if path.parent == cwd or path.parent in cwd.parents or cwd in path.parents:
+        return os.path.relpath(path, cwd)
+    return str(path)
