@@ -193,10 +193,10 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
     state = None
     try:
         state = State.for_reading(directory)
-        return [{k: v for k, v in r.items() if k != "extra"} for r in rows(state)]
+        return [_without_extra(r) for r in rows(state)]
     except JournalError as exc:
         if exc.known is None:
-            exc.known = {"deployments": [{**r, "journal": False}
+            exc.known = {"deployments": [{**_without_extra(r), "journal": False}
                                          for r in rows(State.empty(directory), journal=False)]}
             exc.details = "what is still known:\n" + "\n".join(
                 f"  {_describe(r)}" for r in exc.known["deployments"])
@@ -206,6 +206,10 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
             for warning in state.warnings:
                 reporter.warn(warning)
             state.close()
+
+
+def _without_extra(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "extra"}     # list: one line per target
 
 
 def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True,
