@@ -2,7 +2,7 @@
 
 Errors are raised deep in the core, which does not know how the command was typed; their fixes
 say ``mlserve status local``. The shared ``--file`` and ``--state`` options record what was given
-on the command line (``remember``), and the CLI's error printer rewrites every ``mlserve CMD`` in
+on the command line (``remember``, with the root command group that parsed them), and the CLI's error printer rewrites every ``mlserve CMD`` in
 a fix so that it carries those options, for the commands that accept them (read from the app
 itself, so a new command needs nothing here). Values from ``MLSERVE_STATE`` are not repeated:
 the environment still holds them when the user runs the fix.
@@ -15,10 +15,12 @@ import shlex
 from typing import Any
 
 _passed: dict[str, str] = {}
+_root: list = []          # the command group the options were parsed by (its commands' options)
 
 
 def reset() -> None:
     _passed.clear()
+    _root.clear()
 
 
 def remember(ctx, param, value: Any) -> Any:
@@ -26,15 +28,14 @@ def remember(ctx, param, value: Any) -> Any:
     source = ctx.get_parameter_source(param.name)
     if value is not None and source is not None and source.name == "COMMANDLINE":
         _passed[param.opts[0]] = str(value)
+        _root[:] = [ctx.find_root().command]
     return value
 
 
 def _accepted_options() -> dict[str, set[str]]:
-    import typer
-    from .app import app           # at call time: app imports this module
-    group = typer.main.get_command(app)
+    group = _root[0]       # set with _passed: the root group this command line was parsed by
     return {name: {opt for p in cmd.params for opt in p.opts}
-            for name, cmd in group.commands.items()}
+            for name, cmd in getattr(group, "commands", {}).items()}
 
 
 def with_user_options(fix: str | None) -> str | None:
