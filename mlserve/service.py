@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from . import adapters
 from .adapters.base import DELETED as DELETED_STATE
 from .adapters.base import Context, Status
-from .errors import MissingCredentials, MlserveError, NotFound
+from .errors import InvalidInput, MissingCredentials, MlserveError, NotFound
 from .manifest import Project, load_project
 from .report import Reporter
 from .state import (DELETED, FAILED, PENDING, SERVING, SUPERSEDED, Deployment, DeploymentStatus,
@@ -56,6 +56,15 @@ def resolve_secrets(names: list[str], environ: dict | None = None) -> dict[str, 
             f"{'are' if len(missing) > 1 else 'is'} not set in the environment",
             fix="export " + " ".join(f"{n}=..." for n in missing) + " before deploying "
                 "(in CI, from the CI system's secret store)")
+    from .runtime.config import MIN_SECRET_CHARS
+    short = [n for n in names if len(environ[n]) < MIN_SECRET_CHARS]
+    if short:   # the runtime could not mask it: "ab" would be starred out of every log line
+        raise InvalidInput(
+            f"secret{'s' if len(short) > 1 else ''} {', '.join(short)} "
+            f"{'are' if len(short) > 1 else 'is'} shorter than {MIN_SECRET_CHARS} characters, too "
+            "short to be masked in logs and error messages",
+            fix="use a real secret value (tokens and passwords are longer), or, if the value is not "
+                "secret, move it from `secrets:` to `env:` in the manifest")
     return {n: environ[n] for n in names}
 
 
@@ -77,8 +86,9 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
     directory = _state_dir(project, state_dir)
     state = None
     try:
-        state = State(directory) if writable else State.for_reading(directory)
+        # Secrets first: a deploy refused for a missing or unmaskable secret creates nothing.
         secrets = resolve_secrets(project.manifest.secrets) if need_secrets else {}
+        state = State(directory) if writable else State.for_reading(directory)
         yield Context(project=project, target_name=name, target=options, state=state,
                       reporter=reporter, secrets=secrets)
     except JournalError as exc:
