@@ -56,7 +56,7 @@ def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: T
     last = "no answer yet"
     while time.monotonic() < deadline:
         if not alive():
-            return "the release's process exited while loading"
+            return EXITED_WHILE_LOADING
         try:
             status, body = http_json("GET", url.rstrip("/") + "/health", timeout=2)
             if status == 200:
@@ -68,6 +68,16 @@ def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: T
         time.sleep(delay)
         delay = min(delay * 1.5, max_delay)
     return f"not healthy after {timeout:g}s ({last})"
+
+
+EXITED_WHILE_LOADING = "the release's process exited while loading"
+
+
+def load_headline(reason: str, log: str) -> str | None:
+    """For a release whose checks failed with ``reason``: the exception that ended its load
+    (from ``log``) when its process died loading, else None. Local and SSH deploys lead their
+    error with it, so the first line says *why* (``ModuleNotFoundError: ...``)."""
+    return load_failure(log) if reason == EXITED_WHILE_LOADING else None
 
 
 def load_failure(log: str) -> str | None:

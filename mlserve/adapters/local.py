@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..bundle import Bundle, collect, state_ignores
-from ..checks import http_json, load_failure, predict_call, run_smoke, wait_healthy
+from ..checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
 from ..errors import DeployError, InvalidInput
 from ..state import FAILED as JOURNAL_FAILED, PENDING as JOURNAL_PENDING, SERVING, Release
 from .base import DELETED, FAILED, PENDING, READY, Context, Outcome, Provider, Status
@@ -145,7 +145,7 @@ class LocalProvider(Provider):
     def _failure(release_id: str, reason: str, log_path: Path,
                  current: Release | None) -> DeployError:
         tail = log_tail(log_path, LOG_TAIL)
-        headline = load_failure(tail) if "exited while loading" in reason else None
+        headline = load_headline(reason, tail)
         message = (f"release {release_id} failed to load: {headline}" if headline
                    else f"release {release_id} failed: {reason}")
         return DeployError(message, fix="fix the model or manifest and deploy again; the previous "

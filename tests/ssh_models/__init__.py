@@ -137,7 +137,8 @@ def deploy_failing_load(manifest: Path, state: Path, url: str):
         with pytest.raises(DeployError) as failed:
             service.deploy(manifest, "box", state)
     assert failed.value.exit_code == 1
-    assert "exited while loading" in failed.value.message
+    # The headline names the exception the remote model raised, not only that it exited.
+    assert "failed to load: RuntimeError: load failed on purpose: boom" in failed.value.message
     assert "load failed on purpose: boom" in failed.value.details   # the remote log's tail
     assert poller.failures == [] and poller.versions == ["v1"]
     return failed.value

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port, log_tail, port_taken,
                                     runtime_env, stop_process)
 from mlserve.reqsets import requirement_lines, venv_key
-from mlserve.checks import http_json, predict_call, run_smoke, wait_healthy
+from mlserve.checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
 
 from .runner import launch, systemd_booted, systemd_mode
 from .store import HostError, Store, read_json, write_json
@@ -156,7 +156,9 @@ def prepare(store: Store, request: dict, stream) -> dict:
     log = rel / "runtime.log"
     if reason is not None:
         stop_process(supervisor, None, 10)
-        raise HostError(reason, log_tail(log, LOG_TAIL))
+        tail = log_tail(log, LOG_TAIL)
+        headline = load_headline(reason, tail)
+        raise HostError(f"failed to load: {headline}" if headline else reason, tail)
     return {"received": received, "check_port": spec["check_port"], "dir": str(rel),
             "log": str(log), "pid": run["runtime"][0], "supervisor": run["supervisor"][0],
             "mode": run.get("mode"), "unit": run.get("unit"), "venv": venv}
