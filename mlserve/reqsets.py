@@ -132,11 +132,33 @@ def _read_requirements(path: Path) -> list[str]:
 
 
 def requirement_lines(root: Path, requirements) -> list[str]:
-    """The requirement lines of ``requirements`` (a file under ``root``, or a list)."""
+    """The requirement lines of ``requirements`` (a file under ``root``, or a list). A file's
+    ``-r`` includes are replaced by their lines (recursively, each file once), so the lines, and
+    the venv key made from them, change when an included file does."""
     if isinstance(requirements, str):
-        lines = _read_requirements(project_file(root, requirements))
-        return [line for line in lines if line and not line.startswith("#")]
+        return _flattened(root, requirements, set())
     return list(requirements or [])
+
+
+def _flattened(root: Path, name: str, seen: set[str]) -> list[str]:
+    real = str(project_file(root, name))
+    if real in seen:
+        return []
+    seen.add(real)
+    if len(seen) > MAX_INCLUDES:
+        raise FileProblem(f"is one requirement file too many (more than {MAX_INCLUDES})",
+                          "include fewer files with -r")
+    here = os.path.dirname(os.path.relpath(real, os.path.realpath(root)))
+    out: list[str] = []
+    for line in _read_requirements(Path(real)):
+        if not line or line.startswith("#"):
+            continue
+        refs = referenced_paths(line)
+        if len(refs) == 1 and refs[0][0] == "--requirement" and "$" not in refs[0][1]:
+            out.extend(_flattened(root, os.path.normpath(os.path.join(here, refs[0][1])), seen))
+        else:
+            out.append(line)
+    return out
 
 
 # --- local files a requirement set names ----------------------------------------------------

@@ -304,3 +304,21 @@ def test_a_strangers_manifest_above_is_not_used(tmp_path, capsys, monkeypatch):
     assert_refused(run_cli(capsys, "validate"), fragments=("belongs to another user", "-f"))
     monkeypatch.chdir(root)            # in the directory itself, it is the user's choice
     assert run_cli(capsys, "validate").code == 0
+
+
+def test_the_venv_key_follows_what_an_included_requirements_file_says(tmp_path):
+    """A venv is reused while its requirement lines are unchanged: a ``-r`` include's lines count,
+    so editing only the included file gives a new venv (it once kept the stale one)."""
+    from mlserve.reqsets import requirement_lines, venv_key
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "requirements.txt").write_text("-r reqs/base.txt  # shared pins\nsix\n")
+    (tmp_path / "reqs" / "base.txt").write_text("--requirement more.txt\nattrs==23.1\n")
+    (tmp_path / "reqs" / "more.txt").write_text("# nothing but a comment\n-r base.txt\nidna\n")
+    first = requirement_lines(tmp_path, "requirements.txt")
+    assert first == ["idna", "attrs==23.1", "six"]          # each file once, in pip's order
+    (tmp_path / "reqs" / "base.txt").write_text("--requirement more.txt\nattrs==23.2\n")
+    second = requirement_lines(tmp_path, "requirements.txt")
+    assert second == ["idna", "attrs==23.2", "six"]
+    assert venv_key(first) != venv_key(second)
+    # A list in the manifest is taken as written.
+    assert requirement_lines(tmp_path, ["-r requirements.txt"]) == ["-r requirements.txt"]
