@@ -4,7 +4,8 @@
 ``None`` for a reader when there is no journal yet: nothing is created), after checking that
 the directory is a directory, the file a regular file, the database intact (``quick_check``)
 and its schema one this mlserve reads (``PRAGMA user_version``; version 0 is a journal from
-before versions, upgraded by the next writer). Anything else is a ``JournalError`` (exit 1: the
+before versions, version 1 one from before releases kept their file lists; both are read as they
+are and upgraded by the next writer, never by a reader). Anything else is a ``JournalError`` (exit 1: the
 command's input is fine) naming the file and the fix, usually to move it aside. ``guard`` turns
 SQLite and OS failures during later queries into the same error. Text columns decode with
 replacement characters, so a damaged row fails its own checks (``json_dict``, ``check_types``)
@@ -26,7 +27,9 @@ from typing import Any, Iterator
 
 from .errors import MlserveError
 
-SCHEMA_VERSION = 1
+#: 2: ``releases.files`` ({path: [sha256, executable, size]}) and ``releases.requirements``
+#: (the requirement lines), JSON, NULL when unknown (rows written by schema 0 and 1).
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
   target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
@@ -35,13 +38,15 @@ CREATE TABLE IF NOT EXISTS deployments (
 CREATE TABLE IF NOT EXISTS releases (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, release_id TEXT NOT NULL,
   provider TEXT NOT NULL, bundle_hash TEXT NOT NULL, manifest TEXT NOT NULL, url TEXT,
-  created_at REAL NOT NULL, outcome TEXT NOT NULL, reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
+  created_at REAL NOT NULL, outcome TEXT NOT NULL, reason TEXT, extra TEXT NOT NULL DEFAULT '{}',
+  files TEXT, requirements TEXT);
 CREATE INDEX IF NOT EXISTS releases_target ON releases(target, seq);
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, at REAL NOT NULL,
   kind TEXT NOT NULL, message TEXT NOT NULL);
 """
-#: Columns every version reads (version 0 lacks deployments.deleted_seq).
+#: Columns every version has (version 0 lacks deployments.deleted_seq, versions 0 and 1
+#: releases.files and releases.requirements: ``ADDED`` below).
 COLUMNS = {
     "deployments": {"target", "provider", "name", "release_id", "url", "status", "updated_at"},
     "releases": {"seq", "target", "release_id", "provider", "bundle_hash", "manifest", "url",
@@ -84,8 +89,17 @@ def open_journal(directory: Path, read_only: bool) -> sqlite3.Connection | None:
         return None
 
 
+#: Columns later versions added, and their declarations (a writer adds what is missing).
+ADDED = {("deployments", "deleted_seq"): "INTEGER NOT NULL DEFAULT 0",
+         ("releases", "files"): "TEXT", ("releases", "requirements"): "TEXT"}
+
+
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in {c[1] for c in db.execute(f"PRAGMA table_info({table})")}
+
+
 def has_deleted_seq(db: sqlite3.Connection) -> bool:
-    return "deleted_seq" in {c[1] for c in db.execute("PRAGMA table_info(deployments)")}
+    return has_column(db, "deployments", "deleted_seq")
 
 
 @contextlib.contextmanager
@@ -187,10 +201,20 @@ def _check_schema(db: sqlite3.Connection, path: Path, read_only: bool) -> bool:
     elif read_only:                      # a new (or zero-length) file
         return False
     if not read_only and version < SCHEMA_VERSION:
-        db.executescript(SCHEMA)         # new, or version 0 -> 1: add what is missing
-        if not has_deleted_seq(db):
-            db.execute("ALTER TABLE deployments ADD COLUMN deleted_seq INTEGER NOT NULL DEFAULT 0")
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # new, or an older version: add what is missing, in one transaction (a writer killed
+        # half-way leaves the old version, still readable, to be upgraded again)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                db.execute(statement)
+            for (table, column), declaration in ADDED.items():
+                if not has_column(db, table, column):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     return True
 
 
@@ -237,3 +261,32 @@ def check_types(obj: Any, **kinds: tuple[str, ...]) -> None:
             value = getattr(obj, name)
             if not isinstance(value, accepted[kind]) or isinstance(value, bool):
                 raise TypeError(f"column {name} holds {type(value).__name__} {value!r:.40}")
+
+
+def file_list(text: Any) -> dict[str, tuple[str, bool, int]] | None:
+    """``releases.files``: None when NULL; ValueError/TypeError for anything but
+    {path: [sha256 hex, executable, size]}."""
+    if text is None:
+        return None
+    files = json_dict(text, strict=True)
+    checked = {}
+    for path, entry in files.items():
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], bool) and isinstance(entry[2], int)
+                and not isinstance(entry[2], bool)):
+            raise TypeError(f"file {path!r:.60} holds {entry!r:.60}, not [digest, executable, size]")
+        checked[path] = (entry[0], entry[1], entry[2])
+    return checked
+
+
+def requirement_list(text: Any) -> list[str] | None:
+    """``releases.requirements``: None when NULL, else a JSON list of strings."""
+    if text is None:
+        return None
+    try:
+        lines = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise TypeError("requirements is not a list of lines")
+    return lines

@@ -2,7 +2,9 @@
 
 Tables: ``deployments`` (one row per target: provider, current release, URL, status, and the
 last release sequence number a ``delete`` removed), ``releases`` (every release attempt: id,
-bundle hash, manifest snapshot, URL, time, outcome, adapter data such as pids and ports) and
+bundle hash, manifest snapshot, URL, time, outcome, adapter data such as pids and ports, and
+since schema 2 the shipped files ``{path: [sha256, executable, size]}`` and requirement lines,
+``None`` on rows written before: ``mlserve plan`` then says the files are unknown) and
 ``events`` (deletions, no-op deploys, failures). ``PRAGMA user_version`` is the schema version:
 a journal written by a newer mlserve, or a database that is not a journal, is refused with a
 message, never half-read.
@@ -37,8 +39,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import Busy, NotFound
-from .journal_file import (JournalError, check_extra, check_types, guard, has_deleted_seq,
-                           json_dict, open_journal)
+from .journal_file import (JournalError, check_extra, check_types, file_list, guard,
+                           has_deleted_seq, json_dict, open_journal, requirement_list)
 
 __all__ = ["State", "Release", "Deployment", "ReleaseOutcome", "DeploymentStatus", "JournalError",
            "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED", "default_state_dir"]
@@ -85,6 +87,9 @@ class Release:
     outcome: str
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: {path: (sha256, executable, size)} shipped; None when the row predates schema 2
+    files: dict[str, tuple[str, bool, int]] | None = None
+    requirements: list[str] | None = None      # requirement lines; None when not recorded
 
 
 @dataclass
@@ -183,13 +188,20 @@ class State:
 
     # -- releases --------------------------------------------------------------------------
     def add_release(self, target: str, release_id: str, provider: str, bundle_hash: str,
-                    manifest: dict, url: str | None, extra: dict | None = None) -> int:
+                    manifest: dict, url: str | None, extra: dict | None = None, *,
+                    files: dict | None = None, requirements: list[str] | None = None) -> int:
+        """A pending attempt; ``files`` ({path: (sha256, executable, size)}, e.g.
+        ``mlserve.plan.file_list(bundle)``) and ``requirements`` (lines) let ``plan`` show what
+        the next deploy changes (None: not known, as for a rollback of an old row)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO releases (target, release_id, provider, bundle_hash, manifest, url,"
-                " created_at, outcome, extra) VALUES (?,?,?,?,?,?,?,?,?)",
+                " created_at, outcome, extra, files, requirements) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (target, release_id, provider, bundle_hash, json.dumps(manifest, sort_keys=True),
-                 url, time.time(), PENDING.value, json.dumps(extra or {}, sort_keys=True)))
+                 url, time.time(), PENDING.value, json.dumps(extra or {}, sort_keys=True),
+                 None if files is None else json.dumps({p: list(v) for p, v in files.items()},
+                                                       sort_keys=True),
+                 None if requirements is None else json.dumps(list(requirements))))
             return int(cur.lastrowid)
 
     def finish_release(self, seq: int, outcome: str, *, reason: str | None = None,
@@ -266,6 +278,15 @@ class State:
             self._warn(f"release row {row['seq']!r} of the journal {self.path} is unreadable "
                        f"({exc}); it was skipped")
             return None
+        columns = row.keys()            # a schema 0/1 journal read as it is has neither
+        try:                            # damaged lists only lose what plan can compare
+            rel.files = file_list(row["files"]) if "files" in columns else None
+            rel.requirements = requirement_list(row["requirements"]) \
+                if "requirements" in columns else None
+        except (ValueError, TypeError) as exc:
+            self._warn(f"the file list of release row {row['seq']!r} of the journal {self.path} "
+                       f"is unreadable ({exc}); its files are shown as unknown")
+            rel.files = rel.requirements = None
         return rel
 
     def _warn(self, message: str) -> None:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from mlserve import service
 from mlserve.errors import MlserveError
 from mlserve.report import Reporter
-from mlserve.journal_file import EXTRA_TYPES
+from mlserve.journal_file import EXTRA_TYPES, SCHEMA_VERSION
 from mlserve.state import SERVING, SUPERSEDED, JournalError, State
 from tests.helpers import EXAMPLES, run_cli
 
@@ -460,7 +460,85 @@ def test_journal_from_before_schema_versions_is_read_and_upgraded(tmp_path, caps
     state = State(journal.parent)                                             # a writer upgrades
     assert state.current("local") is None and state.releases("local")[0].release_id == "r-old"
     state.close()
-    assert sqlite3.connect(journal).execute("PRAGMA user_version").fetchone()[0] == 1
+    db = sqlite3.connect(journal)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert {"files", "requirements"} <= {c[1] for c in db.execute("PRAGMA table_info(releases)")}
+
+
+def _v1_journal(project: Path) -> Path:
+    """A schema 1 journal (no file lists) with one serving release, written by State's SQL of
+    that version."""
+    journal = project / ".mlserve" / "state.db"
+    journal.parent.mkdir()
+    db = sqlite3.connect(journal, isolation_level=None)
+    db.executescript("""
+      CREATE TABLE deployments (target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
+        release_id TEXT, url TEXT, status TEXT NOT NULL, updated_at REAL NOT NULL,
+        deleted_seq INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
+        release_id TEXT NOT NULL, provider TEXT NOT NULL, bundle_hash TEXT NOT NULL,
+        manifest TEXT NOT NULL, url TEXT, created_at REAL NOT NULL, outcome TEXT NOT NULL,
+        reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
+      CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
+        at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+      INSERT INTO releases VALUES (1, 'local', 'r-v1', 'local', 'h', '{"name": "hello"}', NULL,
+        1.0, 'serving', NULL, '{}');
+      INSERT INTO deployments VALUES ('local', 'local', 'hello', 'r-v1', NULL, 'READY', 1.0, 0);
+      PRAGMA user_version=1;
+    """)
+    db.close()
+    return journal
+
+
+def test_schema_1_journal_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path):
+    journal = _v1_journal(_project(tmp_path))
+    before = journal.read_bytes()
+    reader = State.for_reading(journal.parent)
+    assert reader.current("local").release_id == "r-v1" and reader.current("local").files is None
+    reader.close()
+    assert journal.read_bytes() == before                      # a reader upgrades nothing
+    writer = State(journal.parent)
+    seq = writer.add_release("local", "r-v2", "local", "h2", {"name": "hello"}, None,
+                             files={"a.py": ("ab" * 32, False, 3)}, requirements=["numpy"])
+    writer.finish_release(seq, SERVING)
+    writer.close()
+    again = State.for_reading(journal.parent)
+    current = again.current("local")
+    assert current.files == {"a.py": ("ab" * 32, False, 3)} and current.requirements == ["numpy"]
+    assert again.releases("local")[0].files is None            # the old row stays unknown
+    again.close()
+    assert sqlite3.connect(journal).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.one_of(st.text(max_size=30), st.just("[1]"),
+                       st.dictionaries(st.text(max_size=5), st.lists(
+                           st.one_of(st.text(max_size=4), st.integers(), st.booleans(),
+                                     st.none()), max_size=4), max_size=3).map(json.dumps)),
+       requirements=st.one_of(st.text(max_size=20), st.lists(st.one_of(
+           st.text(max_size=5), st.integers()), max_size=3).map(json.dumps)))
+def test_damaged_file_lists_lose_only_the_lists(tmp_path, files, requirements):
+    """Any text in the files/requirements columns: the release stays readable (rollback,
+    status), its lists are either well-formed or unknown with a warning."""
+    directory = Path(tempfile.mkdtemp(dir=tmp_path))
+    state = State(directory)
+    seq = state.add_release("local", "r-x", "local", "h", {"name": "hello"}, None)
+    state.finish_release(seq, SERVING)
+    state.close()
+    db = sqlite3.connect(directory / "state.db", isolation_level=None)
+    db.execute("UPDATE releases SET files=?, requirements=?", (files, requirements))
+    db.close()
+    reader = State.for_reading(directory)
+    current = reader.current("local")
+    assert current is not None and current.release_id == "r-x"
+    if current.files is not None:
+        assert all(isinstance(p, str) and isinstance(d, str) and isinstance(x, bool)
+                   and isinstance(n, int) for p, (d, x, n) in current.files.items())
+    if current.requirements is not None:
+        assert all(isinstance(line, str) for line in current.requirements)
+    warned = any("file list" in w for w in reader.warnings)
+    assert warned == (current.files is None and current.requirements is None)
+    reader.close()
 
 
 # -- read paths create nothing; delete of nothing is not an error -----------------------------
