@@ -263,7 +263,7 @@ def check_types(obj: Any, **kinds: tuple[str, ...]) -> None:
                 raise TypeError(f"column {name} holds {type(value).__name__} {value!r:.40}")
 
 
-def file_list(text: Any) -> dict[str, tuple[str, bool, int]] | None:
+def decode_files(text: Any) -> dict[str, tuple[str, bool, int]] | None:
     """``releases.files``: None when NULL; ValueError/TypeError for anything but
     {path: [sha256 hex, executable, size]}."""
     if text is None:
@@ -279,7 +279,7 @@ def file_list(text: Any) -> dict[str, tuple[str, bool, int]] | None:
     return checked
 
 
-def requirement_list(text: Any) -> list[str] | None:
+def decode_requirements(text: Any) -> list[str] | None:
     """``releases.requirements``: None when NULL, else a JSON list of strings."""
     if text is None:
         return None

@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import Busy, NotFound
-from .journal_file import (JournalError, check_extra, check_types, file_list, guard,
-                           has_deleted_seq, json_dict, open_journal, requirement_list)
+from .reqsets import FileProblem, requirement_lines
+from .journal_file import (JournalError, check_extra, check_types, decode_files,
+                           decode_requirements, guard, has_deleted_seq, json_dict, open_journal)
 
 __all__ = ["State", "Release", "Deployment", "ReleaseOutcome", "DeploymentStatus", "JournalError",
-           "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED", "default_state_dir"]
+           "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED", "default_state_dir",
+           "file_list", "requirements_of"]
 
 
 class ReleaseOutcome(str, enum.Enum):
@@ -102,6 +104,20 @@ class Deployment:
     status: str
     updated_at: float
     deleted_seq: int = 0
+
+
+def file_list(bundle: Any) -> dict[str, tuple[str, bool, int]]:
+    """What the journal keeps of a ``mlserve.bundle.Bundle``'s files (``add_release(files=)``)."""
+    return {f.path: (f.digest, f.executable, f.size) for f in bundle.files}
+
+
+def requirements_of(root: Path, requirements: Any) -> list[str] | None:
+    """The requirement lines a release installs (``add_release(requirements=)``), -r includes
+    read in; None when they cannot be read (``validate`` says why)."""
+    try:
+        return requirement_lines(root, requirements)
+    except (FileProblem, OSError):
+        return None
 
 
 def default_state_dir(manifest_dir: Path) -> Path:
@@ -190,8 +206,8 @@ class State:
     def add_release(self, target: str, release_id: str, provider: str, bundle_hash: str,
                     manifest: dict, url: str | None, extra: dict | None = None, *,
                     files: dict | None = None, requirements: list[str] | None = None) -> int:
-        """A pending attempt; ``files`` ({path: (sha256, executable, size)}, e.g.
-        ``mlserve.plan.file_list(bundle)``) and ``requirements`` (lines) let ``plan`` show what
+        """A pending attempt; ``files`` ({path: (sha256, executable, size)}: ``file_list(bundle)``)
+        and ``requirements`` (lines) let ``plan`` show what
         the next deploy changes (None: not known, as for a rollback of an old row)."""
         with self._tx() as db:
             cur = db.execute(
@@ -280,8 +296,8 @@ class State:
             return None
         columns = row.keys()            # a schema 0/1 journal read as it is has neither
         try:                            # damaged lists only lose what plan can compare
-            rel.files = file_list(row["files"]) if "files" in columns else None
-            rel.requirements = requirement_list(row["requirements"]) \
+            rel.files = decode_files(row["files"]) if "files" in columns else None
+            rel.requirements = decode_requirements(row["requirements"]) \
                 if "requirements" in columns else None
         except (ValueError, TypeError) as exc:
             self._warn(f"the file list of release row {row['seq']!r} of the journal {self.path} "
