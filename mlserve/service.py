@@ -1,12 +1,20 @@
-"""Orchestration: deploy, rollback, status, list, logs, predict, delete (for the CLI and tests).
+"""Orchestration: deploy, rollback, observe, status, list, logs, predict, delete.
 
 Each function takes plain arguments (manifest path, target name, state directory) and returns
-plain data, so the CLI stays a thin shell and tests drive exactly what users run. The journal
-lock is held for every command that changes a target. Read paths (status, list, logs, predict,
-and a delete or rollback with nothing to do) open the journal read-only and create nothing.
-Live truth comes from the provider: ``status`` and ``list`` ask each target's adapter, and a
-journal that cannot be used fails the command with what the provider still says (``known``).
+plain data, so the CLI stays a thin shell and tests drive exactly what users run.
+
+The journal belongs to this module; adapters never open it. A deploy is: load the project,
+secrets, journal lock, ``observe`` (what the provider has, found by the deployment's identity),
+settle the journal with it (attempts a killed command left pending fail; a release the provider
+serves but the journal does not name is adopted), the adapter's steps through
+``adapters.phases.run``, then the outcome. While the steps run, the adapter's ``ctx.record``
+writes the resources it creates into the attempt's row, so the next command can find them.
 A deploy that changed nothing leaves no release row, only an event.
+
+Read paths (``observe``, ``status``, ``list``, ``logs``, ``predict``, ``caller``, and a delete or
+rollback with nothing to do) open the journal read-only and create nothing. Live truth comes from
+the provider; a journal that cannot be used fails the command with what the provider still
+says (``known``). ``delete`` removes what ``observe`` finds, so it works without the journal.
 """
 
 from __future__ import annotations
@@ -18,18 +26,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import adapters
-from .adapters.base import DELETED as DELETED_STATE
-from .adapters.base import Context, Status
+from .adapters import phases
+from .adapters.base import Adapter, Call, Context, Observed, ReleaseSpec
 from .errors import InvalidInput, MissingCredentials, MlserveError, NotFound
 from .manifest import Project, load_project
 from .report import Reporter
-from .state import (DELETED, FAILED, PENDING, SERVING, SUPERSEDED, Deployment, DeploymentStatus,
-                    JournalError, Release, State, default_state_dir)
+from .state import (FAILED, PENDING, SERVING, JournalError, Release, State, default_state_dir,
+                    file_list, requirements_of)
+from .vocab import DeployState
 
-#: Status words beyond the provider states: nothing recorded and nothing live; a provider that
-#: could not be asked about a target the journal says is deployed; a deployment whose current
-#: release the journal can no longer read.
-NOT_DEPLOYED, UNREACHABLE, UNKNOWN = "NOT DEPLOYED", "UNREACHABLE", "UNKNOWN"
+__all__ = ["DeployResult", "deploy", "rollback", "observe", "caller", "status", "list_deployments",
+           "logs", "predict", "delete", "project_for", "build", "resolve_secrets"]
 
 
 @dataclass
@@ -73,13 +80,28 @@ def _state_dir(project: Project, state_dir: str | Path | None) -> Path:
     return Path(state_dir).absolute() if state_dir else default_state_dir(project.root)
 
 
+def _context(project: Project, name: str, options, directory: Path, reporter: Reporter,
+             state: State, secrets: dict | None = None) -> Context:
+    ctx = Context(project=project, target_name=name, target=options, reporter=reporter,
+                  state_dir=directory, secrets=secrets or {})
+    _refresh(ctx, state)
+    return ctx
+
+
+def _refresh(ctx: Context, state: State) -> None:
+    """What the adapter may know of the journal: the current release and the history."""
+    ctx.current = state.current(ctx.target_name)
+    ctx.history = state.releases(ctx.target_name, since_deletion=True)
+    ctx.state = state       # TRANSITIONAL: read by the ssh adapter until it moves
+
+
 @contextlib.contextmanager
 def open_context(manifest: str | Path | None, target: str | None, state_dir: str | Path | None,
                  reporter: Reporter | None = None, *, need_secrets: bool = False,
-                 writable: bool = True) -> Iterator[Context]:
-    """A target's context. Read paths pass ``writable=False``: the journal is opened read-only
-    and nothing is created. A journal that cannot be used is reported with what the provider
-    still says about the target."""
+                 writable: bool = True) -> Iterator[tuple[Context, State]]:
+    """A target's context and its journal. Read paths pass ``writable=False``: the journal is
+    opened read-only and nothing is created. A journal that cannot be used is reported with
+    what the provider still says about the target."""
     project = load_project(manifest)
     name, options = project.target(target)
     reporter = reporter or Reporter()
@@ -89,12 +111,10 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
         # Secrets first: a deploy refused for a missing or unmaskable secret creates nothing.
         secrets = resolve_secrets(project.manifest.secrets) if need_secrets else {}
         state = State(directory) if writable else State.for_reading(directory)
-        yield Context(project=project, target_name=name, target=options, state=state,
-                      reporter=reporter, secrets=secrets)
+        yield _context(project, name, options, directory, reporter, state, secrets), state
     except JournalError as exc:
         if exc.known is None:
-            exc.known = _known(Context(project=project, target_name=name, target=options,
-                                       state=State.empty(directory), reporter=Reporter()))
+            exc.known = _known(project, name, options, directory)
             exc.details = f"what is still known: {_describe(exc.known)}"
         raise
     finally:
@@ -104,88 +124,233 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
             state.close()
 
 
+# -- the protocol, with the ssh adapter's older shape until it moves ------------------------
+def _observe(ctx: Context, adapter) -> Observed:
+    if isinstance(adapter, Adapter):
+        return adapter.observe(ctx)
+    live = adapter.status(ctx, ctx.current)        # TRANSITIONAL (ssh)
+    state = DeployState(live.state)
+    if state == DeployState.DELETED:
+        state = DeployState.NOT_DEPLOYED
+    return Observed(state=state, release=live.release_id, url=live.url, detail=live.detail,
+                    extra=live.extra)
+
+
+def observe(manifest=None, target=None, state_dir=None) -> Observed:
+    """What the target's provider has now (read-only; the journal is only read, if at all)."""
+    with open_context(manifest, target, state_dir, writable=False) as (ctx, _):
+        return _observe(ctx, adapters.get(ctx.target.provider))
+
+
+def caller(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> Call:
+    """payload -> (HTTP status, body) against what serves the target now (read-only). Raises
+    NotFound when nothing of the deployment is there."""
+    with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, _):
+        return _caller(ctx, adapters.get(ctx.target.provider))
+
+
+def _caller(ctx: Context, adapter) -> Call:
+    if not isinstance(adapter, Adapter):            # TRANSITIONAL (ssh)
+        current = _current_or_fail(ctx)
+        return lambda payload: adapter.predict(ctx, current, payload)
+    observed = adapter.observe(ctx)
+    if not observed.found and ctx.current is None:
+        _current_or_fail(ctx)
+    return adapter.caller(ctx, observed)
+
+
+# -- changing a target ----------------------------------------------------------------------
 def deploy(manifest: str | Path | None = None, target: str | None = None,
            state_dir: str | Path | None = None, reporter: Reporter | None = None) -> DeployResult:
-    with open_context(manifest, target, state_dir, reporter, need_secrets=True) as ctx:
-        provider = adapters.get(ctx.target.provider)
-        provider.check(ctx)
-        with ctx.state.lock(ctx.target_name, "deploy"):
-            bundle = provider.package(ctx)
+    with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
+        adapter = adapters.get(ctx.target.provider)
+        adapter.check(ctx)
+        with state.lock(ctx.target_name, "deploy"):
+            bundle = adapter.package(ctx)
             for warning in bundle.warnings:
                 ctx.reporter.warn(warning)
             ctx.reporter.step(f"release {bundle.release_id}: {len(bundle.files)} files, "
                               f"{bundle.total_size} bytes")
-            seq = ctx.state.add_release(ctx.target_name, bundle.release_id, ctx.target.provider,
-                                        bundle.content_hash, ctx.manifest.model_dump(mode="json"), None)
-            outcome = _run(ctx, seq, bundle.release_id, lambda: provider.deploy(ctx, bundle, seq))
-            return DeployResult(ctx.target_name, ctx.target.provider, bundle.release_id,
-                                outcome.url, "READY", outcome.changed, outcome.extra)
+            spec = ReleaseSpec(bundle.release_id, ctx.manifest.model_dump(mode="json"), bundle)
+            kept = {"files": file_list(bundle), "requirements": requirements_of(
+                ctx.project.root, ctx.manifest.model.requirements)}
+            return _roll(ctx, state, adapter, spec, bundle.content_hash, {}, kept)
 
 
 def rollback(manifest: str | Path | None = None, target: str | None = None,
              state_dir: str | Path | None = None, to: str | None = None,
              reporter: Reporter | None = None) -> DeployResult:
-    with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
-        _rollback_to(ctx, to)             # nothing to roll back to: refused, nothing created
-    with open_context(manifest, target, state_dir, reporter, need_secrets=True) as ctx:
-        provider = adapters.get(ctx.target.provider)
-        provider.check(ctx)
-        with ctx.state.lock(ctx.target_name, "rollback"):
-            release = _rollback_to(ctx, to)
+    with open_context(manifest, target, state_dir, reporter, writable=False) as (_, state):
+        _rollback_to(state, _.target_name, to)   # nothing to roll back to: refused, nothing created
+    with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
+        adapter = adapters.get(ctx.target.provider)
+        adapter.check(ctx)
+        with state.lock(ctx.target_name, "rollback"):
+            release = _rollback_to(state, ctx.target_name, to)
             ctx.reporter.step(f"rolling back to {release.release_id}")
-            seq = ctx.state.add_release(ctx.target_name, release.release_id, release.provider,
-                                        release.bundle_hash, release.manifest, None, release.extra)
-            outcome = _run(ctx, seq, release.release_id,
-                           lambda: provider.rollback(ctx, release, seq))
-            return DeployResult(ctx.target_name, release.provider, release.release_id,
-                                outcome.url, "READY", outcome.changed, outcome.extra)
+            spec = ReleaseSpec(release.release_id, release.manifest, None)
+            kept = {"files": getattr(release, "files", None),
+                    "requirements": getattr(release, "requirements", None)}
+            return _roll(ctx, state, adapter, spec, release.bundle_hash, release.extra, kept)
 
 
-def _rollback_to(ctx: Context, to: str | None) -> Release:
+def _rollback_to(state: State, target: str, to: str | None) -> Release:
     if to:
-        return ctx.state.find_release(ctx.target_name, to)
-    release = ctx.state.previous(ctx.target_name)
+        return state.find_release(target, to)
+    release = state.previous(target)
     if release is None:
-        raise NotFound(f"target {ctx.target_name!r} has no previous release to roll back to",
-                       fix=f"see `mlserve status {ctx.target_name}`")
+        raise NotFound(f"target {target!r} has no previous release to roll back to",
+                       fix=f"see `mlserve status {target}`")
     return release
 
 
-def _run(ctx: Context, seq: int, release_id: str, action) -> Any:
-    """Run a deploy-like action and record its outcome in the journal, whatever happens.
-    An action that changed nothing leaves no release row, only an event."""
+def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: str,
+          extra: dict, kept: dict) -> DeployResult:
+    """One attempt (caller holds the lock): journal it (with what ``plan`` compares: ``kept``
+    files and requirements), settle what a killed command left, run the steps, record the
+    outcome whatever happens."""
+    seq = state.add_release(ctx.target_name, spec.release_id, ctx.target.provider, bundle_hash,
+                            spec.snapshot, None, extra, **kept)
+    recorded: dict[str, Any] = {}
+
+    def record(kind: str, id: str, **data: Any) -> None:
+        recorded.update(data)
+        state.update_extra(seq, data)
+    ctx.record = record
     try:
-        outcome = action()
+        if isinstance(adapter, Adapter):
+            url, extra, changed = _run_steps(ctx, state, adapter, spec, seq, recorded)
+        else:                                        # TRANSITIONAL (ssh)
+            legacy = adapter.deploy(ctx, spec.bundle, seq) if spec.bundle is not None else \
+                adapter.rollback(ctx, state.find_release(ctx.target_name, spec.release_id), seq)
+            url, extra, changed = legacy.url, legacy.extra, legacy.changed
     except MlserveError as exc:       # refused or failed: the reason is the user's message
-        ctx.state.finish_release(seq, FAILED, reason=exc.message)
-        ctx.state.event(ctx.target_name, "deploy-failed", exc.message)
+        state.finish_release(seq, FAILED, reason=exc.message)
+        state.event(ctx.target_name, "deploy-failed", exc.message)
         raise
     except BaseException as exc:
-        ctx.state.finish_release(seq, FAILED, reason=f"interrupted: {type(exc).__name__}")
+        state.finish_release(seq, FAILED, reason=f"interrupted: {type(exc).__name__}")
         raise
-    if not outcome.changed:
-        ctx.state.discard_release(seq)
-        ctx.state.event(ctx.target_name, "unchanged",
-                        f"{release_id} already serving at {outcome.url}")
-        return outcome
-    ctx.state.finish_release(seq, SERVING, extra=outcome.extra, url=outcome.url)
-    ctx.state.event(ctx.target_name, "deployed", f"{release_id} serving at {outcome.url}")
-    return outcome
+    if not changed:
+        state.discard_release(seq)
+        state.event(ctx.target_name, "unchanged", f"{spec.release_id} already serving at {url}")
+    else:
+        state.finish_release(seq, SERVING, extra=extra, url=url)
+        state.event(ctx.target_name, "deployed", f"{spec.release_id} serving at {url}")
+    return DeployResult(ctx.target_name, ctx.target.provider, spec.release_id, url,
+                        DeployState.READY.value, changed, extra)
 
 
+def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, seq: int,
+               recorded: dict) -> tuple[str | None, dict, bool]:
+    observed = adapter.observe(ctx)
+    _settle(ctx, state, observed, seq)
+    steps = adapter.steps(ctx, spec, observed)
+    options = ctx.target
+    results = phases.run(steps, spec.release_id, getattr(options, "max_parallel", 1),
+                         getattr(options, "max_unavailable", 1))
+    error = phases.failure(spec.release_id, results)
+    if error is not None:
+        raise error
+    changed = phases.changed(results)
+    extra = dict(recorded) if changed else dict(ctx.current.extra if ctx.current else {})
+    if len(results) > 1:
+        extra["hosts"] = [r.to_dict() for r in results]
+    return observed.url, extra, changed
+
+
+def _settle(ctx: Context, state: State, observed: Observed, seq: int | None) -> None:
+    """Make the journal agree with what the provider has (caller holds the lock): attempts an
+    interrupted command left pending are failed; a release that answers but that the journal
+    does not name as current is recorded as serving (adopted) when the journal knows it."""
+    for rel in state.releases(ctx.target_name):
+        if rel.outcome == PENDING and rel.seq != seq:
+            state.finish_release(rel.seq, FAILED, reason="interrupted: the command was killed")
+    live = observed.release if observed.state in (DeployState.READY, DeployState.DEGRADED) else None
+    current = state.current(ctx.target_name)
+    if live and (current is None or current.release_id != live):
+        rows = [r for r in state.releases(ctx.target_name, since_deletion=True)
+                if r.release_id == live and r.seq != seq]
+        if rows:
+            ctx.reporter.warn(f"{live} answers at {observed.url} but the journal did not say so "
+                              "(an interrupted command): recording it as serving")
+            serving = next((r for r in observed.resources if r.serving), None)
+            state.finish_release(rows[-1].seq, SERVING, url=observed.url,
+                                 extra=serving_extra(serving))
+            state.event(ctx.target_name, "adopted",
+                        f"{live} was serving after an interrupted command")
+        else:
+            ctx.reporter.warn(f"{live} answers at {observed.url} but the journal has no record "
+                              "of it (deployed with another state directory?)")
+    _refresh(ctx, state)
+
+
+def serving_extra(resource) -> dict:
+    """The journal data of an adopted resource: the process it is, for a local release."""
+    if resource is None or resource.kind != "process":
+        return {}
+    pid, _, start = resource.id.partition("@")
+    return {"pid": int(pid), "pid_start": start or None}
+
+
+def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
+    """Stop and remove what mlserve created for a target, found by the provider (``observe``),
+    not by the journal: a lost journal leaks nothing. Nothing recorded and nothing found is
+    "nothing to delete" (exit 0, no journal created): CI tears down blindly."""
+    with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, state):
+        adapter = adapters.get(ctx.target.provider)
+        if not _anything_to_delete(ctx, state, adapter):
+            return {"target": ctx.target_name, "provider": ctx.target.provider,
+                    "status": DeployState.NOT_DEPLOYED.value, "detail": "nothing to delete"}
+    with open_context(manifest, target, state_dir, reporter) as (ctx, state):
+        with state.lock(ctx.target_name, "delete"):
+            if isinstance(adapter, Adapter):
+                observed = adapter.observe(ctx)
+                adapter.delete(ctx, observed)
+                count = len(observed.resources)
+            else:                                    # TRANSITIONAL (ssh)
+                releases = [r for r in ctx.history if r.outcome in (SERVING, "superseded", PENDING)]
+                adapter.delete(ctx, releases)
+                count = len(releases)
+            for rel in state.releases(ctx.target_name):
+                if rel.outcome == PENDING:
+                    state.finish_release(rel.seq, FAILED, reason="interrupted: the command was killed")
+            state.mark_deleted(ctx.target_name, ctx.target.provider, ctx.manifest.name)
+            state.event(ctx.target_name, "deleted",
+                        f"deleted by user ({count} resource(s) stopped or removed)")
+            return {"target": ctx.target_name, "provider": ctx.target.provider,
+                    "status": DeployState.DELETED.value, "detail": "deleted"}
+
+
+def _anything_to_delete(ctx: Context, state: State, adapter) -> bool:
+    """True when the journal records something since the last delete, or the provider has
+    something of this deployment (found by its identity, e.g. after the journal was removed)."""
+    if ctx.current is not None or any(r.outcome in (SERVING, "superseded", PENDING)
+                                      for r in ctx.history):
+        return True
+    dep = state.deployment(ctx.target_name)
+    if dep is not None and dep.status != "DELETED":
+        return True
+    try:
+        return _observe(ctx, adapter).found
+    except MlserveError:
+        return False
+
+
+# -- reading --------------------------------------------------------------------------------
 def status(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
-    with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
-        row = _live_row(ctx, ctx.state.deployment(ctx.target_name), raise_errors=True)
+    with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, state):
+        row = _live_row(ctx, state, raise_errors=True)
         history = [{"release": r.release_id, "outcome": r.outcome.value, "created_at": r.created_at,
-                    "reason": r.reason} for r in ctx.state.releases(ctx.target_name)]
-        history += [{"release": None, "outcome": DELETED.value, "created_at": e["at"],
-                     "reason": e["message"]} for e in ctx.state.events(ctx.target_name, 1000)
+                    "reason": r.reason} for r in state.releases(ctx.target_name)]
+        history += [{"release": None, "outcome": "deleted", "created_at": e["at"],
+                     "reason": e["message"]} for e in state.events(ctx.target_name, 1000)
                     if e["kind"] == "deleted"]
         history.sort(key=lambda h: h["created_at"], reverse=True)
         return {"target": row["target"], "provider": row["provider"], "status": row["status"],
                 "url": row["url"], "release": row["release"], "detail": row["detail"],
                 "extra": row["extra"], "releases": history[:10],
-                "warnings": list(ctx.state.warnings)}
+                "warnings": list(state.warnings)}
 
 
 def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = None) -> list[dict]:
@@ -196,10 +361,8 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
     directory = _state_dir(project, state_dir)
 
     def rows(state: State, journal: bool = True) -> list[dict]:
-        known = {d.target: d for d in state.deployments()}
-        return [_live_row(Context(project=project, target_name=name, target=options, state=state,
-                                  reporter=Reporter()), known.get(name), journal)
-                for name, options in project.manifest.targets.items()]
+        return [_live_row(_context(project, name, options, directory, Reporter(), state), state,
+                          journal) for name, options in project.manifest.targets.items()]
     state = None
     try:
         state = State.for_reading(directory)
@@ -222,45 +385,57 @@ def _without_extra(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "extra"}     # list: one line per target
 
 
-def _live_row(ctx: Context, dep: Deployment | None, journal: bool = True,
-              raise_errors: bool = False) -> dict:
-    """What the provider says about a target, given the journal's current release (or none).
-    A provider that cannot be asked is reported as UNREACHABLE with its reason (raised instead
-    with ``raise_errors``: ``status`` of one target gives the error's own fix and exit code).
+def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bool = False) -> dict:
+    """What the provider says about a target, beside the journal's current release (or none).
+    A provider that cannot be asked is UNREACHABLE with its reason (raised instead with
+    ``raise_errors``: ``status`` of one target gives the error's own fix and exit code).
     Without a ``journal`` (it is unreadable) the provider's answer is given as it is."""
-    current = ctx.state.current(ctx.target_name)
-    row = {"target": ctx.target_name, "provider": ctx.target.provider, "status": DELETED_STATE,
-           "release": current.release_id if current else None, "url": None, "detail": "",
-           "updated_at": dep.updated_at if dep else None, "extra": {}}
+    current = ctx.current
+    dep = state.deployment(ctx.target_name)
+    row = {"target": ctx.target_name, "provider": ctx.target.provider,
+           "status": DeployState.NOT_DEPLOYED, "release": current.release_id if current else None,
+           "url": None, "detail": "", "updated_at": dep.updated_at if dep else None, "extra": {}}
     try:
-        live: Status = adapters.get(ctx.target.provider).status(ctx, current)
+        live = _observe(ctx, adapters.get(ctx.target.provider))
     except MlserveError as exc:
         if raise_errors and current is not None:
             raise
         if current is not None or not journal:
-            row.update(status=UNREACHABLE, detail=exc.message)
-    else:
-        row.update(status=live.state, url=live.url, release=live.release_id or row["release"],
+            row.update(status=DeployState.UNREACHABLE, detail=exc.message)
+        live = None
+    if live is not None:
+        row.update(status=live.state, url=live.url, release=live.release or row["release"],
                    detail=live.detail, extra=live.extra)
-    if journal and current is None and row["status"] == DELETED_STATE:   # nothing live or recorded
-        if dep is None:
-            row.update(status=NOT_DEPLOYED, detail="never deployed")
-        elif dep.status != DeploymentStatus.DELETED:     # its release row was skipped (warned)
-            row.update(status=UNKNOWN, release=dep.release_id,
+        if live.state == DeployState.NOT_DEPLOYED and current is not None:
+            row.update(status=DeployState.FAILED, detail=f"release {current.release_id} is not "
+                       "running (nothing of this deployment was found)")
+        elif live.release and journal and (current is None or current.release_id != live.release):
+            row["detail"] += (f"; the journal names {current.release_id if current else 'nothing'} "
+                              "(an interrupted command; the next deploy records what serves)")
+    if journal and current is None and row["status"] == DeployState.NOT_DEPLOYED:
+        if dep is not None and dep.status == "DELETED":
+            row.update(status=DeployState.DELETED, detail="not deployed")
+        elif dep is not None:        # its release row was skipped (warned)
+            row.update(status=DeployState.UNKNOWN, release=dep.release_id,
                        detail=f"the journal's record of release {dep.release_id} is unreadable")
+        else:
+            row.update(detail="never deployed")
+    row["status"] = DeployState(row["status"]).value
     return row
 
 
-def _known(ctx: Context) -> dict:
+def _known(project: Project, name: str, options, directory: Path) -> dict:
     """What can still be said about a target when a command met a JournalError: with the
     journal if it can still be read (the problem was elsewhere, e.g. a lock), else without."""
     try:
-        state = State.for_reading(ctx.state.dir)
+        state = State.for_reading(directory)
     except JournalError:
-        return {**_live_row(ctx, None, journal=False), "journal": False}
+        state = State.empty(directory)
+        ctx = _context(project, name, options, directory, Reporter(), state)
+        return {**_live_row(ctx, state, journal=False), "journal": False}
     try:
-        ctx.state = state
-        return {**_live_row(ctx, state.deployment(ctx.target_name)), "journal": True}
+        ctx = _context(project, name, options, directory, Reporter(), state)
+        return {**_live_row(ctx, state), "journal": True}
     finally:
         state.close()
 
@@ -274,57 +449,29 @@ def _describe(row: dict) -> str:
             + (f" ({where})" if where else "") + (f": {row['detail']}" if row["detail"] else ""))
 
 
-def _current_or_fail(ctx: Context):
-    current = ctx.state.current(ctx.target_name)
-    if current is None:
+def _current_or_fail(ctx: Context) -> Release:
+    if ctx.current is None:
         raise NotFound(f"target {ctx.target_name!r} is not deployed",
                        fix=f"mlserve deploy {ctx.target_name}")
-    return current
+    return ctx.current
 
 
 def logs(manifest=None, target=None, state_dir=None, follow=False, lines=100) -> Iterator[str]:
-    with open_context(manifest, target, state_dir, writable=False) as ctx:
-        current = _current_or_fail(ctx)
-        yield from adapters.get(ctx.target.provider).logs(ctx, current, follow=follow, lines=lines)
+    with open_context(manifest, target, state_dir, writable=False) as (ctx, _):
+        adapter = adapters.get(ctx.target.provider)
+        if not isinstance(adapter, Adapter):         # TRANSITIONAL (ssh)
+            yield from adapter.logs(ctx, _current_or_fail(ctx), follow=follow, lines=lines)
+            return
+        observed = adapter.observe(ctx)
+        if not observed.found and ctx.current is None:
+            _current_or_fail(ctx)
+        yield from adapter.logs(ctx, observed, follow=follow, lines=lines)
 
 
 def predict(manifest=None, target=None, state_dir=None, payload: Any = None,
             reporter: Reporter | None = None) -> tuple[int, Any]:
-    with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
-        current = _current_or_fail(ctx)
-        return adapters.get(ctx.target.provider).predict(ctx, current, payload)
-
-
-def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
-    """Stop and remove what mlserve created for a target. A target with nothing recorded and
-    nothing live is "nothing to delete" (exit 0, no journal created): CI tears down blindly."""
-    with open_context(manifest, target, state_dir, reporter, writable=False) as ctx:
-        if not _anything_to_delete(ctx):
-            return {"target": ctx.target_name, "provider": ctx.target.provider,
-                    "status": NOT_DEPLOYED, "detail": "nothing to delete"}
-    with open_context(manifest, target, state_dir, reporter) as ctx:
-        provider = adapters.get(ctx.target.provider)
-        with ctx.state.lock(ctx.target_name, "delete"):
-            releases = [r for r in ctx.state.releases(ctx.target_name, since_deletion=True)
-                        if r.outcome in (SERVING, SUPERSEDED, PENDING)]
-            provider.delete(ctx, releases)
-            ctx.state.mark_deleted(ctx.target_name, ctx.target.provider, ctx.manifest.name)
-            ctx.state.event(ctx.target_name, "deleted",
-                            f"deleted by user ({len(releases)} release(s) stopped or removed)")
-            return {"target": ctx.target_name, "provider": ctx.target.provider,
-                    "status": DELETED_STATE, "detail": "deleted"}
-
-
-def _anything_to_delete(ctx: Context) -> bool:
-    """True when the journal records something since the last delete, or the provider reports
-    something live without it (e.g. after the journal was moved aside)."""
-    dep = ctx.state.deployment(ctx.target_name)
-    if dep is not None and dep.status != DeploymentStatus.DELETED:
-        return True
-    if any(r.outcome in (SERVING, SUPERSEDED, PENDING)
-           for r in ctx.state.releases(ctx.target_name, since_deletion=True)):
-        return True
-    return _live_row(ctx, dep)["status"] not in (DELETED_STATE, NOT_DEPLOYED, UNREACHABLE, UNKNOWN)
+    with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, _):
+        return _caller(ctx, adapters.get(ctx.target.provider))(payload)
 
 
 def project_for(manifest=None) -> Project:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 
 from ..errors import InvalidInput
-from .base import Provider
+from .base import Adapter
 
 _REGISTRY = {
-    "local": "mlserve.adapters.local:LocalProvider",
+    "local": "mlserve.adapters.local:LocalAdapter",
     "ssh": "mlserve.adapters.ssh:SSHProvider",
 }
 
 
-def get(provider: str) -> Provider:
+def get(provider: str) -> Adapter:
     """The adapter for ``provider``; the import happens here, not at start-up."""
     spec = _REGISTRY.get(provider)
     if spec is None:

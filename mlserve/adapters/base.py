@@ -1,28 +1,35 @@
 """The provider protocol: what every adapter implements, and the context it is handed.
 
-An adapter is one module per provider, imported lazily by ``mlserve.adapters.get`` only when a
-command needs that provider, so heavy SDKs never load for `--help` or for other providers.
+An adapter is one class per provider that deploys, imported lazily by ``mlserve.adapters.get``
+only when a command needs that provider, so heavy SDKs never load for `--help`.
 
-Contract:
+Contract (``Adapter``):
 - ``check(ctx)``: dependencies and credentials present, else ``MissingDependency`` /
   ``MissingCredentials`` naming the extra to install or the variable to set.
-- ``package(ctx) -> Bundle``: the files this provider deploys (a render for most).
-- ``deploy(ctx, bundle, record) -> Outcome``: idempotent; starts the new release beside the old
-  one, waits for health, runs the smoke cases (``mlserve.checks``), and only then switches. On any
-  failure it raises ``DeployError`` and the previous release keeps serving.
-- ``status``, ``logs``, ``predict``, ``delete``, ``rollback`` act on the journal's record.
-- ``unsupported``: capability -> the reason a user is shown.
-Provider states are normalised here (``PENDING BUILDING READY FAILED DELETED``); provider-only
-fields go in ``extra``; SDK exceptions are translated into ``mlserve.errors`` at the adapter edge.
+- ``package(ctx) -> Bundle``: the artifact this provider deploys (files today).
+- ``observe(ctx) -> Observed``: READ-ONLY. What the provider has now for this deployment, found
+  by its identity (``ctx.identity``: argv paths, a host's store, tags), never by journal rows.
+- ``steps(ctx, release, observed) -> list[Step]``: the units of a deploy or rollback, run by
+  ``mlserve.adapters.phases.run`` (prepare everywhere, activate in waves, finish, abort).
+- ``caller(ctx, observed) -> Call``: payload -> (HTTP status, body); predict, smoke, migrate.
+- ``logs(ctx, observed, follow, lines)``; ``delete(ctx, observed)``: removes everything
+  ``observe`` found, so a lost journal leaks nothing.
+
+The journal belongs to ``mlserve.service``: adapters never open it. They read what the service
+gives them (``ctx.current``, ``ctx.history``) and call ``ctx.record(kind, id, **data)`` before a
+long wait, so that a killed command's resources can be found, re-attached or cleaned up.
+Provider states are mapped to ``DeployState`` at the adapter's edge; provider-only fields go in
+``extra``; SDK exceptions become ``mlserve.errors`` there too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-from ..errors import InvalidInput
+from ..vocab import DeployState
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -31,45 +38,148 @@ if TYPE_CHECKING:
     from ..state import Release, State
     from ..targets import TargetBase
 
-PENDING, BUILDING, READY, FAILED, DELETED = "PENDING", "BUILDING", "READY", "FAILED", "DELETED"
-STATES = (PENDING, BUILDING, READY, FAILED, DELETED)
+#: payload -> (HTTP status, decoded body): how predict, smoke checks and migrate ask a release.
+Call = Callable[[Any], "tuple[int, Any]"]
+#: ``record(kind, id, **data)``: the service journals a resource before a long wait.
+Record = Callable[..., None]
+
+
+@dataclass
+class Resource:
+    """One thing mlserve made at the provider for this deployment."""
+
+    kind: str                      # "process", "host-release", later "endpoint", "container"...
+    id: str                        # provider id: "pid@start", "host:release", an ARN...
+    release: str | None
+    state: DeployState
+    serving: bool                  # takes traffic now
+    detail: str = ""
+
+
+@dataclass
+class Observed:
+    """What the provider has now (``Adapter.observe``), with one overall state."""
+
+    state: DeployState             # NOT_DEPLOYED when nothing was found
+    release: str | None = None     # the release that answers (from /health), or None
+    url: str | None = None
+    resources: list[Resource] = field(default_factory=list)
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)   # provider-only (the ssh hosts table)
+
+    @property
+    def found(self) -> bool:
+        """Something of this deployment exists at the provider (``delete`` has work)."""
+        return bool(self.resources) or self.state not in (DeployState.NOT_DEPLOYED,
+                                                          DeployState.UNREACHABLE)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ReleaseSpec:
+    """What to serve: built by the service from the project (deploy) or the journal (rollback)."""
+
+    release_id: str
+    snapshot: dict                 # the manifest as it was (``model_dump(mode="json")``)
+    bundle: "Bundle | None" = None  # files to ship; None for a rollback (already there)
+
+
+class Step(Protocol):
+    """One unit of a deploy: one host, one endpoint, the one local process."""
+
+    label: str
+    previous: str | None           # the release serving there before
+
+    def prepare(self) -> bool: ...  # create beside the old, wait, smoke; False = already serving
+    def activate(self) -> None: ...  # switch / shift traffic
+    def finish(self) -> None: ...    # drain and remove the old
+    def abort(self) -> None: ...     # remove the unused new (another step failed)
+
+
+def _no_record(kind: str, id: str, **data: Any) -> None:
+    """The record callback of read paths: they create nothing to record."""
 
 
 @dataclass
 class Context:
-    """Everything an adapter needs for one target; built by ``mlserve.service``."""
+    """Everything an adapter needs for one target; built by ``mlserve.service``. No journal:
+    ``current``/``history`` are what the service read from it, ``record`` writes through it."""
 
     project: "Project"
     target_name: str
     target: "TargetBase"
-    state: "State"
     reporter: "Reporter"
+    state_dir: Path
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    current: "Release | None" = None
+    history: "list[Release]" = field(default_factory=list)
+    record: Record = _no_record
+    state: "State | None" = None   # TRANSITIONAL: the journal, for the ssh adapter until it moves
 
     @property
     def manifest(self) -> "Manifest":
         return self.project.manifest
 
     @property
-    def work_dir(self) -> Path:
-        """Private per-target directory under the state directory."""
-        path = self.state.dir / self.target.provider / self.target_name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def identity(self) -> str:
+        """The deployment identity put on everything created: name.target, plus a hash of the
+        state directory (two checkouts of one project on one machine are two deployments)."""
+        where = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        return f"{self.manifest.name}.{self.target_name}.{where}"
+
+    @property
+    def target_dir(self) -> Path:
+        """This target's private directory under the state directory (not created here: read
+        paths write nothing; write paths create what they write)."""
+        return self.state_dir / self.target.provider / self.target_name
+
+
+class Adapter:
+    """Base class of adapters; subclasses implement what their provider can do."""
+
+    name: str = ""
+
+    def check(self, ctx: Context) -> None:
+        """Raise MissingDependency / MissingCredentials when the provider cannot be used."""
+
+    def package(self, ctx: Context) -> "Bundle":
+        from ..bundle import collect, state_ignores
+        return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state_dir))
+
+    def observe(self, ctx: Context) -> Observed:
+        raise NotImplementedError
+
+    def steps(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> "list[Step]":
+        raise NotImplementedError
+
+    def caller(self, ctx: Context, observed: Observed) -> Call:
+        raise NotImplementedError
+
+    def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
+        raise NotImplementedError
+
+    def delete(self, ctx: Context, observed: Observed) -> None:
+        raise NotImplementedError
+
+
+# -- TRANSITIONAL: the journal-holding protocol the ssh adapter still implements -------------
+PENDING, BUILDING, READY, FAILED, DELETED = (DeployState.PENDING, DeployState.BUILDING,
+                                             DeployState.READY, DeployState.FAILED,
+                                             DeployState.DELETED)
 
 
 @dataclass
 class Outcome:
-    """What a successful deploy produced (recorded in the journal)."""
-
     url: str | None
     extra: dict[str, Any] = field(default_factory=dict)
-    changed: bool = True           # False when the release was already serving (no-op)
+    changed: bool = True
 
 
 @dataclass
 class Status:
-    state: str                      # one of STATES
+    state: str
     url: str | None = None
     release_id: str | None = None
     detail: str = ""
@@ -77,36 +187,9 @@ class Status:
 
 
 class Provider:
-    """Base class for adapters; subclasses override what their provider can do."""
+    """TRANSITIONAL base of an adapter that holds the journal (ssh, until it moves)."""
 
-    name: ClassVar[str] = ""
-    unsupported: ClassVar[dict[str, str]] = {}
+    name: str = ""
 
     def check(self, ctx: Context) -> None:
         """Raise MissingDependency / MissingCredentials when the provider cannot be used."""
-
-    def package(self, ctx: Context) -> "Bundle":
-        raise self._gap("package")
-
-    def deploy(self, ctx: Context, bundle: "Bundle", seq: int) -> Outcome:
-        raise self._gap("deploy")
-
-    def status(self, ctx: Context, release: "Release | None") -> Status:
-        raise self._gap("status")
-
-    def logs(self, ctx: Context, release: "Release", *, follow: bool, lines: int) -> Iterator[str]:
-        raise self._gap("logs")
-
-    def predict(self, ctx: Context, release: "Release", payload: Any) -> Any:
-        raise self._gap("predict")
-
-    def delete(self, ctx: Context, releases: "list[Release]") -> None:
-        raise self._gap("delete")
-
-    def rollback(self, ctx: Context, release: "Release", seq: int) -> Outcome:
-        raise self._gap("rollback")
-
-    def _gap(self, capability: str) -> InvalidInput:
-        reason = self.unsupported.get(capability, "not implemented yet")
-        return InvalidInput(f"the {self.name!r} provider cannot {capability}: {reason}",
-                            fix="use a provider that supports it (see README, 'Providers')")

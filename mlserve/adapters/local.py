@@ -11,18 +11,16 @@ Each release runs under the supervisor the SSH hosts use (``mlserve.adapters.sup
 process in its own session that restarts a crashed runtime of the active release with backoff,
 and reads the runtime's environment (with secret values) from a FIFO, never from disk.
 
-Zero-downtime switch: the new release's runtime listens first on a private check port, where
-health and smoke are checked; its public socket is bound with SO_REUSEPORT but not listening.
-Only when both pass is it sent SIGUSR1 (it starts accepting on the public port beside the old
-release), then the old one is sent SIGTERM and drains. On any failure the new process is stopped
-and the old one was never touched.
+Identity: every process of a deployment carries its release directory (state directory +
+target) in its argv, so ``observe`` finds them in /proc (``procs.find_runners``) with no journal;
+the one serving is the one listening on the public port whose release ``/health`` names.
 
-A command killed half-way (kill -9) leaves processes the journal may not name. Every process
-of a deployment carries its release directory in its argv, so ``deploy``, ``rollback`` and
-``delete`` first reconcile (``_reconcile``, under the journal lock): the release that answers
-``/health`` on the public port from a process of ours is adopted into the journal as serving,
-every other process of ours is stopped, and attempts left pending are marked failed. ``status``
-reports what answers, read-only.
+One step (``LocalStep``, run by ``phases``): prepare stops what an interrupted command left (any
+process of ours except the serving one and the journal's current one), then starts the new
+release beside the old: its runtime listens on a private check port, where health and smoke are
+checked, with its public socket bound (SO_REUSEPORT) but not listening. Activate sends SIGUSR1
+(it starts accepting on the public port beside the old release); finish sends the old one
+SIGTERM (it drains) and prunes; abort stops the new one. The old one is never touched before.
 """
 
 from __future__ import annotations
@@ -32,105 +30,211 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from ..bundle import Bundle, collect, state_ignores
 from ..checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
 from ..errors import DeployError, InvalidInput
-from ..state import FAILED as JOURNAL_FAILED, PENDING as JOURNAL_PENDING, SERVING, Release
-from .base import DELETED, FAILED, PENDING, READY, Context, Outcome, Provider, Status
-from .procs import (LOG_TAIL, ProcessRef, Runner, find_runners, free_port, listening_pids, log_tail,
-                    port_taken, private_dir, runtime_env, stop_process)
+from ..vocab import DeployState
+from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
+from .procs import (LOG_TAIL, ProcessRef, Runner, find_runners, free_port, http_url,
+                    listening_pids, log_tail, port_taken, private_dir, runtime_args, runtime_env,
+                    stop_process)
 from .supervisor import SupervisorError, start
 from .venvs import collect_venvs, python_for
 
 
-class LocalProvider(Provider):
+def _releases(ctx: Context) -> Path:
+    """Where this target's releases live (not created here: read paths write nothing)."""
+    return ctx.target_dir / "releases"
+
+
+def _url(ctx: Context) -> str:
+    return http_url(ctx.target.host, ctx.target.port)
+
+
+def _groups(runners: list[Runner]) -> dict[int, list[Runner]]:
+    """Runners by supervisor pid (a runtime whose supervisor is gone: by its own pid)."""
+    sups = {r.ref.pid for r in runners if r.role == "supervisor"}
+    groups: dict[int, list[Runner]] = {}
+    for r in runners:
+        key = r.parent if r.role == "runtime" and r.parent in sups else r.ref.pid
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def _stop_group(ctx: Context, group: list[Runner], why: str) -> None:
+    ctx.reporter.step(f"stopping {group[0].release} (pid {group[0].ref.pid}), {why}")
+    for runner in sorted(group, key=lambda r: r.role != "supervisor"):
+        stop_process(runner.ref, None, 10)
+
+
+class LocalAdapter(Adapter):
     name = "local"
-    unsupported = {}
 
-    # -- packaging -------------------------------------------------------------------------
-    def package(self, ctx: Context) -> Bundle:
-        return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state.dir))
+    def observe(self, ctx: Context) -> Observed:
+        """This deployment's processes (found in /proc by their argv) and which one serves
+        (listening on the public port, named by ``/health``). Read-only."""
+        url = _url(ctx)
+        runners = find_runners(_releases(ctx))
+        listening = listening_pids([r.ref.pid for r in runners if r.role == "runtime"],
+                                   ctx.target.port)
+        try:
+            code, body = http_json("GET", url + "/health", timeout=2)
+            live = body.get("release") if code == 200 and isinstance(body, dict) else None
+        except OSError:
+            live = None
+        resources = []
+        for key, group in _groups(runners).items():
+            serving = live is not None and any(r.release == live and r.ref.pid in listening
+                                               for r in group)
+            head = next((r for r in group if r.ref.pid == key), group[0])
+            resources.append(Resource(
+                "process", f"{head.ref.pid}@{head.ref.start}", group[0].release,
+                DeployState.READY if serving else DeployState.PENDING, serving,
+                "/health 200" if serving else "not serving on the public port"))
+        serving = next((r for r in resources if r.serving), None)
+        if serving is not None:
+            return Observed(DeployState.READY, serving.release, url, resources, "/health 200",
+                            extra=self._extra(ctx, serving))
+        if not resources:
+            return Observed(DeployState.NOT_DEPLOYED, None, url, [], "nothing running")
+        detail = ("the public port answers for another program" if live else
+                  "not answering on the public port (restarting or loading)")
+        return Observed(DeployState.PENDING, None, url, resources, detail,
+                        extra=self._extra(ctx, resources[-1]))
 
-    # -- deploy ----------------------------------------------------------------------------
-    def deploy(self, ctx: Context, bundle: Bundle, seq: int) -> Outcome:
-        current = self._reconcile(ctx, seq)
-        url = self._url(ctx)
-        if current and current.release_id == bundle.release_id and self._serving(ctx, current):
-            ctx.reporter.step(f"{bundle.release_id} is already serving at {url}: nothing to do")
-            return Outcome(url=url, extra=current.extra, changed=False)
-        release_dir = private_dir(self._releases(ctx) / bundle.release_id)
-        private_dir(self._releases(ctx).parent)
+    @staticmethod
+    def _extra(ctx: Context, resource: Resource) -> dict:
+        return {"pid": int(resource.id.partition("@")[0]),
+                "log": str(_releases(ctx) / resource.release / "runtime.log")}
+
+    def steps(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> list["LocalStep"]:
+        return [LocalStep(ctx, release, observed)]
+
+    def caller(self, ctx: Context, observed: Observed) -> Call:
+        url = observed.url or _url(ctx)
+        ask = predict_call(url, timeout=300)
+
+        def call(payload):
+            try:
+                return ask(payload)
+            except OSError as exc:
+                raise DeployError(f"{url} did not answer ({exc})",
+                                  fix=f"check `mlserve status {ctx.target_name}` and its logs") from None
+        return call
+
+    def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
+        from .procs import follow_file
+        log = observed.extra.get("log") or (ctx.current and ctx.current.extra.get("log"))
+        return follow_file(Path(log), lines=lines, follow=follow) if log else iter(())
+
+    def delete(self, ctx: Context, observed: Observed) -> None:
+        """Stop every process of this deployment (found again: one may have started since
+        ``observed``), then remove its files and the venvs nothing uses any more."""
+        for group in _groups(find_runners(_releases(ctx))).values():
+            _stop_group(ctx, group, "deleting")
+        shutil.rmtree(ctx.target_dir, ignore_errors=True)
+        collect_venvs(ctx.state_dir)
+
+
+class LocalStep:
+    """The one step of a local deploy or rollback (see the module docstring)."""
+
+    label = "local"
+
+    def __init__(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> None:
+        self.ctx, self.release, self.observed = ctx, release, observed
+        self.previous = observed.release
+        self.new: ProcessRef | None = None
+        self.log: Path | None = None
+        self.kept: set[int] = set()     # processes of ours left running by ``_stop_strays``
+
+    # -- prepare -----------------------------------------------------------------------------
+    def prepare(self) -> bool:
+        ctx, rid = self.ctx, self.release.release_id
+        self._stop_strays()
+        if self.previous == rid:
+            ctx.reporter.step(f"{rid} is already serving at {_url(ctx)}: nothing to do")
+            return False
+        release_dir = self._materialise()
+        self._launch(release_dir)
+        return True
+
+    def _stop_strays(self) -> None:
+        """Stop what an interrupted command left running: every process of ours except the one
+        serving and the journal's current one (it may be restarting)."""
+        keep = {int(r.id.partition("@")[0]) for r in self.observed.resources if r.serving}
+        current = self.ctx.current
+        if current is not None and ProcessRef.from_extra(current.extra).alive():
+            keep.add(current.extra["pid"])
+        for key, group in _groups(find_runners(_releases(self.ctx))).items():
+            if key not in keep:
+                _stop_group(self.ctx, group, "left running by an interrupted command")
+            else:
+                self.kept.add(key)
+        collect_venvs(self.ctx.state_dir, only_stale=True)
+
+    def _materialise(self) -> Path:
+        """The release directory with its files: copied from the bundle (atomically: a killed
+        copy is never taken for a release), or already there for a rollback."""
+        ctx, rid, bundle = self.ctx, self.release.release_id, self.release.bundle
+        private_dir(ctx.target_dir)
+        release_dir = private_dir(_releases(ctx) / rid)
         app_dir = release_dir / "app"
+        if bundle is None:
+            if not app_dir.is_dir():
+                raise InvalidInput(f"release {rid} is no longer on disk (pruned)",
+                                   fix="raise targets.<name>.keep_releases, or deploy that code again")
+            return release_dir
         if not app_dir.is_dir():
             for stale in release_dir.glob("app.tmp-*"):     # a killed deploy's copy (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = release_dir / f"app.tmp-{os.getpid()}"
             bundle.copy_to(tmp)
             tmp.rename(app_dir)
-        snapshot = ctx.manifest.model_dump(mode="json")
-        return self._launch(ctx, release_dir, snapshot, bundle.release_id, seq, current)
+        return release_dir
 
-    def rollback(self, ctx: Context, release: Release, seq: int) -> Outcome:
-        current = self._reconcile(ctx, seq)
-        release_dir = Path(release.extra.get("dir", ""))
-        if not (release_dir / "app").is_dir():
-            raise InvalidInput(f"release {release.release_id} is no longer on disk (pruned)",
-                               fix="raise targets.<name>.keep_releases, or deploy that code again")
-        return self._launch(ctx, release_dir, release.manifest, release.release_id, seq, current)
-
-    def _launch(self, ctx: Context, release_dir: Path, snapshot: dict, release_id: str, seq: int,
-                current: Release | None) -> Outcome:
-        target = ctx.target
-        if (current is None or not self._alive(current)) and port_taken(target.host, target.port):
+    def _launch(self, release_dir: Path) -> None:
+        ctx, target, rid, snapshot = self.ctx, self.ctx.target, self.release.release_id, \
+            self.release.snapshot
+        if not self.kept and port_taken(target.host, target.port):
             raise DeployError(f"port {target.port} on {target.host} is used by another program",
                               fix=f"stop that program, or set targets.{ctx.target_name}.port to a "
                                   "free port")
         python = python_for(ctx, snapshot, release_dir)
         check_port = free_port("127.0.0.1")
-        log_path = release_dir / "runtime.log"
-        model = snapshot["model"]
-        cmd = [python, "-m", "mlserve.runtime", "--app-dir", str(release_dir / "app"),
-               "--entrypoint", model["entrypoint"], "--name", snapshot["name"],
-               "--host", target.host, "--port", str(target.port),
-               "--concurrency", str(snapshot["scaling"]["concurrency"]), "--release", release_id]
-        spec = {"cmd": cmd, "env": runtime_env(snapshot.get("env", {}), ctx.secrets),
-                "cwd": str(release_dir / "app"), "check_port": check_port, "log": str(log_path),
-                "release": release_id}
-        ctx.reporter.step(f"starting {release_id} beside the current release")
+        self.log = release_dir / "runtime.log"
+        args = runtime_args(app_dir=str(release_dir / "app"), entrypoint=snapshot["model"]["entrypoint"],
+                            name=snapshot["name"], host=target.host, port=target.port,
+                            concurrency=snapshot["scaling"]["concurrency"], release=rid)
+        spec = {"cmd": [python, "-m", "mlserve.runtime", *args],
+                "env": runtime_env(snapshot.get("env", {}), ctx.secrets),
+                "cwd": str(release_dir / "app"), "check_port": check_port, "log": str(self.log),
+                "release": rid}
+        ctx.reporter.step(f"starting {rid} beside the current release")
         try:
             run = start(release_dir, spec)
         except SupervisorError as exc:
-            raise DeployError(f"release {release_id} did not start: {exc}",
-                              details=f"last lines of {log_path}:\n{log_tail(log_path, LOG_TAIL)}") from None
-        sup = ProcessRef(*run["supervisor"])
-        extra = {"dir": str(release_dir), "log": str(log_path), "pid": sup.pid,
-                 "pid_start": sup.start, "runtime_pid": run["runtime"][0], "port": target.port,
-                 "check_port": check_port}
-        ctx.state.update_extra(seq, extra)
+            raise DeployError(f"release {rid} did not start: {exc}",
+                              details=f"last lines of {self.log}:\n{log_tail(self.log, LOG_TAIL)}") from None
+        self.new = ProcessRef(*run["supervisor"])
+        ctx.record("process", f"{self.new.pid}@{self.new.start}", dir=str(release_dir),
+                   log=str(self.log), pid=self.new.pid, pid_start=self.new.start,
+                   runtime_pid=run["runtime"][0], port=target.port, check_port=check_port)
         try:
-            reason = self._check(ctx, release_id, snapshot, f"http://127.0.0.1:{check_port}", sup)
-            if reason is None:
-                reason = self._activate(sup, log_path, target.health_timeout)
+            reason = self._check(snapshot, http_url("127.0.0.1", check_port))
         except BaseException:
-            stop_process(sup, None, 10)
+            self.abort()
             raise
         if reason is not None:
-            stop_process(sup, None, 10)
-            raise self._failure(release_id, reason, log_path, current)
-        if current is not None and current.extra.get("pid"):
-            ctx.reporter.step(f"draining the previous release {current.release_id}")
-            stop_process(ProcessRef.from_extra(current.extra), None)
-        self._prune(ctx, keep={release_id})
-        return Outcome(url=self._url(ctx), extra=extra)
+            self.abort()
+            raise self._failure(reason)
 
-    @staticmethod
-    def _check(ctx: Context, release_id: str, snapshot: dict, check_url: str,
-               sup: ProcessRef) -> str | None:
+    def _check(self, snapshot: dict, check_url: str) -> str | None:
         """Health, then the smoke cases, on the private check port; the reason for a failure."""
-        with ctx.reporter.progress(f"waiting for {release_id} to load") as step:
-            reason = wait_healthy(check_url, ctx.target.health_timeout, alive=sup.alive,
+        ctx, rid = self.ctx, self.release.release_id
+        with ctx.reporter.progress(f"waiting for {rid} to load") as step:
+            reason = wait_healthy(check_url, ctx.target.health_timeout, alive=self.new.alive,
                                   max_delay=0.1)
             if reason is not None:
                 step.failed()       # the reporter must not say "done" before the deploy fails
@@ -141,198 +245,71 @@ class LocalProvider(Provider):
             reason = run_smoke(predict_call(check_url), cases)
         return reason
 
-    @staticmethod
-    def _failure(release_id: str, reason: str, log_path: Path,
-                 current: Release | None) -> DeployError:
-        tail = log_tail(log_path, LOG_TAIL)
+    def _failure(self, reason: str) -> DeployError:
+        rid = self.release.release_id
+        tail = log_tail(self.log, LOG_TAIL)
         headline = load_headline(reason, tail)
-        message = (f"release {release_id} failed to load: {headline}" if headline
-                   else f"release {release_id} failed: {reason}")
+        message = (f"release {rid} failed to load: {headline}" if headline
+                   else f"release {rid} failed: {reason}")
         return DeployError(message, fix="fix the model or manifest and deploy again; the previous "
-                           "release is still serving" if current else "fix the model and deploy again",
-                           details=f"last lines of {log_path}:\n{tail}")
+                           "release is still serving" if self.previous else
+                           "fix the model and deploy again",
+                           details=f"last lines of {self.log}:\n{tail}")
 
-    @staticmethod
-    def _activate(sup: ProcessRef, log_path: Path, timeout: float) -> str | None:
+    # -- activate, finish, abort --------------------------------------------------------------
+    def activate(self) -> None:
         """Tell the runtime (through its supervisor) to take traffic on the public port; wait
         until it says it does."""
-        offset = log_path.stat().st_size
-        os.kill(sup.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + min(timeout, 30)
+        offset = self.log.stat().st_size
+        os.kill(self.new.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + min(self.ctx.target.health_timeout, 30)
+        reason = "the release did not start listening on the public port"
         while time.monotonic() < deadline:
-            if not sup.alive():
-                return "the release exited while taking over the public port"
-            with open(log_path, "rb") as fh:
+            if not self.new.alive():
+                reason = "the release exited while taking over the public port"
+                break
+            with open(self.log, "rb") as fh:
                 fh.seek(offset)
                 if b"activated on" in fh.read():
-                    return None
+                    return
             time.sleep(0.02)
-        return "the release did not start listening on the public port"
+        self.abort()
+        raise self._failure(reason)
 
-    # -- what runs -------------------------------------------------------------------------
-    @staticmethod
-    def _releases(ctx: Context) -> Path:
-        """Where this target's releases live (not created here: read paths write nothing)."""
-        return ctx.state.dir / ctx.target.provider / ctx.target_name / "releases"
+    def finish(self) -> None:
+        """Drain the releases that served before (SIGTERM), then prune old release directories."""
+        for res in self.observed.resources:
+            if res.serving or (self.ctx.current is not None
+                               and res.release == self.ctx.current.release_id):
+                pid, _, start = res.id.partition("@")
+                ref = ProcessRef(int(pid), start)
+                if ref != self.new:
+                    self.ctx.reporter.step(f"draining the previous release {res.release}")
+                    stop_process(ref, None)
+        current = self.ctx.current
+        if current is not None and current.extra.get("pid"):
+            ref = ProcessRef.from_extra(current.extra)
+            if ref != self.new:
+                stop_process(ref, None)
+        self._prune()
 
-    def _live(self, ctx: Context) -> tuple[str | None, list[Runner], set[int]]:
-        """(release id /health answers on the public port, this deployment's processes, the
-        pids among them listening on the public port)."""
-        runners = find_runners(self._releases(ctx))
-        listening = listening_pids([r.ref.pid for r in runners if r.role == "runtime"],
-                                   ctx.target.port)
-        try:
-            code, body = http_json("GET", self._url(ctx) + "/health", timeout=2)
-        except OSError:
-            return None, runners, listening
-        live = body.get("release") if code == 200 and isinstance(body, dict) else None
-        return live, runners, listening
+    def abort(self) -> None:
+        if self.new is not None:
+            stop_process(self.new, None, 10)
 
-    @staticmethod
-    def _groups(runners: list[Runner]) -> dict[int, list[Runner]]:
-        """Runners by supervisor pid (a runtime whose supervisor is gone: by its own pid)."""
-        sups = {r.ref.pid for r in runners if r.role == "supervisor"}
-        groups: dict[int, list[Runner]] = {}
-        for r in runners:
-            key = r.parent if r.role == "runtime" and r.parent in sups else r.ref.pid
-            groups.setdefault(key, []).append(r)
-        return groups
-
-    def _reconcile(self, ctx: Context, seq: int | None) -> Release | None:
-        """Make the journal and the processes agree (caller holds the journal lock): adopt the
-        release of ours that answers on the public port, stop every other process of ours
-        except the journal's current one, and fail attempts an interrupted command left
-        pending. Returns the journal's current release afterwards."""
-        live, runners, listening = self._live(ctx)
-        current = ctx.state.current(ctx.target_name)
-        groups = self._groups(runners)
-        answering = {key for key, group in groups.items()
-                     if live and any(r.release == live and r.ref.pid in listening for r in group)}
-        keep: set[int | None] = set()
-        if answering and current and current.release_id == live \
-                and self._group_of(current, groups) in answering:
-            keep = set(answering)
-        elif answering:
-            adopted = self._adopt(ctx, live, answering, seq)
-            current, keep = (adopted, set(answering)) if adopted else (current, set())
-        if current is not None:
-            keep.add(self._group_of(current, groups))
-        for key, group in groups.items():
-            if key not in keep:
-                self._stop_group(ctx, group)
-        for rel in ctx.state.releases(ctx.target_name):
-            if rel.outcome == JOURNAL_PENDING and rel.seq != seq:
-                ctx.state.finish_release(rel.seq, JOURNAL_FAILED,
-                                         reason="interrupted: the command was killed")
-        collect_venvs(ctx.state.dir, only_stale=True)
-        return ctx.state.current(ctx.target_name)
-
-    @staticmethod
-    def _group_of(release: Release, groups: dict[int, list[Runner]]) -> int | None:
-        ref = ProcessRef.from_extra(release.extra)
-        return ref.pid if ref.pid in groups and ref.alive() else None
-
-    def _adopt(self, ctx: Context, live: str, answering: set[int], seq: int | None) -> Release | None:
-        rows = [r for r in ctx.state.releases(ctx.target_name)
-                if r.release_id == live and r.seq != seq]
-        row = next((r for r in reversed(rows) if r.extra.get("pid") in answering), None)
-        row = row or (rows[-1] if rows else None)
-        if row is None:
-            return None
-        ctx.reporter.warn(f"{live} answers on the public port but the journal did not say so "
-                          "(an interrupted command): recording it as serving")
-        key = next((k for k in answering if k == row.extra.get("pid")), min(answering))
-        ref = ProcessRef.of(key)
-        ctx.state.finish_release(row.seq, SERVING, extra={"pid": ref.pid, "pid_start": ref.start},
-                                 url=self._url(ctx))
-        ctx.state.event(ctx.target_name, "adopted", f"{live} was serving after an interrupted command")
-        return ctx.state.current(ctx.target_name)
-
-    @staticmethod
-    def _stop_group(ctx: Context, group: list[Runner]) -> None:
-        ctx.reporter.step(f"stopping {group[0].release} (pid {group[0].ref.pid}), left running by "
-                          "an interrupted command")
-        for runner in sorted(group, key=lambda r: r.role != "supervisor"):
-            stop_process(runner.ref, None, 10)
-
-    # -- inspection ------------------------------------------------------------------------
-    def _url(self, ctx: Context) -> str:
-        host = ctx.target.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{ctx.target.port}"
-
-    @staticmethod
-    def _alive(release: Release) -> bool:
-        return ProcessRef.from_extra(release.extra).alive()
-
-    def _serving(self, ctx: Context, release: Release) -> bool:
-        if not self._alive(release):
-            return False
-        try:
-            status, body = http_json("GET", self._url(ctx) + "/health", timeout=2)
-        except OSError:
-            return False
-        return status == 200 and isinstance(body, dict) and body.get("release") == release.release_id
-
-    def status(self, ctx: Context, release: Release | None) -> Status:
-        """What answers on the public port, from a process of this deployment (read-only)."""
-        url = self._url(ctx)
-        live, runners, listening = self._live(ctx)
-        ours = live is not None and any(r.release == live and r.ref.pid in listening
-                                        for r in runners)
-        extra = {"pid": release.extra.get("pid"), "log": release.extra.get("log")} if release else {}
-        if ours:
-            detail = "/health 200"
-            if release is None or release.release_id != live:
-                journal = release.release_id if release else "nothing"
-                detail += (f"; the journal names {journal} (an interrupted command; the next "
-                           "deploy records what serves)")
-            return Status(READY, url=url, release_id=live, detail=detail, extra=extra)
-        if release is None:
-            return Status(DELETED, detail="not deployed")
-        if not self._alive(release):
-            return Status(FAILED, url=url, release_id=release.release_id,
-                          detail=f"process {release.extra.get('pid')} is not running", extra=extra)
-        detail = ("the public port answers for another program" if live else
-                  "not answering on the public port (restarting or loading)")
-        return Status(PENDING, url=url, release_id=release.release_id, detail=detail, extra=extra)
-
-    def logs(self, ctx: Context, release: Release, *, follow: bool, lines: int) -> Iterator[str]:
-        from .procs import follow_file
-        return follow_file(Path(release.extra["log"]), lines=lines, follow=follow)
-
-    def predict(self, ctx: Context, release: Release, payload: Any) -> Any:
-        try:
-            return http_json("POST", self._url(ctx) + "/predict", {"input": payload}, timeout=300)
-        except OSError as exc:
-            raise DeployError(f"{self._url(ctx)} did not answer ({exc})",
-                              fix=f"check `mlserve status {ctx.target_name}` and its logs") from None
-
-    # -- removal ---------------------------------------------------------------------------
-    def delete(self, ctx: Context, releases: list[Release]) -> None:
-        for rel in releases:
-            if rel.extra.get("pid"):
-                stop_process(ProcessRef.from_extra(rel.extra), None)
-        for group in self._groups(find_runners(self._releases(ctx))).values():
-            self._stop_group(ctx, group)
-        shutil.rmtree(self._releases(ctx).parent, ignore_errors=True)
-        collect_venvs(ctx.state.dir)
-
-    def _prune(self, ctx: Context, keep: set[str]) -> None:
+    def _prune(self) -> None:
         """Keep the newest ``keep_releases`` release directories that once served; remove the
         rest (failed attempts too), then venvs no kept release uses."""
-        served = [r.release_id for r in reversed(ctx.state.releases(ctx.target_name))
+        ctx = self.ctx
+        served = [r.release_id for r in reversed(ctx.history)
                   if r.outcome in ("serving", "superseded")]
-        wanted = set(keep)
+        wanted = {self.release.release_id}
         for rid in served:
             if len(wanted) >= ctx.target.keep_releases:
                 break
             wanted.add(rid)
-        running = {r.release for r in find_runners(self._releases(ctx))}
-        if not self._releases(ctx).is_dir():
-            return
-        for path in self._releases(ctx).iterdir():
+        running = {r.release for r in find_runners(_releases(ctx))}
+        for path in _releases(ctx).iterdir():
             if path.name not in wanted and path.name not in running:
                 shutil.rmtree(path, ignore_errors=True)
-        collect_venvs(ctx.state.dir)
+        collect_venvs(ctx.state_dir)

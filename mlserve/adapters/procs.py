@@ -34,6 +34,22 @@ def runtime_env(env: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def runtime_args(*, app_dir: str, entrypoint: str, name: str, host: str, port: int,
+                 concurrency: int, release: str) -> list[str]:
+    """The runtime's command-line flags (after ``python -m mlserve.runtime``, or the SSH
+    helper's loader): the one place they are spelt. ``--app-dir`` and ``--release`` in a
+    process's argv are what ``find_runners`` recognises as a runtime of ours."""
+    return ["--app-dir", app_dir, "--entrypoint", entrypoint, "--name", name, "--host", host,
+            "--port", str(port), "--concurrency", str(concurrency), "--release", release]
+
+
+def http_url(host: str, port: int) -> str:
+    """The URL a runtime listening on ``host:port`` answers at from this machine: a wildcard
+    address is reached on loopback, an IPv6 address in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free now (for a release's private check port)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:

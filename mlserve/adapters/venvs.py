@@ -47,7 +47,7 @@ def python_for(ctx: Context, snapshot: dict, release_dir: Path) -> str:
     requirements = model.get("requirements")
     app_dir = release_dir / "app"
     lines = requirement_lines(app_dir, requirements)
-    venvs = private_dir(ctx.state.dir / "venvs")
+    venvs = private_dir(ctx.state_dir / "venvs")
     with _lock(venvs, exclusive=False):
         if not lines:
             (release_dir / MARKER).write_text("")

@@ -1,0 +1,176 @@
+"""Running a release's steps: prepared everywhere first, then activated in waves, then finished.
+
+A step (``mlserve.adapters.base.Step``) is one unit of a deploy: one SSH host, the one local
+process, later one endpoint. Contract of ``run(steps, release, max_parallel, max_unavailable)``:
+
+1. Prepare, at most ``max_parallel`` steps at once: create the new release beside the old one
+   and check it (health, smoke). Nothing that serves traffic changes in this phase. The first
+   failure stops it: steps not started yet are ``skipped``; steps already prepared are aborted
+   (``not switched``: their unused new release is removed).
+2. Activate, in step order, in waves of ``max_unavailable`` (bounded by ``max_parallel``): the
+   new release takes traffic. A failure stops the run: that step keeps its old release
+   (``failed``), later steps are aborted (``not switched``); earlier waves stay on the new release
+   (``deployed``).
+3. Finish, in parallel: drain and remove each activated step's old release. A failure here is
+   noted in the step's reason; it serves the new release either way.
+
+A step already serving the release is ``unchanged`` (``prepare`` returned False) and takes part
+in neither later phase. Failures are ``MlserveError`` (any other exception is wrapped);
+``failure(release, results)`` turns the first one into the error the command raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..errors import DeployError, MlserveError
+from .base import Step
+
+DEPLOYED, UNCHANGED, FAILED, NOT_SWITCHED, SKIPPED = (
+    "deployed", "unchanged", "failed", "not switched", "skipped")
+_READY = "ready"        # prepared, not activated yet (never left in a returned result)
+
+
+@dataclass
+class StepResult:
+    host: str                            # the step's label (a host for ssh, "local")
+    status: str = SKIPPED
+    release: str | None = None           # the release serving there afterwards
+    reason: str | None = None
+    error: MlserveError | None = field(default=None, repr=False)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"host": self.host, "status": self.status, "release": self.release,
+                "reason": self.reason, **self.info}
+
+
+def parallel(fn: Callable, items: Iterable, max_parallel: int) -> list:
+    """``fn(item)`` for every item, ``max_parallel`` at once, results in order."""
+    items = list(items)
+    if len(items) <= 1 or max_parallel <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(max_parallel, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def run(steps: list[Step], release: str, max_parallel: int = 1,
+        max_unavailable: int = 1) -> list[StepResult]:
+    """Run ``steps`` through the phases above; one result per step, in order."""
+    results = {id(s): StepResult(s.label) for s in steps}
+    stop = threading.Event()
+
+    def fail(step: Step, exc: BaseException) -> None:
+        stop.set()
+        res = results[id(step)]
+        res.status, res.release = FAILED, step.previous
+        res.error = exc if isinstance(exc, MlserveError) else None
+        res.reason = exc.message if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {exc}"
+        res.reason = res.reason.removeprefix(f"{step.label}: ")    # the host column says it
+        if res.error is None:
+            res.error = MlserveError(res.reason)
+
+    def prepare(step: Step) -> None:
+        res = results[id(step)]
+        if stop.is_set():
+            res.release = step.previous
+            return
+        try:
+            changed = step.prepare()
+        except Exception as exc:  # noqa: BLE001 - recorded per step, raised by the caller
+            fail(step, exc)
+            return
+        res.status = _READY if changed else UNCHANGED
+        res.release = step.previous if changed else release
+
+    def activate(step: Step) -> None:
+        try:
+            step.activate()
+        except Exception as exc:  # noqa: BLE001
+            fail(step, exc)
+            return
+        results[id(step)].status, results[id(step)].release = DEPLOYED, release
+
+    try:
+        parallel(prepare, steps, max_parallel)
+        ready = [s for s in steps if results[id(s)].status == _READY]
+        wave = max(1, min(max_unavailable, max_parallel))
+        for start in range(0, len(ready), wave):
+            if stop.is_set():
+                break
+            parallel(activate, ready[start:start + wave], wave)
+    finally:        # interrupted (Ctrl-C) too: nothing prepared is left half-way
+        left = [s for s in steps if results[id(s)].status == _READY]
+        parallel(lambda s: _abort(s, results[id(s)]), left, max_parallel)
+    switched = [s for s in steps if results[id(s)].status == DEPLOYED]
+    parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
+    return [results[id(s)] for s in steps]
+
+
+def _finish(step: Step, res: StepResult) -> None:
+    try:
+        step.finish()
+    except Exception as exc:  # noqa: BLE001 - the step serves the new release already
+        res.reason = f"switched, but the old release was not confirmed stopped: {exc}"
+
+
+def _abort(step: Step, res: StepResult) -> None:
+    res.status, res.release = NOT_SWITCHED, step.previous
+    res.reason = "the rollout stopped before this host switched"
+    try:
+        step.abort()
+    except Exception as exc:  # noqa: BLE001 - the step keeps its old release either way
+        res.reason += f" (stopping the unused new release failed: {exc})"
+
+
+def first_failure(results: list[StepResult]) -> StepResult | None:
+    return next((r for r in results if r.status == FAILED), None)
+
+
+def changed(results: list[StepResult]) -> bool:
+    return any(r.status == DEPLOYED for r in results)
+
+
+def summary(results: list[StepResult]) -> str:
+    """Plain-text per-step lines, for error details (the CLI prints a Rich table)."""
+    width = max(len(r.host) for r in results)
+    return "\n".join(f"  {r.host:<{width}}  {r.status:<12}  {r.release or '-':<16}  {r.reason or ''}"
+                     .rstrip() for r in results)
+
+
+class RolloutError(DeployError):
+    """A deploy or rollback that stopped; ``hosts`` says where each step stands."""
+
+    def __init__(self, message: str, hosts: list[dict], exit_code: int, **kw) -> None:
+        super().__init__(message, **kw)
+        self.hosts = hosts
+        self.exit_code = exit_code
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "hosts": self.hosts}
+
+
+def failure(release: str, results: list[StepResult]) -> RolloutError | None:
+    """The error a run with a failed step raises (None when none failed): one step's own error
+    as it is; for several, which step stopped the rollout and where every step stands."""
+    failed = first_failure(results)
+    if failed is None:
+        return None
+    cause: MlserveError = failed.error
+    hosts = [r.to_dict() for r in results]
+    keeps = ("the previous release keeps serving" if failed.release
+             else "nothing was serving there before")
+    if len(results) == 1:
+        return RolloutError(cause.message, hosts, cause.exit_code, where=cause.where,
+                            fix=cause.fix or f"fix the cause and deploy again ({keeps})",
+                            details=cause.details)
+    switched = sum(r.status == DEPLOYED for r in results)
+    details = summary(results) + (f"\n{cause.details}" if cause.details else "")
+    return RolloutError(
+        f"the rollout of {release} stopped at {failed.host} ({switched} of {len(results)} hosts "
+        f"switched): {failed.reason}", hosts, cause.exit_code, where=cause.where,
+        fix=cause.fix or "fix the cause and deploy again; hosts not switched keep their "
+                         "previous release", details=details)
