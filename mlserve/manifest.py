@@ -6,8 +6,12 @@ limits) and returns a ``Project`` (the validated ``Manifest`` plus where it came
 ``ManifestError`` whose problems each read ``file:line:col: field.path: what is wrong. Fix:
 how``, user text escaped (``strict.shown``). Every file the manifest names (the entrypoint's,
 the requirements file and the local files its lines name) must be a regular file that resolves
-inside the project (``reqsets.project_file``). Nothing here imports the model code: the
-entrypoint is checked by parsing it (``ast``), so validation is safe and fast.
+inside the project (``reqsets.project_file``). ``Project.target(name)`` also refuses a target
+whose provider lacks a feature the manifest asks for (``providers.check``: several replicas,
+scale to zero, an accelerator), so every command that acts on a target (plan, deploy, migrate,
+build...) refuses it with exit 2 before reading a secret; another target of the same manifest
+that can do it is not affected. Nothing here imports the model code: the entrypoint is checked by parsing it (``ast``), so
+validation is safe and fast.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidInput, ManifestError, NotFound
+from .providers.check import feature_problems
 from .reqsets import FileProblem, project_file, read_small_file, requirement_problems
 from .strict import (ENV_NAME_RE, NAME_RE, PYTHON_RE, SECRET_RE, Strict, clean, given,
                      problem_text, shown)
@@ -225,9 +230,24 @@ class SmokeCase(Strict):
 EnvName = Annotated[str, Field(pattern=ENV_NAME_RE)]
 
 
+MANIFEST_VERSION = 1
+
+
+def _version(value: Any) -> Any:
+    """Only the version this mlserve reads (a bool is not a number here, whatever YAML says)."""
+    if type(value) is int and value == MANIFEST_VERSION:
+        return value
+    raise PydanticCustomError("manifest_version", "this mlserve reads manifest version {v} only",
+                              {"v": MANIFEST_VERSION})
+
+
 class Manifest(Strict):
     """mlserve.yaml: one model, described once, deployable to every target it names."""
 
+    version: Annotated[Literal[1], BeforeValidator(_version)] = Field(
+        MANIFEST_VERSION, description="Manifest format version: 1, the only one so far (absent "
+        "means 1). A later format gets a new number, which this mlserve refuses rather than "
+        "misreads.", examples=[1])
     name: str = Field(pattern=NAME_RE, description="DNS-safe name, 1-40 characters.",
                       examples=["hello"])
     model: ModelSpec = Field(description="The model code.")
@@ -270,8 +290,20 @@ class Project:
     def root(self) -> Path:
         return self.path.parent
 
-    def target(self, name: str | None) -> tuple[str, TargetBase]:
-        """The named target, or the only one, or the one called ``local``."""
+    def feature_gaps(self, names: list[str] | None = None) -> list[str]:
+        """What the manifest asks of the targets ``names`` (default: all) that their providers
+        cannot do, one located problem each."""
+        return [clean(p) for p in feature_problems(self.manifest, self.located.where, names)]
+
+    def check_features(self, names: list[str] | None = None) -> None:
+        """``ManifestError`` (exit 2) listing ``feature_gaps(names)``, if any."""
+        problems = self.feature_gaps(names)
+        if problems:
+            raise invalid(self.located.file, problems)
+
+    def target(self, name: str | None, *, check_features: bool = True) -> tuple[str, TargetBase]:
+        """The named target, or the only one, or the one called ``local``; refused when its
+        provider lacks a feature the manifest asks for (unless ``check_features`` is false)."""
         targets = self.manifest.targets
         if name is None:
             if len(targets) == 1:
@@ -285,6 +317,8 @@ class Project:
         if name not in targets:
             raise NotFound(f"no target {shown(name)} in {clean(str(self.path))}",
                            fix=f"use one of: {', '.join(targets)}")
+        if check_features:
+            self.check_features([name])
         return name, targets[name]
 
 

@@ -91,6 +91,7 @@ _FIXES = {
                      "(the field is then required)",
     "input_choice": "write every choice as the field's type",
     "input_bounds": "use finite bounds with ge <= le",
+    "manifest_version": "write `version: 1` (or leave it out); a later version needs a later mlserve",
 }
 # Our own errors already show the value they are about; pydantic's own do not.
 _OWN_KINDS = {"unknown_key", "union_tag_invalid", "union_tag_not_found", "string_pattern_mismatch",

@@ -2,7 +2,8 @@
 
 Each model documents every field (description + example) because `mlserve schema` exports them
 for editors. Options that belong to a provider live here and nowhere else; the manifest only
-knows the union.
+knows the union, ``Target``, built from the provider registry (``mlserve.providers``): a provider
+is in the union, hence in the JSON Schema, exactly when it is registered.
 """
 
 from __future__ import annotations
@@ -142,9 +143,20 @@ class VMTarget(TargetBase):
                                    examples=["https://example.com/bundles/hello.tar.gz"])
 
 
-Target = Annotated[
-    Union[LocalTarget, SSHTarget, DockerTarget, ReplicateTarget, BasetenTarget, VMTarget],
-    Field(discriminator="provider"),
-]
+def _options_models() -> tuple[type[TargetBase], ...]:
+    """Each registered provider's options model, in registry order; each is defined above (the
+    registry names them as "mlserve.targets:Class"), and its ``provider`` is the provider's name."""
+    from .providers import REGISTRY
+    models = []
+    for name, info in REGISTRY.items():
+        module, _, cls_name = info.options.partition(":")
+        model = globals().get(cls_name) if module == __name__ else None
+        if model is None or model.model_fields["provider"].annotation != Literal[name]:
+            raise RuntimeError(f"provider {name!r}: its options {info.options!r} are not a target "
+                               f"model in {__name__} with provider: Literal[{name!r}]")
+        models.append(model)
+    return tuple(models)
 
-PROVIDERS = ("local", "ssh", "docker", "replicate", "baseten", "vm")
+
+#: The manifest's ``targets`` values: one options model per registered provider.
+Target = Annotated[Union[_options_models()], Field(discriminator="provider")]

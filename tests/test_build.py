@@ -199,7 +199,8 @@ def test_output_cannot_be_the_project_itself(tmp_path):
 
 
 def test_gpu_builds_pick_a_cuda_base_and_say_what_they_cannot_know(tmp_path):
-    manifest = make_project(tmp_path / "p", gpu={"type": "T4"})
+    manifest = make_project(tmp_path / "p", gpu={"type": "T4"},       # local refuses a GPU
+                            targets={"img": {"provider": "docker", "image": "r.example/x"}})
     result = build_to(manifest, "docker", tmp_path / "o")
     dockerfile = (tmp_path / "o" / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=nvidia/cuda:" in dockerfile and "python3-venv" in dockerfile

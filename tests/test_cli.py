@@ -118,11 +118,12 @@ def test_not_deployed_target(tmp_path, capsys):
 
 
 def test_provider_catalogue_covers_every_target_provider(capsys):
-    from mlserve.targets import PROVIDERS
+    schema = json.loads((REPO / "mlserve" / "mlserve.schema.json").read_text())
+    (targets,) = schema["properties"]["targets"]["patternProperties"].values()
     result = run_cli(capsys, "providers", "--json")
     assert result.code == 0
     names = {p["name"] for p in json.loads(result.out)["providers"]}
-    assert names == set(PROVIDERS)
+    assert names == set(targets["discriminator"]["mapping"])
 
 
 def test_build_only_provider_says_why_it_cannot_deploy(tmp_path, capsys):

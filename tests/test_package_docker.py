@@ -48,7 +48,9 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("case", ["plain", "gpu", "system-packages", "requirements"])
 def test_hadolint_passes(tmp_path, case):
-    options = {"plain": {}, "gpu": {"gpu": {"type": "A10G"}},
+    # A GPU is asked of an image target: the local provider refuses resources.gpu.
+    options = {"plain": {}, "gpu": {"gpu": {"type": "A10G"},
+                                    "targets": {"img": {"provider": "docker", "image": "hostile"}}},
                "system-packages": {}, "requirements": {"requirements": ["numpy>=1.26"]}}[case]
     manifest = make_project(tmp_path / "p", env=HOSTILE, secrets=[SECRET_NAME],
                             files={WEIGHTS_NAME: WEIGHTS}, **options)

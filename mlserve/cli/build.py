@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..providers import REGISTRY, formats
 from .app import JsonOpt, ManifestOpt, TargetArg, app
 from .output import console, emit_json, plain, say, warning
 
-FORMATS = ("cog", "truss", "docker", "cloud-init")
+FORMATS = formats()         # from the provider registry (a test checks packaging renders each)
 COLLAPSE_AFTER = 12
 
 
@@ -25,9 +26,9 @@ def build(
     target: TargetArg = None,
     file: ManifestOpt = None,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", callback=_format, metavar="[cog|truss|docker|cloud-init]",
-        help="Packaging to render. Default: the target provider's (replicate: cog, baseten: "
-             "truss, docker: docker, vm: cloud-init, local/ssh: docker).")] = None,
+        "--format", callback=_format, metavar=f"[{'|'.join(FORMATS)}]",
+        help="Packaging to render. Default: the target provider's ("
+             + ", ".join(f"{n}: {i.default_format}" for n, i in REGISTRY.items()) + ").")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Directory to write (replaced if an earlier build wrote it). "
                                "Default: .mlserve/build/TARGET-FORMAT beside the manifest.")] = None,

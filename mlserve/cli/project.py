@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import JsonOpt, ManifestOpt, app
-from .output import emit_json, plain, result_line, say
+from .app import JsonOpt, ManifestOpt, TargetArg, app
+from .output import emit_json, plain, result_line, say, warning
 
 
 @app.command()
@@ -29,14 +29,21 @@ def init(
 
 
 @app.command()
-def validate(file: ManifestOpt = None, as_json: JsonOpt = False) -> None:
-    """Check a manifest: every problem with its file:line:column and the fix."""
+def validate(target: TargetArg = None, file: ManifestOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a manifest: every problem with its file:line:column and the fix. With TARGET, also
+    refuse what the manifest asks of TARGET that its provider cannot do (as plan and deploy do);
+    without, that is a warning per target."""
     from ..manifest import load_project
     project = load_project(file)
     m = project.manifest
+    if target is not None:
+        project.target(target)
+    gaps = project.feature_gaps(None if target is None else [target])
+    for gap in gaps:
+        warning(f"{gap} (commands on that target refuse it)")
     if as_json:
         emit_json({"valid": True, "file": str(project.path), "name": m.name,
-                   "targets": {k: v.provider for k, v in m.targets.items()}})
+                   "targets": {k: v.provider for k, v in m.targets.items()}, "warnings": gaps})
         return
     targets = ", ".join(f"{k} ({v.provider})" for k, v in m.targets.items())
     result_line(f"[green]valid[/green]: {plain(project.located.file)} — model "
@@ -83,7 +90,8 @@ def serve(
 
 @app.command()
 def providers(as_json: JsonOpt = False) -> None:
-    """The providers mlserve knows: layer, packaging, and whether it deploys or only builds."""
+    """The providers mlserve knows: layer, packaging, whether it deploys or only builds, and
+    what each cannot do (--json: with the reason)."""
     from ..providers import catalogue
     from .output import table
     entries = catalogue()
@@ -92,4 +100,5 @@ def providers(as_json: JsonOpt = False) -> None:
         return
     table("providers", ["provider", "layer", "packaging", "mlserve does", "not supported"],
           [[e["name"], e["layer"], e["packaging"], "deploy" if e["deploy"] else "build",
-            "; ".join(f"{k}: {v}" for k, v in e["unsupported"].items())] for e in entries])
+            ", ".join(e["unsupported"])] for e in entries])
+    say("why each is not supported: [bold]mlserve providers --json[/bold] (features)")

@@ -6,9 +6,9 @@ directory, or one an earlier build wrote) and returns a ``BuildResult``. The rel
 content hash of the written context (``Bundle`` of the output directory): the same manifest and
 files give the same bytes, hence the same id, on any machine with the same mlserve.
 
-Formats and the providers that use them (``DEFAULT_FORMAT``): ``cog`` (Replicate), ``truss``
-(Baseten), ``docker`` (the docker provider, and local/ssh targets when asked for an image),
-``cloud-init`` (vm).
+Formats and the providers that use them (``DEFAULT_FORMAT``, from the provider registry):
+``cog`` (Replicate), ``truss`` (Baseten), ``docker`` (the docker provider, and local/ssh targets
+when asked for an image), ``cloud-init`` (vm).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Callable
 from ..bundle import collect, ignore_pattern
 from ..errors import InvalidInput
 from ..manifest import Project, load_project
+from ..providers import REGISTRY
 from .cloudinit import render_cloud_init
 from .context import MARKER, BuildContext, Spec, clear_output
 from .formats import render_cog, render_docker, render_truss
@@ -33,8 +34,8 @@ RENDERERS: dict[str, Callable[[Spec, BuildContext], None]] = {
     "cloud-init": render_cloud_init,
 }
 FORMATS = tuple(RENDERERS)
-DEFAULT_FORMAT = {"replicate": "cog", "baseten": "truss", "docker": "docker", "vm": "cloud-init",
-                  "local": "docker", "ssh": "docker"}
+#: provider -> the format ``build`` renders without ``--format`` (each provider's info says it).
+DEFAULT_FORMAT = {name: info.default_format for name, info in REGISTRY.items()}
 
 
 @dataclass
