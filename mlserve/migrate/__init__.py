@@ -56,6 +56,7 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
     with clock("plan"):
         run = _prepare(manifest, source, dest, state_dir, rtol, atol, inputs)
         run.reporter, run.keep_source = reporter, keep_source
+        run.check_source()
         plans = {run.a: _plan(manifest, run.a, state_dir), run.b: _plan(manifest, run.b, state_dir)}
     if dry_run:
         return {**run.summary(), "status": "planned", "plans": plans,

@@ -98,6 +98,11 @@ class Run:
     # -- steps -------------------------------------------------------------------------------
     def check_targets(self) -> None:
         """A serves the project's release; B is empty or this pair's leftover (under A's lock)."""
+        self.check_source()
+        self._check_dest()
+
+    def check_source(self) -> None:
+        """A serves (read-only: also run before locking, so a refusal creates nothing)."""
         a = service.status(self.manifest, self.a, self.state_dir)
         if a["status"] in EMPTY:
             raise NotFound(f"target {self.a!r} is not deployed: there is nothing to migrate",
@@ -108,6 +113,8 @@ class Run:
                               + ": migrate moves a deployment that serves",
                               fix=f"see `mlserve status {self.a}`; redeploy it first")
         self.release = a["release"]
+
+    def _check_dest(self) -> None:
         b = service.status(self.manifest, self.b, self.state_dir)
         if b["status"] not in EMPTY and not self._leftover():
             raise DeployError(
