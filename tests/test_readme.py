@@ -42,16 +42,43 @@ def test_readme_first_command_deploys_and_predicts(tmp_path):
                         "--yes"], cwd=clone, capture_output=True)
 
 
+def _block(text: str, name: str) -> list[tuple[str, ...]]:
+    """The rows of the table between ``<!-- name:`` and ``<!-- /name -->`` (header excluded)."""
+    block = text.split(f"<!-- {name}:", 1)[1].split(f"<!-- /{name} -->", 1)[0]
+    return [tuple(c.strip() for c in line.strip().strip("|").split("|"))
+            for line in block.splitlines()[3:] if line.startswith("|")]
+
+
+def provider_rows(catalogue: list[dict]) -> list[tuple[str, ...]]:
+    """README's provider table as the registry says it should read."""
+    return [(f"`{p['name']}`", p["layer"], "deploy" if p["deploy"] else "build",
+             f"`{p['default_format']}`", ", ".join(p["unsupported"])) for p in catalogue]
+
+
 def test_readme_provider_table_is_the_catalogue():
-    """Which providers deploy and which only build: the table says what `mlserve providers` says."""
+    """Layer, deploy or build, build format and gaps: the table says what `mlserve providers`
+    says, in registry order (the expected rows are printed on failure, ready to paste)."""
     text = (REPO / "README.md").read_text()
-    block = text.split("<!-- providers:", 1)[1].split("<!-- /providers -->", 1)[0]
-    rows = {tuple(c.strip(" `") for c in line.strip("|").split("|"))
-            for line in block.splitlines()[3:] if line.startswith("|")}
     catalogue = json.loads(run_process("providers", "--json").out)["providers"]
-    assert rows == {(p["name"], p["layer"], "deploy" if p["deploy"] else "build") for p in catalogue}
+    expected = provider_rows(catalogue)
+    assert _block(text, "providers") == expected, "\n".join(
+        "| " + " | ".join(row) + " |" for row in expected)
     for name in (p["name"] for p in catalogue if p["deploy"]):
         assert f"**deploys** (`{name}`)" in text
+
+
+def test_readme_targets_table_names_every_option():
+    """The Targets table has one row per provider, naming each option its model has (but the
+    `provider` key and `health_timeout`, which every target takes) and no other."""
+    from mlserve.providers import REGISTRY
+    from mlserve.targets import TargetBase
+    section = (REPO / "README.md").read_text().split("### Targets", 1)[1]
+    table = section[section.index("\n|"):].split("\n\n", 1)[0].strip().splitlines()
+    rows = {cells[0].strip(" `"): set(re.findall(r"`([a-z_]+)`", cells[1]))
+            for cells in (line.strip("|").split("|") for line in table[2:])}
+    common = set(TargetBase.model_fields)
+    assert rows == {name: set(info.options_model.model_fields) - common - {"provider"}
+                    for name, info in REGISTRY.items()}
 
 
 def test_every_extra_installs_only_what_mlserve_imports():
