@@ -4,8 +4,9 @@ the old one, and only then remove the old one.
 Contract (``migrate(...)`` returns the result as plain data; every failure raises):
 
 1. *Plan*: both targets are resolved, ``--inputs`` is read (a malformed line is exit 2 naming
-   ``FILE:LINE``) and both targets are planned. ``--dry-run`` stops here: nothing is written,
-   not even a lock file.
+   ``FILE:LINE``), A must serve, and both targets are planned (``mlserve.plan``: B's plan names
+   the release a deploy would create). ``--dry-run`` stops here and returns both plans: nothing
+   is written, not even a lock file.
 2. *Lock*: the source's journal lock is held for the whole migration (a second migrate of the
    same pair, or a deploy/delete of A, is refused ``Busy``). The destination's lock is taken by
    its deploy and then held by the migration until it ends. Why not both up front in sorted
@@ -40,6 +41,7 @@ from typing import Iterator
 
 from .. import service
 from ..errors import InvalidInput
+from ..plan import plan
 from ..report import Reporter
 from .inputs import Case, read_inputs
 from .run import Interrupted, MigrateFailed, Run, signals_raise
@@ -57,9 +59,9 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
         run = _prepare(manifest, source, dest, state_dir, rtol, atol, inputs)
         run.reporter, run.keep_source = reporter, keep_source
         run.check_source()
-        plans = {run.a: _plan(manifest, run.a, state_dir), run.b: _plan(manifest, run.b, state_dir)}
+        run.plans = {t: plan(manifest, t, state_dir) for t in (run.a, run.b)}
     if dry_run:
-        return {**run.summary(), "status": "planned", "plans": plans,
+        return {**run.summary(), "status": "planned", "plans": run.plans,
                 "inputs": len(run.cases), "timings": clock.timings}
     with signals_raise(), contextlib.ExitStack() as a_lock, contextlib.ExitStack() as b_lock:
         with clock("lock"):
@@ -119,13 +121,3 @@ def _prepare(manifest, source: str, dest: str, state_dir, rtol: float, atol: flo
     cases += read_inputs(inputs) if inputs is not None else []
     return Run(manifest, state_dir, project, a, a_options.provider, b, b_options.provider,
                cases, rtol, atol)
-
-
-def _plan(manifest, target: str, state_dir) -> dict:
-    """What a deploy of ``target`` would do (``mlserve plan``), or, while that is not available,
-    its live status. Read-only either way."""
-    try:
-        from ..plan import plan
-    except ImportError:
-        return service.status(manifest, target, state_dir)
-    return plan(manifest, target, state_dir)

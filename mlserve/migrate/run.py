@@ -59,6 +59,7 @@ class Run:
         self.compared = 0
         self.mismatches: list[dict] = []
         self.touched_b = False       # B may now hold something this migration created
+        self.plans: dict[str, dict] = {}     # target -> mlserve.plan.plan(...)
         self.phase = "check"
 
     def summary(self) -> dict:
@@ -121,18 +122,13 @@ class Run:
                 f"target {self.b!r} already has a deployment ({b['status']}, release "
                 f"{b['release']}): migrate moves a model onto an empty target",
                 fix=f"mlserve delete {self.b} first, or migrate to another target")
-        built = self._project_release()
+        built = self.plans[self.b].get("release") if self.plans else None
         if built != self.release:
             raise DeployError(
                 f"target {self.a!r} serves release {self.release}, but the project's files are "
                 f"now release {built}: migrate moves the release that serves",
                 fix=f"mlserve deploy {self.a} first (then both serve {built}), or restore the "
                     f"files {self.a!r} was deployed from")
-
-    def _project_release(self) -> str:
-        from .. import adapters
-        with service.open_context(self.manifest, self.b, self.state_dir, writable=False) as ctx:
-            return adapters.get(ctx.target.provider).package(ctx).release_id
 
     def deploy_b(self) -> None:
         self._event(self.b, STARTED, f"from {self.a}: release {self.release} (pid {os.getpid()})")
@@ -173,11 +169,8 @@ class Run:
                    if len(self.mismatches) > MISMATCHES_SHOWN else ""))
 
     def _caller(self, target: str) -> Call:
-        """One prediction on ``target`` (the service's caller once it has one)."""
-        made = getattr(service, "caller", None)
-        if made is not None:
-            return made(self.manifest, target, self.state_dir)
-        return lambda payload: service.predict(self.manifest, target, self.state_dir, payload)
+        """One prediction on ``target``: payload -> (HTTP status, body)."""
+        return service.caller(self.manifest, target, self.state_dir, self.reporter)
 
     def _compare_one(self, case: Case, call_a: Call, call_b: Call) -> dict | None:
         status_a, body_a = _ask(call_a, self.a, case)
