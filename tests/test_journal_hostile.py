@@ -432,6 +432,19 @@ def test_garbage_leftovers_beside_the_journal(seeded, capsys, suffixes):
     assert [r["release"] for r in json.loads(status.out)["releases"]] == ["r-two", "r-one"]
 
 
+#: The tables as mlserve wrote them before schema versions (schema 1 added deployments.deleted_seq).
+SCHEMA_0 = """
+  CREATE TABLE deployments (target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
+    release_id TEXT, url TEXT, status TEXT NOT NULL, updated_at REAL NOT NULL);
+  CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
+    release_id TEXT NOT NULL, provider TEXT NOT NULL, bundle_hash TEXT NOT NULL,
+    manifest TEXT NOT NULL, url TEXT, created_at REAL NOT NULL, outcome TEXT NOT NULL,
+    reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
+  CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
+    at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+"""
+
+
 def test_journal_from_before_schema_versions_is_read_and_upgraded(tmp_path, capsys):
     """A journal written before ``user_version`` (WAL mode, no deleted_seq) still works."""
     project = _project(tmp_path)
@@ -439,15 +452,7 @@ def test_journal_from_before_schema_versions_is_read_and_upgraded(tmp_path, caps
     journal.parent.mkdir()
     old = sqlite3.connect(journal, isolation_level=None)
     old.execute("PRAGMA journal_mode=WAL")
-    old.executescript("""
-      CREATE TABLE deployments (target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
-        release_id TEXT, url TEXT, status TEXT NOT NULL, updated_at REAL NOT NULL);
-      CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        release_id TEXT NOT NULL, provider TEXT NOT NULL, bundle_hash TEXT NOT NULL,
-        manifest TEXT NOT NULL, url TEXT, created_at REAL NOT NULL, outcome TEXT NOT NULL,
-        reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
-      CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+    old.executescript(SCHEMA_0 + """
       INSERT INTO releases VALUES (1, 'local', 'r-old', 'local', 'h', '{"name": "hello"}', NULL,
         1.0, 'deleted', NULL, '{}');
       INSERT INTO deployments VALUES ('local', 'local', 'hello', 'r-old', NULL, 'DELETED', 1.0);
@@ -465,22 +470,14 @@ def test_journal_from_before_schema_versions_is_read_and_upgraded(tmp_path, caps
     assert {"files", "requirements"} <= {c[1] for c in db.execute("PRAGMA table_info(releases)")}
 
 
-def _v1_journal(project: Path) -> Path:
-    """A schema 1 journal (no file lists) with one serving release, written by State's SQL of
-    that version."""
-    journal = project / ".mlserve" / "state.db"
-    journal.parent.mkdir()
+def v1_journal(state: Path) -> Path:
+    """A schema 1 journal (no file lists) in the new directory ``state`` whose current release
+    of target ``local`` is ``r-v1``, as mlserve's schema 1 wrote it (test_plan uses it too)."""
+    journal = state / "state.db"
+    state.mkdir()
     db = sqlite3.connect(journal, isolation_level=None)
-    db.executescript("""
-      CREATE TABLE deployments (target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
-        release_id TEXT, url TEXT, status TEXT NOT NULL, updated_at REAL NOT NULL,
-        deleted_seq INTEGER NOT NULL DEFAULT 0);
-      CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        release_id TEXT NOT NULL, provider TEXT NOT NULL, bundle_hash TEXT NOT NULL,
-        manifest TEXT NOT NULL, url TEXT, created_at REAL NOT NULL, outcome TEXT NOT NULL,
-        reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
-      CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+    db.executescript(SCHEMA_0 + """
+      ALTER TABLE deployments ADD COLUMN deleted_seq INTEGER NOT NULL DEFAULT 0;
       INSERT INTO releases VALUES (1, 'local', 'r-v1', 'local', 'h', '{"name": "hello"}', NULL,
         1.0, 'serving', NULL, '{}');
       INSERT INTO deployments VALUES ('local', 'local', 'hello', 'r-v1', NULL, 'READY', 1.0, 0);
@@ -491,7 +488,7 @@ def _v1_journal(project: Path) -> Path:
 
 
 def test_schema_1_journal_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path):
-    journal = _v1_journal(_project(tmp_path))
+    journal = v1_journal(_project(tmp_path) / ".mlserve")
     before = journal.read_bytes()
     reader = State.for_reading(journal.parent)
     assert reader.current("local").release_id == "r-v1" and reader.current("local").files is None

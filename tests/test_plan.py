@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import EXAMPLES, run_cli, run_process
 from tests.infra.net import free_port
+from tests.test_journal_hostile import v1_journal
 
 #: The base project's files besides the manifest (path -> (content, executable)).
 BASE_FILES = {"extra.txt": (b"extra\n", False), "data/a.bin": (b"\x00\x01" * 50, False),
@@ -313,35 +314,13 @@ def test_generated_change_sets_are_planned_exactly(deployed, capsys, change):
 
 # -- journals of every kind: read only, byte for byte ---------------------------------------------
 
-def _v1_journal(state: Path) -> None:
-    """A schema 1 journal (before file lists) whose current release is r-v1."""
-    state.mkdir()
-    db = sqlite3.connect(state / "state.db", isolation_level=None)
-    db.executescript("""
-      CREATE TABLE deployments (target TEXT PRIMARY KEY, provider TEXT NOT NULL, name TEXT NOT NULL,
-        release_id TEXT, url TEXT, status TEXT NOT NULL, updated_at REAL NOT NULL,
-        deleted_seq INTEGER NOT NULL DEFAULT 0);
-      CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        release_id TEXT NOT NULL, provider TEXT NOT NULL, bundle_hash TEXT NOT NULL,
-        manifest TEXT NOT NULL, url TEXT, created_at REAL NOT NULL, outcome TEXT NOT NULL,
-        reason TEXT, extra TEXT NOT NULL DEFAULT '{}');
-      CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-        at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
-      INSERT INTO releases VALUES (1, 'local', 'r-v1', 'local', 'old', '{"name": "hello"}', NULL,
-        1.0, 'serving', NULL, '{}');
-      INSERT INTO deployments VALUES ('local', 'local', 'hello', 'r-v1', NULL, 'READY', 1.0, 0);
-      PRAGMA user_version=1;
-    """)
-    db.close()
-
-
 @pytest.mark.parametrize("journal", ["none", "empty dir", "schema 1", "damaged", "future"])
 def test_the_state_directory_is_byte_identical_whatever_the_journal(tmp_path, capsys, journal):
     project, state = _project(tmp_path, free_port()), tmp_path / "state"
     if journal == "empty dir":
         state.mkdir()
     elif journal in ("schema 1", "damaged", "future"):
-        _v1_journal(state)
+        v1_journal(state)
     if journal == "damaged":
         data = bytearray((state / "state.db").read_bytes())
         data[100:3000] = os.urandom(2900)
