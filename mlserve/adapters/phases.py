@@ -14,6 +14,9 @@ process, later one endpoint. Contract of ``run(steps, release, max_parallel, max
 3. Finish, in parallel: drain and remove each activated step's old release. A failure here is
    noted in the step's reason; it serves the new release either way.
 
+A step whose ``prepare`` or ``activate`` raises cleans up what it made itself (only it knows how
+far it got): the runner aborts only steps that were prepared and not activated. An interrupt
+(Ctrl-C) aborts those and finishes the steps already activated, then propagates.
 A step already serving the release is ``unchanged`` (``prepare`` returned False) and takes part
 in neither later phase. Failures are ``MlserveError`` (any other exception is wrapped);
 ``failure(release, results)`` turns the first one into the error the command raises.
@@ -102,11 +105,12 @@ def run(steps: list[Step], release: str, max_parallel: int = 1,
             if stop.is_set():
                 break
             parallel(activate, ready[start:start + wave], wave)
-    finally:        # interrupted (Ctrl-C) too: nothing prepared is left half-way
+    finally:        # interrupted (Ctrl-C) too: nothing prepared is left half-way, and no
+        # switched step keeps two releases taking traffic side by side
         left = [s for s in steps if results[id(s)].status == _READY]
         parallel(lambda s: _abort(s, results[id(s)]), left, max_parallel)
-    switched = [s for s in steps if results[id(s)].status == DEPLOYED]
-    parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
+        switched = [s for s in steps if results[id(s)].status == DEPLOYED]
+        parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
     return [results[id(s)] for s in steps]
 
 
