@@ -25,5 +25,5 @@ INFO = ProviderInfo(
         Feature.FLEET: "one machine; the ssh provider deploys to several hosts",
     },
     state_map=RUNTIME_STATES,
-    adapter="mlserve.adapters.local:LocalProvider",
+    adapter="mlserve.adapters.local:LocalAdapter",
 )
