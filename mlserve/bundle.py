@@ -128,18 +128,22 @@ class Bundle:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def release_id(self) -> str:
-        """``r-`` + 12 hex digits of the hash of (path, mode, content digest) of every file."""
-        return "r-" + self.content_hash[:12]
-
-    @property
     def content_hash(self) -> str:
+        """SHA-256 of (path, mode, content digest) of every file. The model version's id is
+        ``mlserve.release.release_id`` (these files and the behaviour-changing manifest fields)."""
+        return self.files_hash().hexdigest()
+
+    def files_hash(self, skip: str | None = None):
+        """The running hash of every file's (path, executable bit or narrowed mode, digest)
+        but ``skip``, for ``content_hash`` and ``release_id``."""
         h = hashlib.sha256()
         for f in self.files:
+            if f.path == skip:
+                continue
             narrowed = f.mode != (0o755 if f.executable else 0o644)
             mode = f"\0{f.mode:o}" if narrowed else ""
             h.update(f"{f.path}\0{int(f.executable)}\0{f.digest}{mode}\n".encode())
-        return h.hexdigest()
+        return h
 
     @property
     def total_size(self) -> int:

@@ -30,6 +30,7 @@ from .adapters import phases
 from .adapters.base import Adapter, Call, Context, Observed, ReleaseSpec
 from .errors import InvalidInput, MissingCredentials, MlserveError, NotFound
 from .manifest import Project, load_project
+from .release import release_id
 from .report import Reporter
 from .state import (FAILED, PENDING, SERVING, JournalError, Release, State, default_state_dir,
                     file_list, requirements_of)
@@ -169,9 +170,9 @@ def deploy(manifest: str | Path | None = None, target: str | None = None,
             bundle = adapter.package(ctx)
             for warning in bundle.warnings:
                 ctx.reporter.warn(warning)
-            ctx.reporter.step(f"release {bundle.release_id}: {len(bundle.files)} files, "
-                              f"{bundle.total_size} bytes")
-            spec = ReleaseSpec(bundle.release_id, ctx.manifest.model_dump(mode="json"), bundle)
+            rid = release_id(ctx.project, bundle)
+            ctx.reporter.step(f"release {rid}: {len(bundle.files)} files, {bundle.total_size} bytes")
+            spec = ReleaseSpec(rid, ctx.manifest.model_dump(mode="json"), bundle)
             kept = {"files": file_list(bundle), "requirements": requirements_of(
                 ctx.project.root, ctx.manifest.model.requirements)}
             return _roll(ctx, state, adapter, spec, bundle.content_hash, {}, kept)
@@ -221,7 +222,8 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         if isinstance(adapter, Adapter):
             url, extra, changed = _run_steps(ctx, state, adapter, spec, seq, recorded)
         else:                                        # TRANSITIONAL (ssh)
-            legacy = adapter.deploy(ctx, spec.bundle, seq) if spec.bundle is not None else \
+            legacy = adapter.deploy(ctx, _Named(spec.bundle, spec.release_id), seq) \
+                if spec.bundle is not None else \
                 adapter.rollback(ctx, state.find_release(ctx.target_name, spec.release_id), seq)
             url, extra, changed = legacy.url, legacy.extra, legacy.changed
     except MlserveError as exc:       # refused or failed: the reason is the user's message
@@ -239,6 +241,16 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         state.event(ctx.target_name, "deployed", f"{spec.release_id} serving at {url}")
     return DeployResult(ctx.target_name, ctx.target.provider, spec.release_id, url,
                         DeployState.READY.value, changed, extra)
+
+
+class _Named:
+    """TRANSITIONAL (ssh): a bundle that answers ``release_id`` with the model version's id."""
+
+    def __init__(self, bundle, rid: str) -> None:
+        self._bundle, self.release_id = bundle, rid
+
+    def __getattr__(self, name: str):
+        return getattr(self._bundle, name)
 
 
 def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, seq: int,

@@ -51,7 +51,8 @@ def test_cli_json_lists_the_files_and_the_release_of_the_written_context(project
     info = json.loads(done.stdout)
     assert info["format"] == "cog" and info["target"] == "rep" and info["output"] == str(out)
     assert info["files"] == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert info["release"] == collect(out).release_id and info["release"].startswith("r-")
+    assert info["context"] == "sha256:" + collect(out).content_hash   # what was built
+    assert info["release"].startswith("r-")             # under the model version's id
 
 
 def test_cli_shows_a_tree_on_stderr(project, tmp_path):

@@ -24,16 +24,16 @@ def test_same_files_same_release_id_anywhere(tmp_path):
     files = {"model.py": "x = 1\n", "weights/a.bin": "abc", "mlserve.yaml": "name: a\n"}
     _tree(tmp_path / "one", files)
     _tree(tmp_path / "two", dict(reversed(list(files.items()))))
-    assert collect(tmp_path / "one").release_id == collect(tmp_path / "two").release_id
+    assert collect(tmp_path / "one").content_hash == collect(tmp_path / "two").content_hash
     (tmp_path / "two" / "model.py").write_text("x = 2\n")
-    assert collect(tmp_path / "one").release_id != collect(tmp_path / "two").release_id
+    assert collect(tmp_path / "one").content_hash != collect(tmp_path / "two").content_hash
 
 
 def test_mode_change_is_a_new_release(tmp_path):
     _tree(tmp_path, {"run.sh": "echo hi\n"})
-    before = collect(tmp_path).release_id
+    before = collect(tmp_path).content_hash
     os.chmod(tmp_path / "run.sh", 0o755)
-    assert collect(tmp_path).release_id != before
+    assert collect(tmp_path).content_hash != before
 
 
 def test_ignores_builtin_and_mlserveignore(tmp_path):
@@ -126,3 +126,84 @@ def test_a_noop_attempt_is_discarded_and_the_schema_is_versioned(tmp_path):
     assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"   # readers create no files
     db.close()
+
+
+MODEL_SRC = "class Model:\n    def load(self):\n        pass\n\n    def predict(self, payload):\n        return payload\n"
+
+
+# -- the release id: the model version, the same on every target and in every build format ------
+BASE_MANIFEST = {
+    "name": "relid", "model": {"entrypoint": "model.py:Model", "python": "3.11", "requirements": []},
+    "resources": {"cpu": 1, "memory": "512Mi"}, "scaling": {"concurrency": 2},
+    "env": {"A": "1"}, "secrets": ["TOKEN_B", "TOKEN_A"],
+    "smoke": [{"input": {"x": 1}}],
+    "targets": {"local": {"provider": "local", "port": 8480},
+                "rep": {"provider": "replicate", "model": "acme/relid"},
+                "bt": {"provider": "baseten"}, "img": {"provider": "docker", "image": "acme/relid"},
+                "box": {"provider": "vm"}},
+}
+
+# (path into the manifest, new value, whether the model version changes)
+EDITS = [
+    (("model", "entrypoint"), "other.py:Model", True),
+    (("model", "python"), "3.12", True),
+    (("model", "requirements"), ["numpy==1.26.4"], True),
+    (("env", "A"), "2", True),
+    (("env", "B"), "new", True),
+    (("secrets",), ["TOKEN_A", "TOKEN_B", "TOKEN_C"], True),
+    (("secrets",), ["TOKEN_A", "TOKEN_B"], False),          # the same names in another order
+    (("resources", "cpu"), 2, True),
+    (("scaling", "concurrency"), 3, True),
+    (("smoke",), [{"input": {"x": 2}, "expect": 4}], False),
+    (("targets", "local", "port"), 9999, False),
+    (("targets", "extra"), {"provider": "local", "port": 8481}, False),
+    (("name",), "renamed", False),
+]
+
+
+def _relid_project(root, manifest: dict, files: dict[str, str]):
+    import yaml
+    from mlserve.manifest import load_project
+    _tree(root, {**files, "mlserve.yaml": yaml.safe_dump(manifest, sort_keys=False)})
+    (root / "other.py").write_text(MODEL_SRC)
+    return load_project(root / "mlserve.yaml")
+
+
+def _relid(root, manifest: dict, files: dict[str, str]) -> str:
+    from mlserve.release import release_id
+    project = _relid_project(root, manifest, files)
+    return release_id(project, collect(project.root))
+
+
+@pytest.mark.parametrize("path, value, changes", EDITS,
+                         ids=[".".join(e[0]) + ("" if e[2] else " (same)") for e in EDITS])
+def test_release_id_changes_with_behaviour_only(tmp_path, path, value, changes):
+    import copy
+    files = {"model.py": MODEL_SRC}
+    edited = copy.deepcopy(BASE_MANIFEST)
+    node = edited
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    before = _relid(tmp_path / "a", BASE_MANIFEST, files)
+    assert (before != _relid(tmp_path / "b", edited, files)) is changes
+
+
+def test_release_id_is_the_same_for_every_build_format_and_deploy(tmp_path):
+    """``mlserve build`` reports the model version's id for every format (each records its own
+    context hash under it), and it is the id a deploy would use."""
+    from mlserve.packaging import FORMATS, build_project
+    from mlserve.release import release_id
+    project = _relid_project(tmp_path / "p", BASE_MANIFEST, {"model.py": MODEL_SRC})
+    results = [build_project(project, "local", fmt, tmp_path / f"out-{fmt}") for fmt in FORMATS]
+    expected = release_id(project, collect(project.root, extra_ignores=["/.mlserve/"]))
+    assert {r.release for r in results} == {expected}
+    assert len({r.context for r in results}) == len(FORMATS)     # different builds under one id
+
+
+def test_release_id_follows_the_files(tmp_path):
+    files = {"model.py": MODEL_SRC, "weights/a.bin": "abc"}
+    same = _relid(tmp_path / "a", BASE_MANIFEST, files)
+    assert _relid(tmp_path / "b", BASE_MANIFEST, files) == same
+    assert _relid(tmp_path / "c", BASE_MANIFEST, {**files, "weights/a.bin": "abd"}) != same
+    assert _relid(tmp_path / "d", BASE_MANIFEST, {**files, "notes.txt": ""}) != same

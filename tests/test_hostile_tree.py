@@ -615,7 +615,7 @@ def test_release_id_follows_the_mode_that_ships(tmp_path, mode, same_id_as_0644)
         root = Path(tempfile.mkdtemp(dir=tmp_path))
         (root / "model.py").write_text("x = 1\n")
         (root / "model.py").chmod(m)
-        return collect(root).release_id
+        return collect(root).content_hash
     assert (release(mode) == release(0o644)) == same_id_as_0644
 
 

@@ -3,8 +3,9 @@
 ``build(manifest, target, fmt, output)`` (or ``build_project`` with a loaded project) collects the model's files (``mlserve.bundle.collect``,
 so ``.mlserveignore`` applies), renders one format into memory, writes it to ``output`` (a new
 directory, or one an earlier build wrote) and returns a ``BuildResult``. The release id is the
-content hash of the written context (``Bundle`` of the output directory): the same manifest and
-files give the same bytes, hence the same id, on any machine with the same mlserve.
+model version's (``mlserve.release.release_id``: the same for every format and target); what
+was built under it is ``context``, the content hash of the written context: the same manifest
+and files give the same bytes on any machine with the same mlserve.
 
 Formats and the providers that use them (``DEFAULT_FORMAT``, from the provider registry):
 ``cog`` (Replicate), ``truss`` (Baseten), ``docker`` (the docker provider, and local/ssh targets
@@ -42,7 +43,8 @@ DEFAULT_FORMAT = {name: info.default_format for name, info in REGISTRY.items()}
 class BuildResult:
     format: str
     target: str
-    release: str
+    release: str            # the model version (``mlserve.release``), the same in every format
+    context: str            # what was built under it: the written context's content hash
     output: str
     files: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -103,6 +105,8 @@ def build_project(project: Project, target: str | None = None, fmt: str | None =
         staging.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    bundle = collect(dest)
-    return BuildResult(format=fmt, target=name, release=bundle.release_id, output=str(dest),
+    from ..release import release_id
+    model = collect(project.root, extra_ignores=_ignores(project, dest))
+    return BuildResult(format=fmt, target=name, release=release_id(project, model),
+                       context="sha256:" + collect(dest).content_hash, output=str(dest),
                        files=sorted(ctx.files), warnings=ctx.warnings)
