@@ -11,6 +11,12 @@ Deploy: the host is asked which objects it lacks (one round trip), only those ar
 beside the old one on a private check port under a supervisor (systemd when present), checked
 for health and smoke on the host, then switched onto the public port (SO_REUSEPORT handover)
 while the old one drains. Per-host results go to ``Outcome.extra["hosts"]``.
+
+A command killed half-way: ``deploy``, ``rollback`` and ``delete`` first reconcile every host
+(``host/reconcile.py``: the release of ours listening on the port becomes ``current``, every other
+process of the deployment is stopped) and the journal (``journal``: pending attempts fail, what
+every host serves is adopted). ``status`` is read-only and reports, per host, the release whose
+process answers ``/health`` on the port, flagging a difference from the journal.
 """
 
 from __future__ import annotations
@@ -39,14 +45,18 @@ class SSHProvider(Provider):
         return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state.dir))
 
     def deploy(self, ctx: Context, bundle, seq: int) -> Outcome:
+        from .journal import settle_pending
         from .rollout import rollout
         from .sync import plan_for
+        settle_pending(ctx, seq)
         snapshot = ctx.manifest.model_dump(mode="json")
         return rollout(ctx, plan_for(bundle), bundle.release_id, snapshot, True, seq)
 
     def rollback(self, ctx: Context, release: Release, seq: int) -> Outcome:
+        from .journal import settle_pending
         from .rollout import rollout
         from .sync import plan_for
+        settle_pending(ctx, seq)
         return rollout(ctx, plan_for(None), release.release_id, release.manifest, False, seq)
 
     # -- inspection ------------------------------------------------------------------------
@@ -66,32 +76,32 @@ class SSHProvider(Provider):
         return parallel(one, ctx.target.hosts, ctx.target.max_parallel)
 
     def status(self, ctx: Context, release: Release | None) -> Status:
-        if release is None:
-            return Status(DELETED, detail="not deployed")
+        """Per host, read-only: the release that answers ``/health`` on the port from a process
+        of this deployment (not only that something answers), flagged when the journal names
+        another (an interrupted command; the next deploy adopts it)."""
         from .connection import HostSpec
         from .rollout import host_url
-        rows, states = [], []
-        for host, result in self._each_host(ctx, "status", {}):
-            if isinstance(result, MlserveError):
-                rows.append({"host": host, "status": "UNREACHABLE", "release": None,
-                             "reason": result.message})
-                states.append(FAILED)
-                continue
-            cur = result["current"]
-            state = READY if cur["healthy"] else (PENDING if cur["alive"] else FAILED)
-            states.append(state)
-            rows.append({"host": host, "status": state, "release": cur["release"], "pid": cur.get("pid"),
-                         "reason": None if state == READY else
-                         ("not answering /health" if cur["alive"] else "not running"),
-                         "log": cur.get("log")})
+        if release is None and not ctx.state.releases(ctx.target_name, since_deletion=True):
+            return Status(DELETED, detail="not deployed")   # no attempt since: nothing to ask
+        rows = [_host_row(host, result, release)
+                for host, result in self._each_host(ctx, "status", {})]
+        if release is None and not any(r["release"] for r in rows):
+            return Status(DELETED, detail="not deployed")
+        states = [r["status"] for r in rows]
         ready = states.count(READY)
         overall = READY if ready == len(states) else (FAILED if FAILED in states else PENDING)
         releases = {r["release"] for r in rows if r["release"]}
+        mismatch = sorted({r["host"] for r in rows if r.get("journal_differs")})
+        detail = (f"{ready}/{len(states)} host(s) ready"
+                  + ("" if len(releases) <= 1 else "; hosts serve different releases")
+                  + ("" if not mismatch else
+                     f"; the journal names {release.release_id if release else 'nothing'} but "
+                     f"{', '.join(mismatch)} serve(s) another release (an interrupted command; "
+                     "the next deploy records what serves)"))
         return Status(overall, url=host_url(ctx, HostSpec.parse(ctx.target.hosts[0])),
-                      release_id=releases.pop() if len(releases) == 1 else release.release_id,
-                      detail=f"{ready}/{len(states)} host(s) ready"
-                             + ("" if len(releases) <= 1 else "; hosts serve different releases"),
-                      extra={"hosts": rows})
+                      release_id=releases.pop() if len(releases) == 1 else
+                      (release.release_id if release else None),
+                      detail=detail, extra={"hosts": rows})
 
     def predict(self, ctx: Context, release: Release, payload: Any) -> Any:
         """Ask the hosts in order; one that cannot be reached, or whose model does not answer,
@@ -125,6 +135,8 @@ class SSHProvider(Provider):
 
     # -- removal ---------------------------------------------------------------------------
     def delete(self, ctx: Context, releases: list[Release]) -> None:
+        from .journal import settle_pending
+        settle_pending(ctx, None)
         failures = [(h, r) for h, r in self._each_host(ctx, "delete", {})
                     if isinstance(r, MlserveError)]
         if failures:
@@ -133,6 +145,29 @@ class SSHProvider(Provider):
                 fix="fix the connection and run `mlserve delete` again (hosts already cleaned are "
                     "skipped quickly)",
                 details="\n".join(f"  {h}: {r.message}" for h, r in failures))
+
+
+def _host_row(host: str, result, release: Release | None) -> dict:
+    """One host's status row: ``release`` is what /health answers from a process of ours
+    (``answering``: what /health names, whoever answers), else the host's ``current``."""
+    if isinstance(result, MlserveError):
+        return {"host": host, "status": "UNREACHABLE", "release": None, "reason": result.message}
+    cur = result["current"]
+    serving = cur.get("serving")
+    if cur.get("ours") or cur.get("healthy"):
+        state, reason = READY, None
+    else:
+        state = PENDING if cur["alive"] else FAILED
+        reason = "not answering /health" if cur["alive"] else "not running"
+        if cur.get("answering"):
+            reason = f"/health on the port names {cur['answering']}, not a release of this deployment"
+    # Two releases of ours listen while a handover is cut short: /health says which answered.
+    shown = cur["answering"] if cur.get("ours") else (serving or cur["release"])
+    row = {"host": host, "status": state, "release": shown, "answering": cur.get("answering"),
+           "current": cur["release"], "pid": cur.get("pid"), "reason": reason, "log": cur.get("log")}
+    if shown and (release is None or release.release_id != shown):
+        row["journal_differs"] = True
+    return row
 
 
 def _merged(ctx: Context, specs, request: dict) -> Iterator[str]:

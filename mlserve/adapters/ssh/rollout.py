@@ -1,6 +1,7 @@
 """One release on one host (``HostDeploy``, a ``fleet`` worker) and the fleet around it.
 
-Per host, three SSH execs: ``probe`` (what the host has and serves), ``prepare`` (upload what
+Per host, three SSH execs: ``probe`` (what the host has and serves, after the host reconciled
+what a killed command left: see ``host/reconcile.py`` and ``journal``), ``prepare`` (upload what
 is missing, assemble, start beside the old release on a check port, health + smoke on the
 host) and ``activate`` (public port, ``current`` link, old release drained). A host already
 serving the release healthily costs one exec and sends no file content.
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 
 from ...errors import DeployError, MlserveError
 from ..base import Context, Outcome
-from . import fleet
+from . import fleet, journal
 from .connection import Connection, Counter, HostSpec, connect, fingerprint
 from .remote import Agent, HostFailure
 from .sync import Plan, helper_archive
@@ -74,6 +75,7 @@ class HostDeploy:
         current = ctx.state.current(ctx.target_name)   # until the host itself says
         self.previous: str | None = current.release_id if current else None
         self.counter = Counter()
+        self.serving: str | None = None                 # what the host serves, once reconciled
         self.agent: Agent | None = None
         self.info: dict[str, Any] = {"url": host_url(ctx, spec)}
 
@@ -90,6 +92,7 @@ class HostDeploy:
         self._check_python(probe["python"])
         current = probe["current"]
         self.previous = current.get("release")
+        self._reconciled(probe.get("reconciled") or {})
         self.info.update(base_dir=probe["base"], supervision=probe["systemd"] or "setsid")
         if probe.get("systemd_booted") and not probe["systemd"] and probe["uid"] != 0:
             user = self.spec.user
@@ -113,6 +116,20 @@ class HostDeploy:
             raise
         self.info.update({k: result.get(k) for k in ("pid", "check_port", "dir", "log", "unit")})
         return True
+
+    def _reconciled(self, found: dict) -> None:
+        """Say what the host's reconciliation (``host/reconcile.py``) adopted and stopped."""
+        self.serving = found.get("serving")
+        if found.get("adopted"):
+            self.ctx.reporter.warn(f"{self.label}: {found['adopted']} answers on the port but "
+                                   "the host did not record it as current (an interrupted "
+                                   "command): adopted it")
+        if found.get("stopped"):
+            self.ctx.reporter.step(f"{self.label}: stopped {', '.join(found['stopped'])}, left "
+                                   "running by an interrupted command")
+        reconciled = {k: found[k] for k in ("adopted", "stopped") if found.get(k)}
+        if reconciled:
+            self.info["reconciled"] = reconciled
 
     def _prepare(self, probe: dict, missing: list) -> dict:
         target = self.ctx.target
@@ -186,6 +203,8 @@ def rollout(ctx: Context, plan: Plan, release: str, snapshot: dict, new_files: b
     finally:
         for worker in workers:
             worker.close()
+    journal.adopt(ctx, {w.label: w.serving for w in workers if w.agent is not None},
+                  workers[0].info["url"], seq)
     transfers = [w.transfer() for w in workers]
     for res, worker, transfer in zip(results, workers, transfers):
         res.info.update(worker.info, transfer=transfer)

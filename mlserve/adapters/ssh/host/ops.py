@@ -24,6 +24,7 @@ from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port
 from mlserve.reqsets import requirement_lines, venv_key
 from mlserve.checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
 
+from .reconcile import observe, processes, reconcile, stop_refs
 from .runner import launch, systemd_booted, systemd_mode
 from .store import HostError, Store, read_json, write_json
 
@@ -84,33 +85,45 @@ def _url(bind: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _serving(url: str, release_id: str | None) -> bool:
-    try:
-        code, body = http_json("GET", url + "/health", timeout=2)
-    except OSError:
-        return False
-    return code == 200 and isinstance(body, dict) and body.get("release") == release_id
-
-
 def current_info(dep: Deployment, request: dict) -> dict:
+    """``current`` and whether it runs and answers, plus (read-only) which release of this
+    deployment really serves on the port and what ``/health`` there names."""
+    seen = observe(dep, _url(request["bind"], request["port"]), request["port"])
     rid = dep.current()
-    if rid is None:
-        return {"release": None, "alive": False, "healthy": False}
+    found = {"answering": seen["answering"], "serving": seen["serving"], "ours": seen["ours"]}
+    if rid is None:         # something of ours may serve even so (adopted by the next deploy)
+        return {"release": None, "alive": False, "healthy": False,
+                **({k: v for k, v in found.items() if v} if seen["serving"] else {})}
     ref = dep.supervisor(rid)
     run = read_json(dep.release(rid) / "run.json")
     return {"release": rid, "alive": bool(ref and ref.alive()),
-            "healthy": _serving(_url(request["bind"], request["port"]), rid),
+            "healthy": seen["answering"] == rid,
             "pid": (run.get("runtime") or [None])[0], "mode": run.get("mode"),
-            "log": str(dep.release(rid) / "runtime.log")}
+            "log": str(dep.release(rid) / "runtime.log"), **found}
+
+
+def _reconcile(dep: Deployment, request: dict) -> dict:
+    return reconcile(dep, _url(request["bind"], request["port"]), request["port"])
+
+
+def client_gone() -> bool:
+    """The client (``mlserve`` over SSH) has gone: sshd closed the pipe our answers go to.
+    A killed deploy must not leave a release it started here loading or running unswitched."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 # -- operations -------------------------------------------------------------------------------
 
 def probe(store: Store, request: dict, stream) -> dict:
-    """What the host has: interpreter, systemd, missing objects, and what serves now."""
+    """What the host has: interpreter, systemd, missing objects, and what serves now, after
+    reconciling (a deploy's first request: see ``reconcile``)."""
     store.ensure()
     dep = Deployment(store, request)
-    return {"python": list(sys.version_info[:3]), "uid": os.geteuid(), "base": str(store.base),
+    reconciled = _reconcile(dep, request)
+    return {"reconciled": reconciled, "python": list(sys.version_info[:3]), "uid": os.geteuid(),
+            "base": str(store.base),
             "systemd": systemd_mode(), "systemd_booted": systemd_booted(),
             "missing": store.missing(request.get("digests", []), request["hostkey"]),
             "lib_ready": (store.libs / _name(request["lib"])).is_dir(),
@@ -144,11 +157,16 @@ def prepare(store: Store, request: dict, stream) -> dict:
         write_json(rel / "release.json", {**read_json(rel / "release.json"), "release": rid,
                                           "lib": lib.name, "venv": venv})
     _stop_strays(dep, request)
+    if client_gone():
+        raise HostError("the client went away; nothing was started")
     spec = _spec(dep, request, python, lib)
     run = launch(rel, str(helper), str(store.base), spec, request.get("resources") or {})
     supervisor = ProcessRef(*run["supervisor"])
     url = f"http://127.0.0.1:{spec['check_port']}"
-    reason = wait_healthy(url, request["health_timeout"], alive=supervisor.alive, max_delay=0.1)
+    reason = wait_healthy(url, request["health_timeout"], max_delay=0.1,
+                          alive=lambda: supervisor.alive() and not client_gone())
+    if client_gone():
+        reason = "the client went away while the release loaded"
     if reason is None and request.get("smoke"):
         reason = run_smoke(predict_call(url), [SimpleNamespace(input=c.get("input"),
                                                                expect=c.get("expect"))
@@ -165,12 +183,12 @@ def prepare(store: Store, request: dict, stream) -> dict:
 
 
 def _stop_strays(dep: Deployment, request: dict) -> None:
-    """Stop releases left running by an interrupted deploy (never the current one, unless it
-    is being replaced by itself because it stopped answering)."""
+    """Stop what an interrupted deploy left running (``reconcile``), and the current release
+    too when it is being replaced by itself because it stopped answering."""
+    _reconcile(dep, request)
     current = dep.current()
-    for rel in dep.releases.iterdir():
-        if rel.name != current or rel.name == request["release"]:
-            dep.stop(rel.name, grace=10)
+    if current == request["release"] and (roles := processes(dep).get(current)):
+        stop_refs(roles, grace=10)
     live = current and (ref := dep.supervisor(current)) and ref.alive()
     if not live and current != request["release"] and port_taken(request["bind"], request["port"]):
         raise HostError(f"port {request['port']} is used by another program on this host",
@@ -341,9 +359,9 @@ def delete(store: Store, request: dict, stream) -> dict:
         return {"removed": []}
     units = []
     if dep.releases.is_dir():
-        for rel in dep.releases.iterdir():
-            units.append(read_json(rel / "run.json").get("unit"))
-            dep.stop(rel.name)
+        units = [read_json(rel / "run.json").get("unit") for rel in dep.releases.iterdir()]
+        for roles in processes(dep).values():   # every process of ours, recorded or not
+            stop_refs(roles, grace=35.0)
     _stop_units([u for u in units if u])
     with store.lock(exclusive=True):
         shutil.rmtree(dep.dir, ignore_errors=True)
