@@ -14,7 +14,8 @@
   The manifest's ``smoke`` cases are checks, not behaviour, and are not compared.
 - ``drift``: what the provider serves against what the journal says (``DriftKind``): nothing
   answers while the journal says a release serves, a release serves that is not the journal's
-  current one, or the provider could not be asked (its reason).
+  current one, it serves but not everywhere (some hosts), or the provider could not be asked
+  (its reason: the plan still exits 0).
 - ``release``: the release id a deploy would create; ``current``: the journal's.
 
 Read-only for real: the journal is opened for reading (absent: empty; damaged: the same
@@ -74,6 +75,7 @@ class DriftKind(str, enum.Enum):
 
     NOT_SERVING = "not-serving"            # the journal says a release serves; nothing answers
     UNKNOWN_RELEASE = "unknown-release"    # a release serves that the journal does not name
+    DEGRADED = "degraded"                  # it serves, but not everywhere (some hosts)
     UNREACHABLE = "unreachable"            # the provider could not be asked
 
     def __str__(self) -> str:
@@ -270,30 +272,19 @@ def _observe(manifest, target, state_dir) -> dict:
     """What the provider says now: ``{state, release, url, detail}`` (read-only). A provider
     that cannot be asked is a finding of the plan, not its failure; a journal problem is."""
     try:
-        if hasattr(service, "observe"):
-            seen = service.observe(manifest, target, state_dir)
-            state, release, url, detail = seen.state, seen.release, seen.url, seen.detail
-        else:       # TRANSITIONAL: until service.observe lands, the same question via status
-            row = service.status(manifest, target, state_dir, Reporter())
-            state, release, url, detail = row["status"], row["release"], row["url"], row["detail"]
+        seen = service.observe(manifest, target, state_dir)
     except JournalError:
         raise
     except MlserveError as exc:
         return {"state": DeployState.UNREACHABLE.value, "release": None, "url": None,
                 "detail": exc.message}
-    state = _state(str(state))
+    state = DeployState(seen.state)
     serving = state in (DeployState.READY, DeployState.DEGRADED, DeployState.PENDING)
-    return {"state": state.value, "release": release if serving else None, "url": url,
-            "detail": detail}
-
-
-def _state(word: str) -> DeployState:
-    if word == "DELETED":       # the adapters' word for "nothing there"
-        return DeployState.NOT_DEPLOYED
-    try:
-        return DeployState(word)
-    except ValueError:
-        return DeployState.UNKNOWN
+    hosts = [h for h in (seen.extra or {}).get("hosts", []) if isinstance(h, dict)
+             and h.get("status") != DeployState.READY and h.get("reason")]
+    why = "; ".join(f"{h['reason']}" for h in hosts[:3]) + ("; ..." if len(hosts) > 3 else "")
+    return {"state": state.value, "release": seen.release if serving else None, "url": seen.url,
+            "detail": "; ".join(filter(None, [seen.detail, why]))}
 
 
 def _drift(current: Release | None, live: dict) -> list[dict]:
@@ -305,6 +296,9 @@ def _drift(current: Release | None, live: dict) -> list[dict]:
         return [{"kind": DriftKind.NOT_SERVING.value, "journal": current.release_id, "live": None,
                  "detail": f"the journal says {current.release_id} serves; the provider says "
                            f"{state}" + (f" ({live['detail']})" if live["detail"] else "")}]
+    if state == DeployState.DEGRADED:
+        return [{"kind": DriftKind.DEGRADED.value, "journal": _id(current), "live": serving,
+                 "detail": live["detail"] or "some of the target's hosts do not serve"}]
     if serving is not None and serving != _id(current):
         known = f"the journal's current release is {current.release_id}" if current \
             else "the journal records no release"
@@ -318,7 +312,8 @@ def _id(release: Release | None) -> str | None:
 
 
 _DRIFT_REASON = {DriftKind.NOT_SERVING: "nothing serves {journal} (drift)",
-                 DriftKind.UNKNOWN_RELEASE: "{live} serves instead (drift)"}
+                 DriftKind.UNKNOWN_RELEASE: "{live} serves instead (drift)",
+                 DriftKind.DEGRADED: "{journal} does not serve everywhere (drift)"}
 
 
 def _action(current: Release | None, release_id: str, changes: list, drift: list,

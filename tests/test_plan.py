@@ -123,6 +123,8 @@ def test_never_deployed_is_create_with_every_file_added(tmp_path, capsys):
     ("manifest error", lambda d: d["resources"].update(cpu="lots"), "resources.cpu"),
     ("build-only provider", lambda d: d["targets"].update(
         local={"provider": "docker", "image": "registry.example/hello"}), "docker"),
+    ("a feature the provider lacks", lambda d: d["scaling"].update(max_replicas=3),
+     "cannot run up to 3 replicas"),
 ])
 def test_invalid_input_is_exit_2_and_creates_nothing(tmp_path, capsys, case, change, where):
     project, state = _project(tmp_path, free_port()), tmp_path / "state"
@@ -436,3 +438,29 @@ def test_help_names_the_command_and_its_options(capsys):
     assert result.code == 0, result.err
     for option in ("--file", "--state", "--json", "TARGET"):
         assert option in result.out
+
+
+def test_a_provider_that_cannot_be_asked_is_drift_not_a_failure(tmp_path, capsys):
+    """An SSH host that refuses connections: the plan still says what deploy would change and
+    exits 0, with the reason as drift."""
+    from mlserve.state import SERVING, State
+    from tests.ssh_models import make
+    port = free_port()                                   # nothing listens there
+    manifest = make(tmp_path, {"hosts": [f"nobody@127.0.0.1:{port}"], "connect_timeout": 2,
+                               "known_hosts": str(tmp_path / "known_hosts")})
+    (tmp_path / "known_hosts").write_text("")
+    state = tmp_path / "state"
+    journal = State(state)
+    seq = journal.add_release("box", "r-gone", "ssh", "h", {"name": "echo"}, None, files={})
+    journal.finish_release(seq, SERVING)
+    journal.close()
+    before = _snapshot(state)
+    code, plan, err = _plan(capsys, manifest.parent, state, "box")
+    assert code == 0, err
+    assert _same(before, _snapshot(state))
+    assert plan["current"] == "r-gone" and plan["action"] == "update"
+    [drift] = plan["drift"]
+    # (the ssh adapter still says FAILED for a fleet it cannot reach: either word will do)
+    assert drift["kind"] in ("unreachable", "not-serving")
+    assert f"127.0.0.1:{port}) refused the connection" in drift["detail"]
+    assert {c["kind"] for c in plan["changes"]} >= {"file-added"}   # the journal listed no files

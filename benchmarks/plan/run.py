@@ -7,8 +7,8 @@ Goal (issue 8): under 0.5 s for local, under 1 s for a 4-host SSH target. Two fi
 interpreter, imports, the manifest, the project's files hashed, the journal read, the provider
 asked) and ``call_s`` the ``mlserve.plan.plan`` call in a warm process (what ``migrate
 --dry-run`` pays); ``status_cli_s`` is `mlserve status`, the same question to the provider
-without the plan, for comparison. The fleet needs root (network namespaces, tests/infra/fleet.py); without it
-only local is measured. Each target is deployed once, planned ``--runs`` times, then deleted.
+without the plan, for comparison. The fleet needs root (network namespaces,
+tests/infra/fleet.py); without it only local is measured. Each target is deployed once, planned ``--runs`` times, then deleted.
 """
 
 from __future__ import annotations
