@@ -301,9 +301,9 @@ class Project:
         if problems:
             raise invalid(self.located.file, problems)
 
-    def target(self, name: str | None, *, check_features: bool = True) -> tuple[str, TargetBase]:
+    def target(self, name: str | None) -> tuple[str, TargetBase]:
         """The named target, or the only one, or the one called ``local``; refused when its
-        provider lacks a feature the manifest asks for (unless ``check_features`` is false)."""
+        provider lacks a feature the manifest asks for (``check_features``)."""
         targets = self.manifest.targets
         if name is None:
             if len(targets) == 1:
@@ -317,8 +317,7 @@ class Project:
         if name not in targets:
             raise NotFound(f"no target {shown(name)} in {clean(str(self.path))}",
                            fix=f"use one of: {', '.join(targets)}")
-        if check_features:
-            self.check_features([name])
+        self.check_features([name])
         return name, targets[name]
 
 

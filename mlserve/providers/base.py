@@ -21,7 +21,9 @@ from typing import Any, Callable, Mapping
 
 from ..vocab import ArtifactKind, DeployState, Feature
 
-#: ``price(options, resources) -> hourly USD or None``: for ``mlserve cost`` later.
+#: ``price(options, resources) -> hourly USD or None``: for ``mlserve cost`` later. None for every
+#: provider today: no registered provider has a price knowable offline (local and ssh run on
+#: machines mlserve does not rent; the build-only ones deploy nothing).
 PriceHook = Callable[[Any, Any], "float | None"]
 
 
