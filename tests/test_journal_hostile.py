@@ -25,11 +25,12 @@ from mlserve import service
 from mlserve.errors import MlserveError
 from mlserve.report import Reporter
 from mlserve.journal_file import EXTRA_TYPES, SCHEMA_VERSION
+from mlserve.plan import plan
 from mlserve.state import SERVING, SUPERSEDED, JournalError, State
 from tests.helpers import EXAMPLES, run_cli
 
-COMMANDS = ["status", "list", "logs", "predict", "rollback", "delete", "deploy"]
-JSON_COMMANDS = {"status", "list", "rollback", "delete", "deploy"}
+COMMANDS = ["status", "list", "logs", "predict", "rollback", "delete", "deploy", "plan"]
+JSON_COMMANDS = {"status", "list", "rollback", "delete", "deploy", "plan"}
 
 
 def generated(examples: int):
@@ -106,7 +107,8 @@ def _refused_by_all(capsys, project: Path, *, what: str, fix: str) -> None:
              "logs": lambda: list(service.logs(project)),
              "predict": lambda: service.predict(project, payload=1),
              "rollback": lambda: service.rollback(project),
-             "delete": lambda: service.delete(project)}
+             "delete": lambda: service.delete(project),
+             "plan": lambda: plan(project)}
     for command, call in calls.items():
         with pytest.raises(JournalError) as refused:
             call()
@@ -147,7 +149,8 @@ def _check_every_read_command(project: Path, state: Path) -> None:
              "logs": lambda: list(service.logs(project, None, state)),
              "predict": lambda: service.predict(project, None, state, payload=1),
              "rollback": lambda: service.rollback(project, None, state),
-             "delete": lambda: service.delete(project, None, state)}
+             "delete": lambda: service.delete(project, None, state),
+             "plan": lambda: plan(project, None, state)}
     for command, call in calls.items():
         try:
             call()
@@ -540,7 +543,7 @@ def test_damaged_file_lists_lose_only_the_lists(tmp_path, files, requirements):
 
 # -- read paths create nothing; delete of nothing is not an error -----------------------------
 
-@pytest.mark.parametrize("command", ["status", "list", "logs", "predict", "delete", "rollback"])
+@pytest.mark.parametrize("command", ["status", "list", "logs", "predict", "delete", "rollback", "plan"])
 def test_read_paths_and_empty_delete_create_nothing(tmp_path, capsys, command):
     project = _project(tmp_path)
     before = sorted(p.name for p in project.iterdir())
@@ -552,7 +555,7 @@ def test_read_paths_and_empty_delete_create_nothing(tmp_path, capsys, command):
 def test_read_paths_leave_an_existing_journal_byte_for_byte(seeded, capsys):
     journal = seeded / ".mlserve" / "state.db"
     before = (journal.read_bytes(), sorted(p.name for p in journal.parent.iterdir()))
-    for command in ("status", "list", "logs", "predict"):
+    for command in ("status", "list", "logs", "predict", "plan"):
         _no_crash(_run(capsys, command, seeded), command)
     assert (journal.read_bytes(), sorted(p.name for p in journal.parent.iterdir())) == before
 
