@@ -18,13 +18,14 @@ from .. import service
 from ..errors import DeployError, MlserveError, NotFound
 from ..report import Reporter
 from ..state import State, default_state_dir
+from ..vocab import DeployState
 from .compare import MISSING, Difference, first_difference, shown
 from .inputs import Case
 
 #: Journal events on the destination: a migration began (B may hold what it created), ended
 #: well, or was undone. A "started" with no end after it marks B as a killed migration's leftover.
 STARTED, FINISHED, FAILED = "migrate-started", "migrated", "migrate-failed"
-EMPTY = ("NOT DEPLOYED", "DELETED")          # service.status words for "nothing there"
+EMPTY = (DeployState.NOT_DEPLOYED, DeployState.DELETED)      # nothing there
 MISMATCHES_SHOWN = 10
 
 Call = Callable[[Any], "tuple[int, Any]"]
@@ -108,7 +109,7 @@ class Run:
         if a["status"] in EMPTY:
             raise NotFound(f"target {self.a!r} is not deployed: there is nothing to migrate",
                            fix=f"mlserve deploy {self.a}")
-        if a["status"] != "READY":
+        if a["status"] != DeployState.READY:
             raise DeployError(f"target {self.a!r} is {a['status']}"
                               + (f" ({a['detail']})" if a.get("detail") else "")
                               + ": migrate moves a deployment that serves",
