@@ -32,8 +32,8 @@ from .errors import InvalidInput, MissingCredentials, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
-from .state import (FAILED, PENDING, SERVING, JournalError, Release, State, default_state_dir,
-                    file_list, requirements_of)
+from .state import (FAILED, PENDING, SERVING, SUPERSEDED, DeploymentStatus, JournalError, Release,
+                    State, default_state_dir, file_list, requirements_of)
 from .vocab import DeployState
 
 __all__ = ["DeployResult", "deploy", "rollback", "observe", "caller", "status", "list_deployments",
@@ -321,7 +321,7 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
                 adapter.delete(ctx, observed)
                 count = len(observed.resources)
             else:                                    # TRANSITIONAL (ssh)
-                releases = [r for r in ctx.history if r.outcome in (SERVING, "superseded", PENDING)]
+                releases = [r for r in ctx.history if r.outcome in (SERVING, SUPERSEDED, PENDING)]
                 adapter.delete(ctx, releases)
                 count = len(releases)
             for rel in state.releases(ctx.target_name):
@@ -337,11 +337,11 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
 def _anything_to_delete(ctx: Context, state: State, adapter) -> bool:
     """True when the journal records something since the last delete, or the provider has
     something of this deployment (found by its identity, e.g. after the journal was removed)."""
-    if ctx.current is not None or any(r.outcome in (SERVING, "superseded", PENDING)
+    if ctx.current is not None or any(r.outcome in (SERVING, SUPERSEDED, PENDING)
                                       for r in ctx.history):
         return True
     dep = state.deployment(ctx.target_name)
-    if dep is not None and dep.status != "DELETED":
+    if dep is not None and dep.status != DeploymentStatus.DELETED:
         return True
     try:
         return _observe(ctx, adapter).found
@@ -425,7 +425,7 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
             row["detail"] += (f"; the journal names {current.release_id if current else 'nothing'} "
                               "(an interrupted command; the next deploy records what serves)")
     if journal and current is None and row["status"] == DeployState.NOT_DEPLOYED:
-        if dep is not None and dep.status == "DELETED":
+        if dep is not None and dep.status == DeploymentStatus.DELETED:
             row.update(status=DeployState.DELETED, detail="not deployed")
         elif dep is not None:        # its release row was skipped (warned)
             row.update(status=DeployState.UNKNOWN, release=dep.release_id,

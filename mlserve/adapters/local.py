@@ -34,6 +34,7 @@ from typing import Iterator
 
 from ..checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
 from ..errors import DeployError, InvalidInput
+from ..state import SERVING, SUPERSEDED
 from ..vocab import DeployState
 from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
 from .procs import (LOG_TAIL, ProcessRef, Runner, find_runners, free_port, http_url,
@@ -302,7 +303,7 @@ class LocalStep:
         rest (failed attempts too), then venvs no kept release uses."""
         ctx = self.ctx
         served = [r.release_id for r in reversed(ctx.history)
-                  if r.outcome in ("serving", "superseded")]
+                  if r.outcome in (SERVING, SUPERSEDED)]
         wanted = {self.release.release_id}
         for rid in served:
             if len(wanted) >= ctx.target.keep_releases:
