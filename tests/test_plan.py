@@ -368,7 +368,8 @@ def _processes_of(state: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_drift_a_release_the_journal_does_not_know_then_nothing_serving(tmp_path, capsys):
+def test_drift_a_release_the_journal_does_not_know_a_rollback_then_nothing_serving(tmp_path,
+                                                                                   capsys):
     project, state = _project(tmp_path, free_port()), tmp_path / "state"
     args = ("-f", str(project), "--state", str(state), "--json")
     first = run_process("deploy", *args)
@@ -391,13 +392,21 @@ def test_drift_a_release_the_journal_does_not_know_then_nothing_serving(tmp_path
         assert _kinds(plan) == {("file-changed", "extra.txt")}
 
         (state / "state.db").write_bytes(newer)
+        back = run_process("rollback", *args)              # the journal's current is r1 again
+        assert back.code == 0, back.err
+        code, plan, err = _plan(capsys, project, state)
+        assert code == 0, err
+        assert (plan["current"], plan["live"]["release"], plan["drift"]) == (r1, r1, [])
+        assert plan["action"] == "update" and _kinds(plan) == {("file-changed", "extra.txt")}
+        newer = (state / "state.db").read_bytes()
+
         for pid in sorted(_processes_of(state)):            # supervisor first: nothing restarts
             os.kill(pid, signal.SIGKILL)
         code, plan, err = _plan(capsys, project, state)
         assert code == 0, err
-        assert (plan["current"], plan["live"]["release"], plan["action"]) == (r2, None, "update")
-        assert [(d["kind"], d["journal"]) for d in plan["drift"]] == [("not-serving", r2)]
-        assert plan["changes"] == []
+        assert (plan["current"], plan["live"]["release"], plan["action"]) == (r1, None, "update")
+        assert [(d["kind"], d["journal"]) for d in plan["drift"]] == [("not-serving", r1)]
+        assert _kinds(plan) == {("file-changed", "extra.txt")}
         human = run_cli(capsys, "plan", *args[:-1])
         assert "drift not-serving" in human.out and human.code == 0
     finally:
