@@ -313,3 +313,19 @@ def test_absent_version_is_1_and_the_schema_documents_it(tmp_path):
     schema = json.loads((REPO / "mlserve" / "mlserve.schema.json").read_text())
     assert schema["properties"]["version"]["const"] == 1
     assert "version" not in schema["required"]
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=("Cs",)), min_size=1,
+               max_size=200))
+def test_a_hostile_gpu_type_is_shown_escaped_on_one_line(tmp_path, capsys, gpu_type):
+    """What the user wrote reaches the refusal quoted, escaped and shortened, never raw."""
+    _manifest(tmp_path, "local", min_r=None, max_r=None, gpu="GPU")
+    text = (tmp_path / "mlserve.yaml").read_text().replace("{type: GPU}",
+                                                           f"{{type: {json.dumps(gpu_type)}}}")
+    (tmp_path / "mlserve.yaml").write_text(text)
+    result = run_cli(capsys, "validate", "t", "-f", str(tmp_path), "--json")
+    assert result.code == 2
+    (problem,) = json.loads(result.out)["problems"]
+    assert problem.isprintable() and ":4:8: resources.gpu: target 't' (provider local)" in problem
+    assert len(problem) < 500
