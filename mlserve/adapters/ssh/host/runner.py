@@ -108,7 +108,10 @@ def _spawn_detached(release_dir: Path, nonce: str) -> None:
     deploy about 60 ms of the host's CPU. Forking is safe here because the helper runs no other
     thread when it launches (only ``logs --follow`` starts one, and that request never ends),
     holds no lock (``prepare`` releases the store lock first) and keeps no file object open
-    beyond stdin, stdout and stderr; systemd mode still execs, as ``systemd-run`` must."""
+    beyond stdin, stdout and stderr; systemd mode still execs, as ``systemd-run`` must.
+
+    The forked supervisor keeps the helper's argv, which names no release: ``reconcile`` finds
+    it by the pid and start time it records in ``run.json`` and as its runtime's parent."""
     pid = os.fork()
     if pid == 0:
         code = 0
