@@ -321,7 +321,9 @@ def _action(current: Release | None, release_id: str, changes: list, drift: list
     if current is None and live["release"] is None:
         return Action.CREATE, [f"nothing is deployed: {release_id} would be created"]
     reasons = []
-    if changes:
+    if current is None:             # something serves that the journal does not record
+        reasons.append("the journal records no release of this target")
+    elif changes:
         reasons.append(f"{len(changes)} change(s) since {current.release_id}")
     elif current is not None and current.release_id != release_id:
         reasons.append(f"the release id changes: {current.release_id} -> {release_id}")

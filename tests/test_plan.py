@@ -391,6 +391,14 @@ def test_drift_a_release_the_journal_does_not_know_a_rollback_then_nothing_servi
             [("unknown-release", r1, r2)]
         assert _kinds(plan) == {("file-changed", "extra.txt")}
 
+        (state / "state.db").unlink()                        # the journal lost altogether
+        code, plan, err = _plan(capsys, project, state)
+        assert code == 0, err
+        assert (plan["current"], plan["live"]["release"], plan["action"]) == (None, r2, "update")
+        assert [(d["kind"], d["journal"], d["live"]) for d in plan["drift"]] == \
+            [("unknown-release", None, r2)]
+        assert not (state / "state.db").exists()
+
         (state / "state.db").write_bytes(newer)
         back = run_process("rollback", *args)              # the journal's current is r1 again
         assert back.code == 0, back.err
