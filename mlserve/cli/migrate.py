@@ -6,7 +6,6 @@ The work is ``mlserve.migrate.migrate``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,7 +64,14 @@ def migrate(
 
 
 def _show_plans(result: dict) -> None:
-    result_line(f"migrate {plain(result['from'])} -> {plain(result['to'])}: "
-                f"{result['inputs']} input(s) would be compared (dry run: nothing was changed)")
+    """One line per target: what a deploy there would do and why (``mlserve plan``)."""
+    result_line(f"migrate {plain(result['from'])} -> {plain(result['to'])} (dry run: nothing "
+                "was changed)")
     for target, plan in result["plans"].items():
-        result_line(f"[bold]{plain(target)}[/bold]: {plain(json.dumps(plan, sort_keys=True, default=str))}")
+        reasons = "; ".join(str(r) for r in plan.get("reasons") or [])
+        result_line(f"  {plain(target)} ({plain(plan.get('provider'))}): "
+                    f"{plain(plan.get('action'))} {plain(plan.get('release'))}"
+                    + (f" ({plain(reasons)})" if reasons else ""))
+    then = "keep" if result.get("source") == "kept" else "delete"
+    result_line(f"  then: compare {result['inputs']} input(s) on both, {then} "
+                f"{plain(result['from'])}")

@@ -41,7 +41,6 @@ from typing import Iterator
 
 from .. import service
 from ..errors import InvalidInput
-from ..plan import plan
 from ..report import Reporter
 from .inputs import Case, read_inputs
 from .run import Interrupted, MigrateFailed, Run, signals_raise
@@ -53,6 +52,7 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
             state_dir: str | Path | None = None, *, keep_source: bool = False,
             dry_run: bool = False, rtol: float = 1e-6, atol: float = 0.0,
             inputs: str | Path | None = None, reporter: Reporter | None = None) -> dict:
+    from ..plan import plan       # here: the comparison modules stay cheap to import
     reporter = reporter or Reporter()
     clock = Clock()
     with clock("plan"):
@@ -62,7 +62,8 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
         run.plans = {t: plan(manifest, t, state_dir) for t in (run.a, run.b)}
     if dry_run:
         return {**run.summary(), "status": "planned", "plans": run.plans,
-                "inputs": len(run.cases), "timings": clock.timings}
+                "inputs": len(run.cases), "source": "kept" if keep_source else "deleted",
+                "timings": clock.timings}
     with signals_raise(), contextlib.ExitStack() as a_lock, contextlib.ExitStack() as b_lock:
         with clock("lock"):
             a_lock.enter_context(run.lock(run.a))
