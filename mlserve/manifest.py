@@ -291,14 +291,11 @@ class Project:
         return self.path.parent
 
     def feature_gaps(self, names: list[str] | None = None) -> list[str]:
-        """What the manifest asks of the targets ``names`` (default: all) that their providers
-        cannot do, one located problem each."""
+        """What the manifest asks of targets ``names`` (default: all) that they cannot do."""
         return [clean(p) for p in feature_problems(self.manifest, self.located.where, names)]
 
     def check_features(self, names: list[str] | None = None) -> None:
-        """``ManifestError`` (exit 2) listing ``feature_gaps(names)``, if any."""
-        problems = self.feature_gaps(names)
-        if problems:
+        if problems := self.feature_gaps(names):
             raise invalid(self.located.file, problems)
 
     def target(self, name: str | None) -> tuple[str, TargetBase]:

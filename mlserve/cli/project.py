@@ -37,8 +37,8 @@ def validate(target: TargetArg = None, file: ManifestOpt = None, as_json: JsonOp
     project = load_project(file)
     m = project.manifest
     if target is not None:
-        project.target(target)
-    gaps = project.feature_gaps(None if target is None else [target])
+        project.target(target)                  # refused if its provider cannot do what is asked
+    gaps = project.feature_gaps() if target is None else []
     for gap in gaps:
         warning(f"{gap} (commands on that target refuse it)")
     if as_json:
