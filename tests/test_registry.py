@@ -94,15 +94,17 @@ def test_options_models_are_the_manifest_target_union_and_the_schema_enum():
     assert list(targets["discriminator"]["mapping"]) == sorted(names())
 
 
-def test_adapters_are_named_by_the_registry_and_exist():
-    import mlserve.adapters as adapters
+def test_adapters_are_the_ones_the_registry_names():
+    from mlserve.adapters import get
+    from mlserve.errors import InvalidInput
     deploying = {n: p.adapter for n, p in REGISTRY.items() if p.deploys}
     assert set(deploying) == {"local", "ssh"}
-    for path in deploying.values():
-        assert isinstance(load_object(path), type), path
-    legacy = getattr(adapters, "_REGISTRY", None)          # until adapters read info(name)
-    if legacy is not None:
-        assert legacy == deploying
+    for name, path in deploying.items():
+        assert type(get(name)) is load_object(path), path
+    for name in set(REGISTRY) - set(deploying):
+        with pytest.raises(InvalidInput) as exc:
+            get(name)
+        assert REGISTRY[name].reason(Feature.DEPLOY) in exc.value.message
 
 
 def test_build_formats_default_and_choices_derive_from_the_registry(capsys):
