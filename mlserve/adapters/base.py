@@ -24,7 +24,6 @@ Provider states are mapped to ``DeployState`` at the adapter's edge; provider-on
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
@@ -124,10 +123,11 @@ class Context:
 
     @property
     def identity(self) -> str:
-        """The deployment identity put on everything created: name.target, plus a hash of the
-        state directory (two checkouts of one project on one machine are two deployments)."""
-        where = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
-        return f"{self.manifest.name}.{self.target_name}.{where}"
+        """The deployment identity put on everything created (an SSH host's store directory,
+        later tags and labels): ``name.target``. The local target scopes it further by the
+        state directory, which every process of the deployment carries in its argv
+        (``target_dir``): two checkouts of one project on one machine are two deployments."""
+        return f"{self.manifest.name}.{self.target_name}"
 
     @property
     def target_dir(self) -> Path:
