@@ -559,10 +559,20 @@ def test_local_to_ssh_and_back(sshd_host, tmp_path, capsys):
     from tests.infra.net import free_port
     from tests.ssh_models import target_for
     ssh = target_for(sshd_host, tmp_path / "remote", free_port())
-    project = _project(tmp_path, {"a": _local(free_port()), "box": {"provider": "ssh", **ssh}})
+    broken = target_for(sshd_host, tmp_path / "remote2", free_port())
+    project = _project(tmp_path, {"a": _local(free_port()), "box": {"provider": "ssh", **ssh},
+                                  "broken": {"provider": "ssh", **broken}},
+                       {broken["port"]: {"fail_load": True}})
     state = tmp_path / "state"
     first = service.deploy(project, "a", state)
     with Poller(first.url) as poller:
+        result, failed = _migrate(capsys, project, state, "--from", "a", "--to", "broken")
+        assert result.code == 1 and "RuntimeError: load failed on purpose" in failed["message"]
+        assert "what was created on 'broken' was removed" in failed["message"]
+        assert _processes_under(tmp_path / "remote2") == []
+        assert service.status(project, "broken", state)["status"] in ("DELETED", "NOT DEPLOYED")
+        assert poller.failures == []
+
         result, there = _migrate(capsys, project, state, "--from", "a", "--to", "box")
         assert result.code == 0, result.err
     assert poller.ok > 0 and poller.failed_before(_migrated_at(state, "box")) == []
