@@ -118,6 +118,9 @@ def _prepare(manifest, source: str, dest: str, state_dir, rtol: float, atol: flo
         raise InvalidInput(f"--from and --to both name target {a!r}",
                            fix="migrate to another target of the manifest: "
                                f"{', '.join(t for t in project.manifest.targets if t != a) or '(add one)'}")
+    from .. import adapters
+    for options in (a_options, b_options):     # a build-only provider: refused with its reason
+        adapters.get(options.provider)
     cases = [Case(f"smoke case {i}", c.input) for i, c in enumerate(project.manifest.smoke, 1)]
     cases += read_inputs(inputs) if inputs is not None else []
     return Run(manifest, state_dir, project, a, a_options.provider, b, b_options.provider,
