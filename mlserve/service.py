@@ -179,13 +179,13 @@ def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, 
     options = ctx.target
     results = phases.run(steps, spec.release_id, getattr(options, "max_parallel", 1),
                          getattr(options, "max_unavailable", 1))
-    error = phases.failure(spec.release_id, results)
-    if error is not None:
-        raise error
     changed = phases.changed(results)
     extra = dict(recorded) if changed else dict(ctx.current.extra if ctx.current else {})
-    if len(results) > 1:
-        extra["hosts"] = [r.to_dict() for r in results]
+    extra.update(adapter.outcome(ctx, steps, results))
+    error = phases.failure(spec.release_id, results)
+    if error is not None:
+        state.update_extra(seq, extra)          # where each step stands, for the next command
+        raise error
     return observed.url, extra, changed
 
 

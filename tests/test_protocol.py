@@ -74,6 +74,9 @@ class FileStep:
         self.calls.append("abort")
         (self.dir / "new").unlink(missing_ok=True)
 
+    def close(self) -> None:
+        self.calls.append("close")
+
     def on_disk(self) -> tuple[str | None, list[str]]:
         current = self.dir / "current"
         return (current.read_text() if current.exists() else None,
@@ -114,6 +117,7 @@ def test_runner_table(tmp_path, failing, max_parallel, max_unavailable, unchange
         assert (res.status == D) == ("finish" in step.calls)
         assert (res.status == N) == ("abort" in step.calls)
         assert ("prepare" in step.calls) == (res.status != S)
+        assert step.calls[-1] == "close"                # every step is closed, last
     error = phases.failure(RELEASE, results)
     assert (error is None) == (failing is None)
     if error is not None:
@@ -139,7 +143,7 @@ def test_an_interrupt_aborts_every_prepared_step_and_propagates(tmp_path, phase)
         phases.run(steps, RELEASE, 1, 1)
     for step in steps:
         current, others = step.on_disk()
-        assert others == []                 # no prepared release left behind
+        assert others == [] and step.calls[-1] == "close"   # nothing prepared left, all closed
         assert current in ("r-old", RELEASE)
     assert [s.on_disk()[0] for s in steps[:2]] == ([RELEASE] * 2 if phase == "activate"
                                                    else ["r-old"] * 2)
@@ -269,3 +273,52 @@ def test_read_paths_leave_the_state_directory_byte_identical(local):
         done = run_process(*command, *args)
         assert done.code == 0, (command, done.err)
         assert _tree(state) == before, command
+
+
+# -- the ssh target: observe by each host's store, delete without a journal ---------------------
+@pytest.fixture
+def ssh_project(tmp_path):
+    from tests.ssh_models import make, target_for
+    made = {}
+
+    def build(host):
+        port = free_port()
+        made["manifest"] = make(tmp_path, target_for(host, tmp_path / "remote", port), smoke=False)
+        made["state"], made["remote"], made["port"] = tmp_path / "state", tmp_path / "remote", port
+        return made
+    yield build
+    if made:
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        try:
+            service.delete(made["manifest"], "box", made["state"])
+        except MlserveError:
+            pass
+        for pid in _processes_naming(made["remote"]):
+            os.kill(pid, 9)
+
+
+@pytest.mark.slow
+def test_ssh_observe_finds_nothing_then_the_release_and_delete_works_without_the_journal(
+        sshd_host, ssh_project):
+    from mlserve import service
+    from mlserve.vocab import DeployState
+    p = ssh_project(sshd_host)
+    nothing = service.observe(p["manifest"], "box", p["state"])
+    assert nothing.state == DeployState.NOT_DEPLOYED and nothing.resources == []
+    assert not p["state"].exists()
+    deployed = service.deploy(p["manifest"], "box", p["state"])
+    seen = service.observe(p["manifest"], "box", p["state"])
+    assert (seen.state, seen.release) == (DeployState.READY, deployed.release)
+    assert [(r.kind, r.release, r.serving) for r in seen.resources] == [
+        ("host-release", deployed.release, True)]
+    code, body = service.caller(p["manifest"], "box", p["state"])({"x": [1, 2]})
+    assert code == 200 and body["output"]
+    shutil.rmtree(p["state"])                              # the journal is gone
+    args = ["-f", str(p["manifest"]), "--state", str(p["state"])]
+    deleted = run_process("delete", "box", "--yes", *args, "--json")
+    assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED", deleted.err
+    assert _processes_naming(p["remote"]) == []            # no runtime or supervisor left
+    assert not list(p["remote"].glob("deployments/*"))     # nothing of the deployment on disk
+    again = service.observe(p["manifest"], "box", p["state"])
+    assert again.state == DeployState.NOT_DEPLOYED

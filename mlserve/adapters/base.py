@@ -11,6 +11,7 @@ Contract (``Adapter``):
   by its identity (``ctx.identity``: argv paths, a host's store, tags), never by journal rows.
 - ``steps(ctx, release, observed) -> list[Step]``: the units of a deploy or rollback, run by
   ``mlserve.adapters.phases.run`` (prepare everywhere, activate in waves, finish, abort).
+- ``outcome(ctx, steps, results) -> dict``: provider data for the journal and the result.
 - ``caller(ctx, observed) -> Call``: payload -> (HTTP status, body); predict, smoke, migrate.
 - ``logs(ctx, observed, follow, lines)``; ``delete(ctx, observed)``: removes everything
   ``observe`` found, so a lost journal leaks nothing.
@@ -95,6 +96,7 @@ class Step(Protocol):
     def activate(self) -> None: ...  # switch / shift traffic
     def finish(self) -> None: ...    # drain and remove the old
     def abort(self) -> None: ...     # remove the unused new (another step failed)
+    # optional: close() -> None, called by ``phases.run`` when the run ends, whatever happened
 
 
 def _no_record(kind: str, id: str, **data: Any) -> None:
@@ -153,6 +155,11 @@ class Adapter:
 
     def steps(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> "list[Step]":
         raise NotImplementedError
+
+    def outcome(self, ctx: Context, steps: "list[Step]", results: list) -> dict[str, Any]:
+        """Provider data for the journal and the command's result, after the steps ran
+        (whatever their results): by default each step's result when there are several."""
+        return {"hosts": [r.to_dict() for r in results]} if len(results) > 1 else {}
 
     def caller(self, ctx: Context, observed: Observed) -> Call:
         raise NotImplementedError

@@ -17,6 +17,7 @@ process, later one endpoint. Contract of ``run(steps, release, max_parallel, max
 A step whose ``prepare`` or ``activate`` raises cleans up what it made itself (only it knows how
 far it got): the runner aborts only steps that were prepared and not activated. An interrupt
 (Ctrl-C) aborts those and finishes the steps already activated, then propagates.
+Every step's optional ``close()`` is called when the run ends.
 A step already serving the release is ``unchanged`` (``prepare`` returned False) and takes part
 in neither later phase. Failures are ``MlserveError`` (any other exception is wrapped);
 ``failure(release, results)`` turns the first one into the error the command raises.
@@ -110,7 +111,13 @@ def run(steps: list[Step], release: str, max_parallel: int = 1,
         left = [s for s in steps if results[id(s)].status == _READY]
         parallel(lambda s: _abort(s, results[id(s)]), left, max_parallel)
         switched = [s for s in steps if results[id(s)].status == DEPLOYED]
-        parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
+        try:
+            parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
+        finally:
+            for step in steps:                  # connections and the like a step held
+                close = getattr(step, "close", None)
+                if close is not None:
+                    close()
     return [results[id(s)] for s in steps]
 
 
