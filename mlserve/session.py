@@ -133,7 +133,8 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
         if live.state == DeployState.NOT_DEPLOYED and current is not None:
             row.update(status=DeployState.FAILED, detail=f"release {current.release_id} is not "
                        "running (nothing of this deployment was found)")
-        elif live.release and journal and (current is None or current.release_id != live.release):
+        elif live.release and journal and (current is None or current.release_id != live.release) \
+                and "the journal names" not in live.detail:     # the adapter said it per host
             row["detail"] += (f"; the journal names {current.release_id if current else 'nothing'} "
                               "(an interrupted command; the next deploy records what serves)")
     if journal and current is None and row["status"] == DeployState.NOT_DEPLOYED:
