@@ -402,8 +402,12 @@ def test_local_to_local_dry_run_busy_then_migrate(tmp_path, capsys):
         journal = State(state)
         with journal.lock("a"):                   # a deploy of the source is running
             busy, data = _migrate(capsys, project, state, "--from", "a", "--to", "b")
-        journal.close()
         assert busy.code == 1 and "target 'a' is busy" in busy.err
+        with journal.lock("b"):                   # a deploy of the destination is running
+            busy, data = _migrate(capsys, project, state, "--from", "a", "--to", "b")
+        journal.close()
+        assert busy.code == 1 and "target 'b' is busy" in data["message"]
+        assert "nothing was changed" in data["message"] and data["status"] == "failed"
         assert not _answers(f"http://127.0.0.1:{port_b}")
 
         result, done = _migrate(capsys, project, state, "--from", "a", "--to", "b",

@@ -80,7 +80,9 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
                 run.record()
         except BaseException as exc:
             b_lock.close()                      # service.delete(B) takes B's lock itself
-            raise run.undo(exc) from None
+            failed = run.undo(exc)
+            failed.result["timings"] = clock.timings
+            raise failed from None
     # Both locks are released: service.delete(A) takes A's lock itself.
     with clock("delete"):
         run.remove_source()

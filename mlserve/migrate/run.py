@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import service
-from ..errors import DeployError, MlserveError, NotFound
+from ..errors import Busy, DeployError, MlserveError, NotFound
 from ..report import Reporter
 from ..state import State, default_state_dir
 from ..vocab import DeployState
@@ -135,7 +135,12 @@ class Run:
         self._event(self.b, STARTED, f"from {self.a}: release {self.release} (pid {os.getpid()})")
         self.touched_b, self.phase = True, "deploy"
         self.reporter.step(f"deploying {self.release} to {self.b} ({self.b_provider})")
-        result = service.deploy(self.manifest, self.b, self.state_dir, self.reporter)
+        try:
+            result = service.deploy(self.manifest, self.b, self.state_dir, self.reporter)
+        except Busy:                  # another command holds B: this migration created nothing
+            self.touched_b = False
+            self._event(self.b, FAILED, f"from {self.a}: {self.b} was busy")
+            raise
         self.url = result.url
         if result.release != self.release:      # the files changed while we worked
             raise DeployError(f"target {self.b!r} got release {result.release}, not "
@@ -153,6 +158,7 @@ class Run:
             for case in self.cases:
                 found = self._compare_one(case, call_a, call_b)
                 self.compared += 1
+                step.update(f"comparing {self.a} and {self.b}: {self.compared}/{len(self.cases)}")
                 if found is not None:
                     self.mismatches.append(found)
             if self.mismatches:
