@@ -140,6 +140,8 @@ def _change(kind: ChangeKind, subject: str | None, before: Any, after: Any) -> d
 
 def _changes(project: Project, name: str, options, current: Release, history: list[Release],
              bundle: Bundle) -> list[dict]:
+    """Every change from ``current`` to the project now. The journal's snapshot is whatever the
+    journal holds: a section of the wrong shape compares as empty, never crashes."""
     before = _normalised(current.manifest)
     after = project.manifest.model_dump(mode="json")
     changes = _file_changes(history, current, bundle)
@@ -147,20 +149,27 @@ def _changes(project: Project, name: str, options, current: Release, history: li
     if before.get("name") != after.get("name"):
         changes.append(_change(ChangeKind.NAME, "name", before.get("name"), after.get("name")))
     for section in SECTIONS:
-        old, new = before.get(section) or {}, after.get(section) or {}
+        old, new = _dict(before.get(section)), after[section]
         if section == "model":      # requirements: compared as lines above
             old, new = _without(old, "requirements"), _without(new, "requirements")
         changes += [_change(ChangeKind(section), f"{section}.{path}", a, b)
                     for path, a, b in _field_diff(old, new)]
-    changes += _env_changes(before.get("env") or {}, after.get("env") or {})
-    old_secrets, new_secrets = set(before.get("secrets") or []), set(after.get("secrets") or [])
+    changes += _env_changes(_dict(before.get("env")), after["env"])
+    old_secrets, new_secrets = set(_strings(before.get("secrets"))), set(after["secrets"])
     changes += [_change(ChangeKind.SECRET_ADDED, n, None, n) for n in sorted(new_secrets - old_secrets)]
     changes += [_change(ChangeKind.SECRET_REMOVED, n, n, None) for n in sorted(old_secrets - new_secrets)]
-    old_target = _target_options(current.manifest, name)
-    new_target = options.model_dump(mode="json")
+    old_target = _dict(_dict(before.get("targets")).get(name))
     changes += [_change(ChangeKind.TARGET, f"target.{path}", a, b)
-                for path, a, b in _field_diff(old_target, new_target)]
+                for path, a, b in _field_diff(old_target, options.model_dump(mode="json"))]
     return changes
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _created(project: Project, bundle: Bundle) -> list[dict]:
@@ -180,14 +189,8 @@ def _normalised(snapshot: dict) -> dict:
         return snapshot
 
 
-def _target_options(snapshot: dict, name: str) -> dict:
-    normalised = _normalised(snapshot)
-    options = (normalised.get("targets") or {}).get(name)
-    return options if isinstance(options, dict) else {}
-
-
-def _without(section: Any, key: str) -> dict:
-    return {k: v for k, v in section.items() if k != key} if isinstance(section, dict) else {}
+def _without(section: dict, key: str) -> dict:
+    return {k: v for k, v in section.items() if k != key}
 
 
 def _field_diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -238,9 +241,9 @@ def _file_view(entry: tuple[str, bool, int] | None) -> dict | None:
 
 def _requirement_changes(project: Project, current: Release, before: dict) -> list[dict]:
     old = current.requirements
-    recorded = (before.get("model") or {}).get("requirements")
+    recorded = _dict(before.get("model")).get("requirements")
     if old is None and isinstance(recorded, list):     # a schema 1 row: the manifest's own list
-        old = recorded
+        old = _strings(recorded)
     new = requirements_of(project.root, project.manifest.model.requirements)
     if old is None or new is None:
         return []          # unknown: a changed requirements file shows among the files

@@ -229,6 +229,7 @@ class State:
             db.execute("UPDATE releases SET outcome=?, reason=?, extra=?, url=COALESCE(?, url)"
                        " WHERE seq=?", (outcome, reason, json.dumps(merged, sort_keys=True), url, seq))
             if outcome == SERVING:
+                name = json_dict(row["manifest"]).get("name")
                 db.execute("UPDATE releases SET outcome=? WHERE target=? AND outcome=? AND seq<>?",
                            (SUPERSEDED.value, row["target"], SERVING.value, seq))
                 db.execute(
@@ -236,7 +237,7 @@ class State:
                     " updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(target) DO UPDATE SET"
                     " provider=excluded.provider, name=excluded.name, release_id=excluded.release_id,"
                     " url=excluded.url, status=excluded.status, updated_at=excluded.updated_at",
-                    (row["target"], row["provider"], json_dict(row["manifest"]).get("name", ""),
+                    (row["target"], row["provider"], name if isinstance(name, str) else "",
                      row["release_id"], url or row["url"], DeploymentStatus.READY.value, time.time()))
 
     def discard_release(self, seq: int) -> None:

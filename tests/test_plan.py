@@ -481,3 +481,35 @@ def test_a_provider_that_cannot_be_asked_is_drift_not_a_failure(tmp_path, capsys
     assert drift["kind"] in ("unreachable", "not-serving")
     assert f"127.0.0.1:{port}) refused the connection" in drift["detail"]
     assert {c["kind"] for c in plan["changes"]} >= {"file-added"}   # the journal listed no files
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+SECTION_NAMES = st.sampled_from(["name", "model", "resources", "scaling", "env", "secrets",
+                                 "targets", "smoke", "requirements", "sha256", "local"])
+SNAPSHOTS = st.dictionaries(SECTION_NAMES, JSON | st.dictionaries(SECTION_NAMES, JSON, max_size=4),
+                            max_size=6)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(snapshot=SNAPSHOTS, requirements=st.none() | st.lists(st.text(max_size=6), max_size=3))
+def test_any_journal_snapshot_plans_without_crashing(tmp_path, capsys, snapshot, requirements):
+    """The journal's manifest snapshot is whatever it holds (another version's, or damaged):
+    every section of the wrong shape compares as empty; the plan is printed, exit 0."""
+    from mlserve.state import SERVING, State
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    project, state = _project(root, free_port()), root / "state"
+    journal = State(state)
+    seq = journal.add_release("local", "r-any", "local", "h", snapshot, None,
+                              files={"model.py": ("0" * 64, False, 1)}, requirements=requirements)
+    journal.finish_release(seq, SERVING)
+    journal.close()
+    human = run_cli(capsys, "plan", "-f", str(project), "--state", str(state))
+    assert human.code == 0 and "internal error" not in human.err, human.err
+    code, plan, err = _plan(capsys, project, state)
+    assert code == 0, err
+    assert plan["current"] == "r-any" and plan["action"] == "update"
+    assert ("file-changed", "model.py") in _kinds(plan)
+    json.dumps(plan)

@@ -33,17 +33,18 @@ def plan(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt = N
                 + f": {plain('; '.join(result['reasons']))}")
     if result["changes"]:
         table("changes", ["kind", "subject", "before", "after"],
-              [[c["kind"], c["subject"], _shown(c["before"]), _shown(c["after"])]
+              [[c["kind"], c["subject"], _shown(c["kind"], c["before"]),
+                _shown(c["kind"], c["after"])]
                for c in result["changes"]])
     for drift in result["drift"]:
         result_line(f"[red]drift[/red] {plain(drift['kind'])}: {plain(drift['detail'])}")
 
 
-def _shown(value: Any) -> str:
+def _shown(kind: str, value: Any) -> str:
     """A cell: a file as ``sha256 (size B, executable)``, anything else as it is."""
     if value is None:
         return ""
-    if isinstance(value, dict) and "sha256" in value:
+    if kind.startswith("file-") and isinstance(value, dict):
         return (f"{value['sha256']} ({value['size']} B"
                 + (", executable)" if value["executable"] else ")"))
     return str(value)
