@@ -203,7 +203,8 @@ _bad = st.one_of(st.sampled_from(["{", "[1,]", "NaN", "[Infinity]", "{'x': 1}", 
 def test_inputs_are_read_in_order_with_their_line_numbers(tmp_path_factory, lines, data):
     path = tmp_path_factory.mktemp("inputs") / "saved.jsonl"
     text = [json.dumps(v) if kind == "value" else v for kind, v in lines]
-    path.write_bytes("\n".join(text).encode() + data.draw(st.sampled_from([b"", b"\n", b"\r\n"])))
+    bom = data.draw(st.sampled_from([b"", b"\xef\xbb\xbf"]))
+    path.write_bytes(bom + "\n".join(text).encode() + data.draw(st.sampled_from([b"", b"\n", b"\r\n"])))
     cases = read_inputs(path)
     expected = [(f"{path}:{n}", v) for n, (kind, v) in enumerate(lines, 1) if kind == "value"]
     assert [(c.source, c.input) for c in cases] == expected

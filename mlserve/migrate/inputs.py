@@ -2,13 +2,14 @@
 
 Each line is one input, exactly what ``mlserve predict --input`` takes (the value sent as
 ``{"input": ...}``). Blank lines and lines starting with ``#`` are skipped, so a file of saved
-requests can carry notes. Strict JSON, like the runtime: ``NaN`` and ``Infinity`` are refused.
-Every problem is an ``InvalidInput`` (exit 2) naming ``FILE:LINE``, raised before anything is
-deployed.
+requests can carry notes; a UTF-8 byte-order mark at the start is ignored. Strict JSON, like
+the runtime: ``NaN`` and ``Infinity`` are refused. Every problem is an ``InvalidInput`` (exit 2)
+naming ``FILE:LINE``, raised before anything is deployed.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ def _parse(stream, name: str) -> list[Case]:
         if len(raw) > MAX_LINE_BYTES:
             raise InvalidInput(f"line {number} is longer than {MAX_LINE_BYTES // 2**20} MiB",
                                where=where, fix="save smaller inputs (one per line)")
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)     # editors on Windows write one
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
