@@ -282,7 +282,7 @@ def _observe(manifest, target, state_dir) -> dict:
         return {"state": DeployState.UNREACHABLE.value, "release": None, "url": None,
                 "detail": exc.message}
     state = DeployState(seen.state)
-    serving = state in (DeployState.READY, DeployState.DEGRADED, DeployState.PENDING)
+    serving = state in (DeployState.READY, DeployState.DEGRADED)    # PENDING answers nothing yet
     hosts = [h for h in (seen.extra or {}).get("hosts", []) if isinstance(h, dict)
              and h.get("status") != DeployState.READY and h.get("reason")]
     why = "; ".join(f"{h['reason']}" for h in hosts[:3]) + ("; ..." if len(hosts) > 3 else "")
