@@ -508,7 +508,7 @@ def test_interrupted_migrations(tmp_path, capsys):
     """SIGINT and SIGTERM clean up themselves; after SIGKILL the next command does."""
     from mlserve import service
     from tests.infra.net import free_port
-    names = ("a", "int-load", "term-compare", "kill-load", "kill-compare")
+    names = ("a", "int-load", "int-compare", "term-compare", "kill-load", "kill-compare")
     ports = {name: free_port() for name in names}
     slow = {"slow_load": 1.5}
     project = _project(tmp_path, {name: _local(port) for name, port in ports.items()},
@@ -519,6 +519,7 @@ def test_interrupted_migrations(tmp_path, capsys):
     slow_inputs.write_text('{"x": [1], "sleep": 1.5}\n')
     with Poller(first.url) as poller:
         for target, sig, point in (("int-load", signal.SIGINT, "load"),
+                                   ("int-compare", signal.SIGINT, "compare"),
                                    ("term-compare", signal.SIGTERM, "compare")):
             proc = _start(project, state, "--from", "a", "--to", target, "--inputs",
                           str(slow_inputs))
