@@ -106,9 +106,9 @@ def _here(path: str, x: Any, y: Any, rtol: float, atol: float) -> Difference | N
         if numbers_agree(x, y, rtol, atol):
             return None
         return Difference(path, x, y, f"numbers differ beyond rtol={rtol:g} atol={atol:g}")
-    if type(x) is not type(y) and not (is_number(x) and is_number(y)):
+    if type(x) is not type(y):            # numbers of both kinds were compared above
         return Difference(path, x, y, f"{_kind(x)} vs {_kind(y)}")
-    if isinstance(x, (dict, list)):
+    if isinstance(x, (dict, list)):       # their contents are compared by the caller
         return None
     return None if x == y else Difference(path, x, y, "not equal")
 
