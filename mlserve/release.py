@@ -9,7 +9,8 @@
   values), ``resources`` and ``scaling``.
 
 Left out on purpose: ``name`` and ``version`` (identity and format, not behaviour), ``smoke``
-(a check run against a release, not part of it: adding a smoke case re-checks the same release)
+(a check run against a release, not part of it: a deploy whose only change is its smoke
+cases runs them against the serving release)
 and ``targets`` (where a release goes: moving it, ``migrate``, keeps its id). The manifest file is
 left out of the file hash for the same reason: its behaviour-changing content is hashed field by
 field above, so editing a target's port is not a new model version. What a provider builds from

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from . import adapters
 from .adapters import phases
 from .adapters.base import Adapter, Call, Context, Observed, ReleaseSpec
-from .errors import MlserveError, NotFound
+from .errors import DeployError, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
@@ -186,7 +186,25 @@ def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, 
     if error is not None:
         state.update_extra(seq, extra)          # where each step stands, for the next command
         raise error
+    if not changed:
+        _smoke_unchanged(ctx, adapter, spec, observed)
     return observed.url, extra, changed
+
+
+def _smoke_unchanged(ctx: Context, adapter: Adapter, spec: ReleaseSpec, observed: Observed) -> None:
+    """Smoke cases are a check, not part of the release (``mlserve.release``): when they changed
+    since the serving release was checked, a deploy that changes nothing else runs them against
+    it, and fails (nothing changes) when one does not pass."""
+    cases = spec.snapshot.get("smoke") or []
+    if not cases or (ctx.current is not None and ctx.current.manifest.get("smoke") == cases):
+        return
+    from .checks import run_smoke
+    from .manifest import SmokeCase
+    ctx.reporter.step(f"running {len(cases)} changed smoke case(s) against {spec.release_id}")
+    reason = run_smoke(adapter.caller(ctx, observed), [SmokeCase.model_validate(c) for c in cases])
+    if reason is not None:
+        raise DeployError(f"release {spec.release_id} serves, but {reason}",
+                          fix="fix the smoke case or the model; nothing was changed")
 
 
 def _settle(ctx: Context, state: State, observed: Observed, seq: int | None) -> None:

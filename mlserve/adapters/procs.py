@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import deque, namedtuple
 from collections.abc import Iterator
@@ -41,6 +42,35 @@ def runtime_args(*, app_dir: str, entrypoint: str, name: str, host: str, port: i
     process's argv are what ``find_runners`` recognises as a runtime of ours."""
     return ["--app-dir", app_dir, "--entrypoint", entrypoint, "--name", name, "--host", host,
             "--port", str(port), "--concurrency", str(concurrency), "--release", release]
+
+
+def build_venv(build: Path, requirements, lines: list[str], app_dir: Path, log, *,
+               layer_on: list[str] | None = None, preexec=None) -> str | None:
+    """The one venv builder (the local target and the SSH hosts): create a venv in ``build``
+    with this interpreter and install the model's requirements into it, pip's output in
+    ``log`` (a binary file). ``requirements`` is the manifest's (a file name under ``app_dir``
+    is installed with ``-r``, so its relative paths resolve; else ``lines``). With ``layer_on``
+    (site-packages directories) the venv gets no pip of its own and sees those directories after
+    its own packages (the local target's runtime comes from mlserve's environment): pip runs
+    from this interpreter with ``--python``. Returns None, or which stage failed ("venv",
+    "pip")."""
+    layered = layer_on is not None
+    made = subprocess.run([sys.executable, "-m", "venv", *(["--without-pip"] if layered else []),
+                           str(build)], stdout=log, stderr=subprocess.STDOUT)
+    if made.returncode:
+        return "venv"
+    python = str(build / "bin" / "python")
+    if layered:
+        purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                                  "['purelib'])"], check=True, capture_output=True,
+                                 text=True).stdout.strip()
+        Path(purelib, "_mlserve_parent.pth").write_text(
+            "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in layer_on) + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", python] if layered else [python, "-m", "pip"]
+    args = ["-r", str(app_dir / requirements)] if isinstance(requirements, str) else lines
+    done = subprocess.run([*pip, "install", "--disable-pip-version-check", *args], stdout=log,
+                          stderr=subprocess.STDOUT, cwd=app_dir, preexec_fn=preexec)
+    return "pip" if done.returncode else None
 
 
 def http_url(host: str, port: int) -> str:

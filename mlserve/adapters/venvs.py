@@ -23,14 +23,13 @@ import fcntl
 import os
 import shutil
 import site
-import subprocess
 import sys
 from pathlib import Path
 
 from ..errors import DeployError
 from ..reqsets import requirement_lines, venv_key
 from .base import Context
-from .procs import ProcessRef, die_with_parent, log_tail, private_dir
+from .procs import ProcessRef, build_venv, die_with_parent, log_tail, private_dir
 
 MARKER = "venv"          # in a release directory: the key of the venv it runs with ("" = none)
 
@@ -67,21 +66,13 @@ def _build(ctx: Context, venv: Path, lines: list[str], app_dir: Path, requiremen
     log = venv.with_name(f"{venv.name}.log")
     try:
         with ctx.reporter.progress(f"building a venv for {len(lines)} requirement(s)"):
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(build)], check=True)
-            purelib = subprocess.run([str(build / "bin" / "python"), "-c",
-                                      "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, capture_output=True, text=True).stdout.strip()
             parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
-            Path(purelib, "_mlserve_parent.pth").write_text(
-                "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n")
             with open(log, "wb") as fh:
-                result = subprocess.run(
-                    [sys.executable, "-m", "pip", "--python", str(build / "bin" / "python"),
-                     "install", "--disable-pip-version-check",
-                     *(["-r", str(app_dir / requirements)] if isinstance(requirements, str) else lines)],
-                    stdout=fh, stderr=subprocess.STDOUT, cwd=app_dir, preexec_fn=die_with_parent)
-            if result.returncode != 0:      # inside the step: a failed install never says "done"
-                raise DeployError("installing the model's requirements failed",
+                failed = build_venv(build, requirements, lines, app_dir, fh, layer_on=parents,
+                                    preexec=die_with_parent)
+            if failed:                      # inside the step: a failed install never says "done"
+                raise DeployError("installing the model's requirements failed" if failed == "pip"
+                                  else f"{sys.executable} cannot create a venv",
                                   fix="check model.requirements (names, versions) and that the "
                                       "package index is reachable",
                                   details=f"last lines of {log}:\n{log_tail(log)}")
