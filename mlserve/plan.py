@@ -1,6 +1,9 @@
 """``mlserve plan``: what ``deploy`` would do to a target, and why, with no side effects.
 
-``plan(manifest, target, state_dir) -> dict`` (used by the CLI and by ``migrate --dry-run``):
+``plan(manifest=None, target=None, state_dir=None, reporter=None) -> dict`` (the CLI and
+``migrate --dry-run`` call it; the signature is stable). Keys: ``target``, ``provider``,
+``action``, ``reasons``, ``release``, ``current``, ``changes``, ``drift``, ``live`` (what the
+provider said: ``{state, release, url, detail}``) and ``warnings`` (unreadable journal rows):
 
 - ``action``: ``Action.CREATE`` when neither the journal nor the provider knows a release of the
   target, ``Action.NONE`` when the project matches the journal's current release and the provider
