@@ -30,7 +30,7 @@ from .errors import DeployError, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
-from .session import (_context, _describe, _live_row, _observe, _refresh, _state_dir,
+from .session import (_context, _describe, _live_row, _refresh, _state_dir,
                       _without_extra, open_context, resolve_secrets)
 from .state import (FAILED, PENDING, SERVING, SUPERSEDED, DeploymentStatus, JournalError, Release,
                     State, file_list, requirements_of)
@@ -57,7 +57,7 @@ class DeployResult:
 def observe(manifest=None, target=None, state_dir=None) -> Observed:
     """What the target's provider has now (read-only; the journal is only read, if at all)."""
     with open_context(manifest, target, state_dir, writable=False) as (ctx, _):
-        return _observe(ctx, adapters.get(ctx.target.provider))
+        return adapters.get(ctx.target.provider).observe(ctx)
 
 
 
@@ -68,10 +68,7 @@ def caller(manifest=None, target=None, state_dir=None, reporter: Reporter | None
         return _caller(ctx, adapters.get(ctx.target.provider))
 
 
-def _caller(ctx: Context, adapter) -> Call:
-    if not isinstance(adapter, Adapter):            # TRANSITIONAL (ssh)
-        current = _current_or_fail(ctx)
-        return lambda payload: adapter.predict(ctx, current, payload)
+def _caller(ctx: Context, adapter: Adapter) -> Call:
     observed = adapter.observe(ctx)
     if not observed.found and ctx.current is None:
         _current_or_fail(ctx)
@@ -137,13 +134,7 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         state.update_extra(seq, data)
     ctx.record = record
     try:
-        if isinstance(adapter, Adapter):
-            url, extra, changed = _run_steps(ctx, state, adapter, spec, seq, recorded)
-        else:                                        # TRANSITIONAL (ssh)
-            legacy = adapter.deploy(ctx, _Named(spec.bundle, spec.release_id), seq) \
-                if spec.bundle is not None else \
-                adapter.rollback(ctx, state.find_release(ctx.target_name, spec.release_id), seq)
-            url, extra, changed = legacy.url, legacy.extra, legacy.changed
+        url, extra, changed = _run_steps(ctx, state, adapter, spec, seq, recorded)
     except MlserveError as exc:       # refused or failed: the reason is the user's message
         state.finish_release(seq, FAILED, reason=exc.message)
         state.event(ctx.target_name, "deploy-failed", exc.message)
@@ -159,16 +150,6 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         state.event(ctx.target_name, "deployed", f"{spec.release_id} serving at {url}")
     return DeployResult(ctx.target_name, ctx.target.provider, spec.release_id, url,
                         DeployState.READY.value, changed, extra)
-
-
-class _Named:
-    """TRANSITIONAL (ssh): a bundle that answers ``release_id`` with the model version's id."""
-
-    def __init__(self, bundle, rid: str) -> None:
-        self._bundle, self.release_id = bundle, rid
-
-    def __getattr__(self, name: str):
-        return getattr(self._bundle, name)
 
 
 def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, seq: int,
@@ -252,14 +233,9 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
                     "status": DeployState.NOT_DEPLOYED.value, "detail": "nothing to delete"}
     with open_context(manifest, target, state_dir, reporter) as (ctx, state):
         with state.lock(ctx.target_name, "delete"):
-            if isinstance(adapter, Adapter):
-                observed = adapter.observe(ctx)
-                adapter.delete(ctx, observed)
-                count = len(observed.resources)
-            else:                                    # TRANSITIONAL (ssh)
-                releases = [r for r in ctx.history if r.outcome in (SERVING, SUPERSEDED, PENDING)]
-                adapter.delete(ctx, releases)
-                count = len(releases)
+            observed = adapter.observe(ctx)
+            adapter.delete(ctx, observed)
+            count = len(observed.resources)
             for rel in state.releases(ctx.target_name):
                 if rel.outcome == PENDING:
                     state.finish_release(rel.seq, FAILED, reason="interrupted: the command was killed")
@@ -280,7 +256,7 @@ def _anything_to_delete(ctx: Context, state: State, adapter) -> bool:
     if dep is not None and dep.status != DeploymentStatus.DELETED:
         return True
     try:
-        return _observe(ctx, adapter).found
+        return adapter.observe(ctx).found
     except MlserveError:
         return False
 
@@ -340,9 +316,6 @@ def _current_or_fail(ctx: Context) -> Release:
 def logs(manifest=None, target=None, state_dir=None, follow=False, lines=100) -> Iterator[str]:
     with open_context(manifest, target, state_dir, writable=False) as (ctx, _):
         adapter = adapters.get(ctx.target.provider)
-        if not isinstance(adapter, Adapter):         # TRANSITIONAL (ssh)
-            yield from adapter.logs(ctx, _current_or_fail(ctx), follow=follow, lines=lines)
-            return
         observed = adapter.observe(ctx)
         if not observed.found and ctx.current is None:
             _current_or_fail(ctx)

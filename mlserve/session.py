@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import adapters
-from .adapters.base import Adapter, Context, Observed
+from .adapters.base import Context
 from .errors import InvalidInput, MissingCredentials, MlserveError
 from .manifest import Project, load_project
 from .report import Reporter
@@ -61,7 +61,6 @@ def _refresh(ctx: Context, state: State) -> None:
     """What the adapter may know of the journal: the current release and the history."""
     ctx.current = state.current(ctx.target_name)
     ctx.history = state.releases(ctx.target_name, since_deletion=True)
-    ctx.state = state       # TRANSITIONAL: read by the ssh adapter until it moves
 
 
 @contextlib.contextmanager
@@ -94,17 +93,6 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
 
 
 # -- the protocol, with the ssh adapter's older shape until it moves ------------------------
-def _observe(ctx: Context, adapter) -> Observed:
-    if isinstance(adapter, Adapter):
-        return adapter.observe(ctx)
-    live = adapter.status(ctx, ctx.current)        # TRANSITIONAL (ssh)
-    state = DeployState(live.state)
-    if state == DeployState.DELETED:
-        state = DeployState.NOT_DEPLOYED
-    return Observed(state=state, release=live.release_id, url=live.url, detail=live.detail,
-                    extra=live.extra)
-
-
 def _without_extra(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "extra"}     # list: one line per target
 
@@ -120,7 +108,7 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
            "status": DeployState.NOT_DEPLOYED, "release": current.release_id if current else None,
            "url": None, "detail": "", "updated_at": dep.updated_at if dep else None, "extra": {}}
     try:
-        live = _observe(ctx, adapters.get(ctx.target.provider))
+        live = adapters.get(ctx.target.provider).observe(ctx)
     except MlserveError as exc:
         if raise_errors and current is not None:
             raise
@@ -133,6 +121,11 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
         if live.state == DeployState.NOT_DEPLOYED and current is not None:
             row.update(status=DeployState.FAILED, detail=f"release {current.release_id} is not "
                        "running (nothing of this deployment was found)")
+        elif live.state == DeployState.UNREACHABLE and journal and not ctx.history:
+            # nothing recorded and nothing could be asked (an ssh host that is not up yet):
+            # not deployed as far as anyone knows, which is what the user needs to read
+            row.update(status=DeployState.NOT_DEPLOYED, detail=f"never deployed (the provider "
+                       f"could not be asked: {live.detail})")
         elif live.release and journal and (current is None or current.release_id != live.release) \
                 and "the journal names" not in live.detail:     # the adapter said it per host
             row["detail"] += (f"; the journal names {current.release_id if current else 'nothing'} "
@@ -143,8 +136,10 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
         elif dep is not None:        # its release row was skipped (warned)
             row.update(status=DeployState.UNKNOWN, release=dep.release_id,
                        detail=f"the journal's record of release {dep.release_id} is unreadable")
-        else:
+        elif not row["detail"].startswith("never deployed"):
             row.update(detail="never deployed")
+    if row["status"] in (DeployState.NOT_DEPLOYED, DeployState.DELETED):
+        row["url"] = None                       # nothing answers there
     row["status"] = DeployState(row["status"]).value
     return row
 

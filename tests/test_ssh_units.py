@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from mlserve.adapters.ssh import fleet
+from mlserve.adapters import phases
 from mlserve.adapters.ssh.connection import HostSpec
 from mlserve.adapters.ssh.host.runner import systemd_argv
 from mlserve.adapters.ssh.host.store import HostError, Store
@@ -67,7 +67,7 @@ class Host:
 
 def _roll(hosts, max_parallel=4, max_unavailable=1):
     Host.peak = {"prepare": 0, "activate": 0}
-    results = fleet.roll(hosts, "r-new", max_parallel, max_unavailable)
+    results = phases.run(hosts, "r-new", max_parallel, max_unavailable)
     return [(r.host, r.status, r.release) for r in results]
 
 
@@ -103,14 +103,14 @@ def test_a_failed_check_stops_the_rollout_before_anything_switches():
 def test_a_failed_switch_keeps_earlier_hosts_new_and_later_hosts_old():
     log = []
     hosts = [Host("h0", log), Host("h1", log), Host("h2", log, fail_activate=True), Host("h3", log)]
-    results = fleet.roll(hosts, "r-new", 4, 1)
+    results = phases.run(hosts, "r-new", 4, 1)
     assert [(r.host, r.status, r.release) for r in results] == [
         ("h0", "deployed", "r-new"), ("h1", "deployed", "r-new"), ("h2", "failed", "r-old"),
         ("h3", "not switched", "r-old")]
     assert results[2].reason == "lost" and isinstance(results[2].error, ProviderError)  # no label
     assert ("activate", "h3") not in log and ("abort", "h3") in log
-    assert fleet.first_failure(results) is results[2]
-    text = fleet.summary(results)
+    assert phases.first_failure(results) is results[2]
+    text = phases.summary(results)
     assert "h2  failed" in text and "h3  not switched" in text
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..bundle import Bundle
     from ..manifest import Manifest, Project
     from ..report import Reporter
-    from ..state import Release, State
+    from ..state import Release
     from ..targets import TargetBase
 
 #: payload -> (HTTP status, decoded body): how predict, smoke checks and migrate ask a release.
@@ -117,7 +117,6 @@ class Context:
     current: "Release | None" = None
     history: "list[Release]" = field(default_factory=list)
     record: Record = _no_record
-    state: "State | None" = None   # TRANSITIONAL: the journal, for the ssh adapter until it moves
 
     @property
     def manifest(self) -> "Manifest":
@@ -169,34 +168,3 @@ class Adapter:
 
     def delete(self, ctx: Context, observed: Observed) -> None:
         raise NotImplementedError
-
-
-# -- TRANSITIONAL: the journal-holding protocol the ssh adapter still implements -------------
-PENDING, BUILDING, READY, FAILED, DELETED = (DeployState.PENDING, DeployState.BUILDING,
-                                             DeployState.READY, DeployState.FAILED,
-                                             DeployState.DELETED)
-
-
-@dataclass
-class Outcome:
-    url: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
-    changed: bool = True
-
-
-@dataclass
-class Status:
-    state: str
-    url: str | None = None
-    release_id: str | None = None
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Provider:
-    """TRANSITIONAL base of an adapter that holds the journal (ssh, until it moves)."""
-
-    name: str = ""
-
-    def check(self, ctx: Context) -> None:
-        """Raise MissingDependency / MissingCredentials when the provider cannot be used."""

@@ -24,5 +24,5 @@ INFO = ProviderInfo(
         Feature.FLEET: None,
     },
     state_map={**RUNTIME_STATES, "unreachable": DeployState.UNREACHABLE},
-    adapter="mlserve.adapters.ssh:SSHProvider",
+    adapter="mlserve.adapters.ssh:SSHAdapter",
 )

@@ -3,20 +3,19 @@
 Modules: ``connection`` (paramiko: strict host keys, agent or key, bastion, byte counts),
 ``sync`` (content-addressed files: bundle, runtime library, helper archive), ``remote`` (one
 SSH exec per helper operation), ``host/`` (the helper that runs on the host: store, releases,
-supervisor), ``rollout`` (one host's deploy) and ``fleet`` (checked everywhere, then switched
-in waves). Paramiko is imported only when an SSH target is used.
+supervisor, reconciliation) and ``rollout`` (one host's step: ``HostDeploy``). Paramiko is
+imported only when an SSH target is used.
 
-Deploy: the host is asked which objects it lacks (one round trip), only those are sent
-(resuming a partial upload at its size), the release is assembled from hard links, started
-beside the old one on a private check port under a supervisor (systemd when present), checked
-for health and smoke on the host, then switched onto the public port (SO_REUSEPORT handover)
-while the old one drains. Per-host results go to ``Outcome.extra["hosts"]``.
+Identity: each host keeps this deployment's releases under ``<base_dir>/deployments/<name.target>``
+(``ctx.identity``), so ``observe`` asks every host's store and needs no journal; ``delete``
+removes that directory on every host, whatever the journal says.
 
-A command killed half-way: ``deploy``, ``rollback`` and ``delete`` first reconcile every host
-(``host/reconcile.py``: the release of ours listening on the port becomes ``current``, every other
-process of the deployment is stopped) and the journal (``journal``: pending attempts fail, what
-every host serves is adopted). ``status`` is read-only and reports, per host, the release whose
-process answers ``/health`` on the port, flagging a difference from the journal.
+Deploy (``phases.run`` over one ``HostDeploy`` per host): the host is asked which objects it
+lacks (one round trip), only those are sent (resuming a partial upload at its size), the release
+is assembled from hard links, started beside the old one on a private check port under a
+supervisor (systemd when present), checked for health and smoke on the host, then switched onto
+the public port (SO_REUSEPORT handover) while the old one drains. Per-host results go to the
+result's ``extra["hosts"]``.
 """
 
 from __future__ import annotations
@@ -26,13 +25,15 @@ import threading
 from typing import Any, Iterator
 
 from ...errors import MlserveError, ProviderError, missing_extra
-from ...state import Release
-from ..base import DELETED, FAILED, PENDING, READY, Context, Outcome, Provider, Status
+from ...vocab import DeployState
+from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
+
+READY, PENDING, FAILED, UNREACHABLE = (DeployState.READY, DeployState.PENDING, DeployState.FAILED,
+                                       DeployState.UNREACHABLE)
 
 
-class SSHProvider(Provider):
+class SSHAdapter(Adapter):
     name = "ssh"
-    unsupported = {}
 
     def check(self, ctx: Context) -> None:
         try:
@@ -40,30 +41,35 @@ class SSHProvider(Provider):
         except ImportError:
             raise missing_extra("ssh", "paramiko") from None
 
-    def package(self, ctx: Context):
-        from ...bundle import collect, state_ignores
-        return collect(ctx.project.root, extra_ignores=state_ignores(ctx.project.root, ctx.state.dir))
-
-    def deploy(self, ctx: Context, bundle, seq: int) -> Outcome:
-        from .journal import settle_pending
-        from .rollout import rollout
+    # -- deploy ----------------------------------------------------------------------------
+    def steps(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> list:
+        from .connection import HostSpec
+        from .rollout import HostDeploy
         from .sync import plan_for
-        settle_pending(ctx, seq)
-        snapshot = ctx.manifest.model_dump(mode="json")
-        return rollout(ctx, plan_for(bundle), bundle.release_id, snapshot, True, seq)
+        plan = plan_for(release.bundle)
+        # What each host serves, as observed; a host that could not be asked is taken to serve
+        # the journal's current release until it says otherwise (its probe, in prepare).
+        fallback = ctx.current.release_id if ctx.current else None
+        before = {row["host"]: row["release"] if row["status"] != UNREACHABLE else fallback
+                  for row in observed.extra.get("hosts", [])}
+        return [HostDeploy(ctx, spec, plan, release.release_id, release.snapshot,
+                           release.bundle is not None, before.get(spec.label, fallback))
+                for spec in map(HostSpec.parse, ctx.target.hosts)]
 
-    def rollback(self, ctx: Context, release: Release, seq: int) -> Outcome:
-        from .journal import settle_pending
-        from .rollout import rollout
-        from .sync import plan_for
-        settle_pending(ctx, seq)
-        return rollout(ctx, plan_for(None), release.release_id, release.manifest, False, seq)
+    def outcome(self, ctx: Context, steps: list, results: list) -> dict:
+        """Per host: the step's result with what the host said and what was sent; in total."""
+        transfers = [s.transfer() for s in steps]
+        for res, step, transfer in zip(results, steps, transfers):
+            res.info.update(step.info, transfer=transfer)
+        total = {k: sum(t[k] for t in transfers) for k in transfers[0]}
+        return {"hosts": [r.to_dict() for r in results], "transfer": total,
+                "deployment": ctx.identity}
 
-    # -- inspection ------------------------------------------------------------------------
+    # -- what is there -----------------------------------------------------------------------
     def _each_host(self, ctx: Context, op: str, request: dict) -> list[tuple[str, Any]]:
         """``(host, result or MlserveError)`` for ``op`` on every host, in parallel."""
+        from ..phases import parallel
         from .connection import HostSpec
-        from .fleet import parallel
         from .rollout import base_request, session
 
         def one(host: str):
@@ -75,54 +81,62 @@ class SSHProvider(Provider):
                 return spec.label, exc
         return parallel(one, ctx.target.hosts, ctx.target.max_parallel)
 
-    def status(self, ctx: Context, release: Release | None) -> Status:
-        """Per host, read-only: the release that answers ``/health`` on the port from a process
-        of this deployment (not only that something answers), flagged when the journal names
-        another (an interrupted command; the next deploy adopts it)."""
+    def observe(self, ctx: Context) -> Observed:
+        """Per host, read-only: the release of this deployment that answers ``/health`` on the
+        port from a process of ours, found in the host's store (flagged when the journal's
+        current release, ``ctx.current``, is another: an interrupted command)."""
         from .connection import HostSpec
         from .rollout import host_url
-        if release is None and not ctx.state.releases(ctx.target_name, since_deletion=True):
-            return Status(DELETED, detail="not deployed")   # no attempt since: nothing to ask
-        rows = [_host_row(host, result, release)
+        url = host_url(ctx, HostSpec.parse(ctx.target.hosts[0]))
+        rows = [_host_row(host, result, ctx.current)
                 for host, result in self._each_host(ctx, "status", {})]
-        if release is None and not any(r["release"] for r in rows):
-            return Status(DELETED, detail="not deployed")
+        present = [r for r in rows if r.pop("present", False) or r["release"]]
+        if all(r["status"] == UNREACHABLE for r in rows):
+            return Observed(UNREACHABLE, None, url, [], rows[0]["reason"], extra={"hosts": rows})
+        if not present:
+            return Observed(DeployState.NOT_DEPLOYED, None, url, [], "not deployed",
+                            extra={"hosts": rows})
+        resources = [Resource("host-release", f"{r['host']}:{r['release'] or '-'}", r["release"],
+                              r["status"], r["status"] == READY, r["reason"] or "")
+                     for r in present]
         states = [r["status"] for r in rows]
         ready = states.count(READY)
         overall = READY if ready == len(states) else (FAILED if FAILED in states else PENDING)
         releases = {r["release"] for r in rows if r["release"]}
         mismatch = sorted({r["host"] for r in rows if r.get("journal_differs")})
+        current = ctx.current.release_id if ctx.current else None
         detail = (f"{ready}/{len(states)} host(s) ready"
                   + ("" if len(releases) <= 1 else "; hosts serve different releases")
                   + ("" if not mismatch else
-                     f"; the journal names {release.release_id if release else 'nothing'} but "
-                     f"{', '.join(mismatch)} serve(s) another release (an interrupted command; "
-                     "the next deploy records what serves)"))
-        return Status(overall, url=host_url(ctx, HostSpec.parse(ctx.target.hosts[0])),
-                      release_id=releases.pop() if len(releases) == 1 else
-                      (release.release_id if release else None),
-                      detail=detail, extra={"hosts": rows})
+                     f"; the journal names {current or 'nothing'} but {', '.join(mismatch)} "
+                     "serve(s) another release (an interrupted command; the next deploy records "
+                     "what serves)"))
+        return Observed(overall, releases.pop() if len(releases) == 1 else None, url, resources,
+                        detail, extra={"hosts": rows})
 
-    def predict(self, ctx: Context, release: Release, payload: Any) -> Any:
+    def caller(self, ctx: Context, observed: Observed) -> Call:
         """Ask the hosts in order; one that cannot be reached, or whose model does not answer,
         is skipped with a warning. Credential and host-key problems are not skipped."""
         from .connection import HostSpec
         from .remote import HostFailure
         from .rollout import base_request, session
         specs = [HostSpec.parse(h) for h in ctx.target.hosts]
-        for n, spec in enumerate(specs):
-            try:
-                with session(ctx, spec) as agent:
-                    result = agent.call("predict", {**base_request(ctx, spec), "input": payload},
-                                        timeout=330)
-                return result["status"], result["body"]
-            except (ProviderError, HostFailure) as exc:
-                if n == len(specs) - 1:
-                    raise
-                ctx.reporter.warn(f"{exc.message}; asking {specs[n + 1].label}")
-        raise AssertionError("unreachable: a target has at least one host")
 
-    def logs(self, ctx: Context, release: Release, *, follow: bool, lines: int) -> Iterator[str]:
+        def call(payload):
+            for n, spec in enumerate(specs):
+                try:
+                    with session(ctx, spec) as agent:
+                        result = agent.call("predict", {**base_request(ctx, spec), "input": payload},
+                                            timeout=330)
+                    return result["status"], result["body"]
+                except (ProviderError, HostFailure) as exc:
+                    if n == len(specs) - 1:
+                        raise
+                    ctx.reporter.warn(f"{exc.message}; asking {specs[n + 1].label}")
+            raise AssertionError("unreachable: a target has at least one host")
+        return call
+
+    def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
         from .connection import HostSpec
         from .rollout import base_request, session
         specs = [HostSpec.parse(h) for h in ctx.target.hosts]
@@ -134,9 +148,9 @@ class SSHProvider(Provider):
         yield from _merged(ctx, specs, request)
 
     # -- removal ---------------------------------------------------------------------------
-    def delete(self, ctx: Context, releases: list[Release]) -> None:
-        from .journal import settle_pending
-        settle_pending(ctx, None)
+    def delete(self, ctx: Context, observed: Observed) -> None:
+        """Remove the deployment's store directory (and every process of it) on every host,
+        whatever ``observed`` found there: a host that was down when observed is cleaned too."""
         failures = [(h, r) for h, r in self._each_host(ctx, "delete", {})
                     if isinstance(r, MlserveError)]
         if failures:
@@ -147,12 +161,13 @@ class SSHProvider(Provider):
                 details="\n".join(f"  {h}: {r.message}" for h, r in failures))
 
 
-def _host_row(host: str, result, release: Release | None) -> dict:
+def _host_row(host: str, result, release) -> dict:
     """One host's status row: ``release`` is what /health answers from a process of ours
     (``answering``: what /health names, whoever answers), else the host's ``current``."""
     if isinstance(result, MlserveError):
         return {"host": host, "status": "UNREACHABLE", "release": None, "reason": result.message}
     cur = result["current"]
+    present = bool(result.get("present"))
     serving = cur.get("serving")
     if cur.get("ours") or cur.get("healthy"):
         state, reason = READY, None
@@ -164,7 +179,8 @@ def _host_row(host: str, result, release: Release | None) -> dict:
     # Two releases of ours listen while a handover is cut short: /health says which answered.
     shown = cur["answering"] if cur.get("ours") else (serving or cur["release"])
     row = {"host": host, "status": state, "release": shown, "answering": cur.get("answering"),
-           "current": cur["release"], "pid": cur.get("pid"), "reason": reason, "log": cur.get("log")}
+           "current": cur["release"], "pid": cur.get("pid"), "reason": reason, "log": cur.get("log"),
+           "present": present}
     if shown and (release is None or release.release_id != shown):
         row["journal_differs"] = True
     return row

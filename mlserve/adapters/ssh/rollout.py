@@ -1,7 +1,7 @@
-"""One release on one host (``HostDeploy``, a ``fleet`` worker) and the fleet around it.
+"""One release on one host: ``HostDeploy``, a step of ``mlserve.adapters.phases``.
 
 Per host, three SSH execs: ``probe`` (what the host has and serves, after the host reconciled
-what a killed command left: see ``host/reconcile.py`` and ``journal``), ``prepare`` (upload what
+what a killed command left: see ``host/reconcile.py``), ``prepare`` (upload what
 is missing, assemble, start beside the old release on a check port, health + smoke on the
 host) and ``activate`` (public port, ``current`` link, old release drained). A host already
 serving the release healthily costs one exec and sends no file content.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from ...errors import DeployError, MlserveError
-from ..base import Context, Outcome
-from . import fleet, journal
+from ...errors import DeployError
+from ..base import Context
+from ..procs import http_url
 from .connection import Connection, Counter, HostSpec, connect, fingerprint
 from .remote import Agent, HostFailure
 from .sync import Plan, helper_archive
@@ -22,32 +22,16 @@ from .sync import Plan, helper_archive
 VENV_TIMEOUT = 1800.0
 
 
-class RolloutError(DeployError):
-    """A deploy or rollback that stopped; ``hosts`` says where each host stands."""
-
-    def __init__(self, message: str, hosts: list[dict], exit_code: int, **kw) -> None:
-        super().__init__(message, **kw)
-        self.hosts = hosts
-        self.exit_code = exit_code
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "hosts": self.hosts}
-
-
-def deployment_name(ctx: Context) -> str:
-    return f"{ctx.manifest.name}.{ctx.target_name}"
-
-
 def base_request(ctx: Context, spec: HostSpec) -> dict:
-    return {"deployment": deployment_name(ctx), "hostkey": spec.key, "port": ctx.target.port,
+    return {"deployment": ctx.identity, "hostkey": spec.key, "port": ctx.target.port,
             "bind": ctx.target.bind}
 
 
 def host_url(ctx: Context, spec: HostSpec) -> str:
+    """Where a host's release answers from here: the host's own address when it binds every
+    address, else the one it binds."""
     bind = ctx.target.bind
-    host = spec.host if bind in ("0.0.0.0", "::", "") else bind
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{ctx.target.port}"
+    return http_url(spec.host if bind in ("0.0.0.0", "::", "") else bind, ctx.target.port)
 
 
 @contextlib.contextmanager
@@ -68,12 +52,11 @@ def open_connection(ctx: Context, spec: HostSpec, counter: Counter | None = None
 
 class HostDeploy:
     def __init__(self, ctx: Context, spec: HostSpec, plan: Plan, release: str,
-                 snapshot: dict, new_files: bool) -> None:
+                 snapshot: dict, new_files: bool, previous: str | None) -> None:
         self.ctx, self.spec, self.plan, self.release = ctx, spec, plan, release
         self.snapshot, self.new_files = snapshot, new_files
         self.label = spec.label
-        current = ctx.state.current(ctx.target_name)   # until the host itself says
-        self.previous: str | None = current.release_id if current else None
+        self.previous = previous                        # as observed, until the host says
         self.counter = Counter()
         self.serving: str | None = None                 # what the host serves, once reconciled
         self.agent: Agent | None = None
@@ -190,47 +173,3 @@ def _size(n: int) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def rollout(ctx: Context, plan: Plan, release: str, snapshot: dict, new_files: bool,
-            seq: int) -> Outcome:
-    """Deploy ``release`` to every host of the target (see ``fleet``); raise RolloutError."""
-    target = ctx.target
-    workers = [HostDeploy(ctx, HostSpec.parse(h), plan, release, snapshot, new_files)
-               for h in target.hosts]
-    try:
-        results = fleet.roll(workers, release, target.max_parallel, target.max_unavailable)
-    finally:
-        for worker in workers:
-            worker.close()
-    journal.adopt(ctx, {w.label: w.serving for w in workers if w.agent is not None},
-                  workers[0].info["url"], seq)
-    transfers = [w.transfer() for w in workers]
-    for res, worker, transfer in zip(results, workers, transfers):
-        res.info.update(worker.info, transfer=transfer)
-    hosts = [r.to_dict() for r in results]
-    total = {k: sum(t[k] for t in transfers) for k in transfers[0]}
-    extra = {"hosts": hosts, "transfer": total, "deployment": deployment_name(ctx)}
-    ctx.state.update_extra(seq, extra)
-    failed = fleet.first_failure(results)
-    if failed is not None:
-        raise _rollout_error(ctx, release, results, failed, hosts)
-    url = workers[0].info["url"]
-    return Outcome(url=url, extra=extra, changed=any(r.status == fleet.DEPLOYED for r in results))
-
-
-def _rollout_error(ctx: Context, release: str, results, failed, hosts) -> RolloutError:
-    cause: MlserveError = failed.error
-    keeps = ("the previous release keeps serving" if failed.release
-             else "nothing was serving there before")
-    if len(results) == 1:
-        return RolloutError(cause.message, hosts, cause.exit_code, where=cause.where,
-                            fix=cause.fix or f"fix the cause and deploy again ({keeps})",
-                            details=cause.details)
-    switched = sum(r.status == fleet.DEPLOYED for r in results)
-    details = fleet.summary(results) + (f"\n{cause.details}" if cause.details else "")
-    return RolloutError(
-        f"the rollout of {release} stopped at {failed.host} ({switched} of {len(results)} hosts "
-        f"switched): {failed.reason}", hosts, cause.exit_code, where=cause.where,
-        fix=cause.fix or "fix the cause and deploy again; hosts not switched keep their "
-                         "previous release", details=details)

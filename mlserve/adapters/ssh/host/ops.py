@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, follow_file, free_port, log_tail, port_taken,
+from mlserve.adapters.procs import (LOG_TAIL, ProcessRef, build_venv, follow_file, free_port,
+                                    http_url, log_tail, port_taken, runtime_args,
                                     runtime_env, stop_process)
 from mlserve.reqsets import requirement_lines, venv_key
 from mlserve.checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
@@ -76,19 +77,10 @@ def _name(text: str) -> str:
     return text
 
 
-def _local_address(bind: str) -> str:
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(bind, bind)
-
-
-def _url(bind: str, port: int) -> str:
-    host = _local_address(bind)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def current_info(dep: Deployment, request: dict) -> dict:
     """``current`` and whether it runs and answers, plus (read-only) which release of this
     deployment really serves on the port and what ``/health`` there names."""
-    seen = observe(dep, _url(request["bind"], request["port"]), request["port"])
+    seen = observe(dep, http_url(request["bind"], request["port"]), request["port"])
     rid = dep.current()
     found = {"answering": seen["answering"], "serving": seen["serving"], "ours": seen["ours"]}
     if rid is None:         # something of ours may serve even so (adopted by the next deploy)
@@ -103,7 +95,7 @@ def current_info(dep: Deployment, request: dict) -> dict:
 
 
 def _reconcile(dep: Deployment, request: dict) -> dict:
-    return reconcile(dep, _url(request["bind"], request["port"]), request["port"])
+    return reconcile(dep, http_url(request["bind"], request["port"]), request["port"])
 
 
 def client_gone() -> bool:
@@ -200,10 +192,10 @@ def _spec(dep: Deployment, request: dict, python: str, lib: Path) -> dict:
     launch_ = request["launch"]
     front = python == sys.executable
     cmd = [python, *(["-s"] if front else []), "-c", RUN_RUNTIME, str(lib),
-           "front" if front else "back", "--app-dir", str(rel / "app"),
-           "--entrypoint", launch_["entrypoint"], "--name", launch_["name"],
-           "--host", request["bind"], "--port", str(request["port"]),
-           "--concurrency", str(launch_["concurrency"]), "--release", request["release"]]
+           "front" if front else "back",
+           *runtime_args(app_dir=str(rel / "app"), entrypoint=launch_["entrypoint"],
+                         name=launch_["name"], host=request["bind"], port=request["port"],
+                         concurrency=launch_["concurrency"], release=request["release"])]
     env = runtime_env(launch_.get("env") or {}, launch_.get("secrets") or {})
     return {"cmd": cmd, "env": env, "cwd": str(rel / "app"), "check_port": free_port(),
             "log": str(rel / "runtime.log"), "release": request["release"],
@@ -223,19 +215,14 @@ def ensure_venv(store: Store, requirements, app_dir: Path) -> tuple[str, str | N
     shutil.rmtree(build, ignore_errors=True)
     log = store.venvs / f"{key}.log"
     with open(log, "wb") as fh:
-        made = subprocess.run([sys.executable, "-m", "venv", str(build)], stdout=fh,
-                              stderr=subprocess.STDOUT)
-        if made.returncode:
-            shutil.rmtree(build, ignore_errors=True)
-            raise HostError(f"{sys.executable} cannot create a venv", log_tail(log),
-                            fix="install the venv module on the host (Debian/Ubuntu: "
-                                "apt-get install -y python3-venv)")
-        args = ["-r", str(app_dir / requirements)] if isinstance(requirements, str) else lines
-        done = subprocess.run([str(build / "bin" / "python"), "-m", "pip", "install",
-                               "--disable-pip-version-check", *args], stdout=fh,
-                              stderr=subprocess.STDOUT, cwd=app_dir)
-    if done.returncode:
+        failed = build_venv(build, requirements, lines, app_dir, fh)
+    if failed:
         shutil.rmtree(build, ignore_errors=True)
+    if failed == "venv":
+        raise HostError(f"{sys.executable} cannot create a venv", log_tail(log),
+                        fix="install the venv module on the host (Debian/Ubuntu: "
+                            "apt-get install -y python3-venv)")
+    if failed:
         raise HostError("installing the model's requirements on the host failed", log_tail(log),
                         fix="check model.requirements and that the host reaches its package index")
     (build / ".complete").write_text("\n".join(lines))
@@ -315,11 +302,16 @@ def stop(store: Store, request: dict, stream) -> dict:
 
 
 def status(store: Store, request: dict, stream) -> dict:
-    return {"current": current_info(Deployment(store, request), request)}
+    """What serves (``current_info``), and whether anything of the deployment is here at all
+    (``present``: a release directory, even one a killed first deploy left without ``current``),
+    so that ``observe`` and ``delete`` need no journal."""
+    dep = Deployment(store, request)
+    present = dep.releases.is_dir() and any(dep.releases.iterdir())
+    return {"current": current_info(dep, request), "present": present}
 
 
 def predict(store: Store, request: dict, stream) -> dict:
-    url = _url(request["bind"], request["port"])
+    url = http_url(request["bind"], request["port"])
     try:
         code, body = http_json("POST", url + "/predict", {"input": request.get("input")},
                                timeout=request.get("timeout", 300))
