@@ -23,6 +23,7 @@ from mlserve.adapters import phases
 from mlserve.errors import DeployError
 from tests.helpers import EXAMPLES, run_process
 from tests.infra.net import free_port
+from tests.ssh_models import wait_until
 
 RELEASE = "r-new"
 
@@ -299,7 +300,7 @@ def ssh_project(tmp_path):
 
 
 @pytest.mark.slow
-def test_ssh_observe_finds_nothing_then_the_release_and_delete_works_without_the_journal(
+def test_ssh_observe_read_paths_and_delete_without_the_journal(
         sshd_host, ssh_project):
     from mlserve import service
     from mlserve.vocab import DeployState
@@ -314,11 +315,16 @@ def test_ssh_observe_finds_nothing_then_the_release_and_delete_works_without_the
         ("host-release", deployed.release, True)]
     code, body = service.caller(p["manifest"], "box", p["state"])({"x": [1, 2]})
     assert code == 200 and body["output"]
-    shutil.rmtree(p["state"])                              # the journal is gone
     args = ["-f", str(p["manifest"]), "--state", str(p["state"])]
+    before = _tree(p["state"])
+    for command in (["status", "box"], ["list"], ["logs", "box", "-n", "5"],
+                    ["predict", "box", "--input", '{"x": [1]}']):
+        done = run_process(*command, *args)
+        assert done.code == 0 and _tree(p["state"]) == before, (command, done.err)
+    shutil.rmtree(p["state"])                              # the journal is gone
     deleted = run_process("delete", "box", "--yes", *args, "--json")
     assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED", deleted.err
-    assert _processes_naming(p["remote"]) == []            # no runtime or supervisor left
+    wait_until(lambda: not _processes_naming(p["remote"]), 15, "no process of the deployment")
     assert not list(p["remote"].glob("deployments/*"))     # nothing of the deployment on disk
     again = service.observe(p["manifest"], "box", p["state"])
     assert again.state == DeployState.NOT_DEPLOYED
