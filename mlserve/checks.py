@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 
 # "ValueError: bad", "pkg.errors.Failure", "KeyboardInterrupt": a traceback's last line.
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(: |$)")
-Call = Callable[[object], "tuple[int, object]"]  # payload -> (HTTP status, decoded body)
+#: payload -> (HTTP status, decoded body): how predict, smoke checks and migrate ask a release
+#: (``Adapter.caller``).
+Call = Callable[[object], "tuple[int, object]"]
 
 
 def http_json(method: str, url: str, body: object = None,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
+from ..checks import Call  # noqa: F401 - payload -> (HTTP status, body), part of the protocol
 from ..vocab import DeployState
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from ..state import Release
     from ..targets import TargetBase
 
-#: payload -> (HTTP status, decoded body): how predict, smoke checks and migrate ask a release.
-Call = Callable[[Any], "tuple[int, Any]"]
 #: ``record(kind, id, **data)``: the service journals a resource before a long wait.
 Record = Callable[..., None]
 
