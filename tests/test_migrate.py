@@ -578,6 +578,7 @@ def test_local_to_ssh_and_back(sshd_host, tmp_path, capsys):
         assert result.code == 1 and "RuntimeError: load failed on purpose" in failed["message"]
         assert "what was created on 'broken' was removed" in failed["message"]
         assert _processes_under(tmp_path / "remote2") == []
+        assert list((tmp_path / "remote2").glob("deployments/*")) == []   # nothing left there
         assert service.status(project, "broken", state)["status"] in ("DELETED", "NOT DEPLOYED")
         assert poller.failures == []
 
