@@ -58,8 +58,9 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
     with clock("plan"):
         run = _prepare(manifest, source, dest, state_dir, rtol, atol, inputs)
         run.reporter, run.keep_source = reporter, keep_source
-        run.check_source()
-        run.plans = {t: plan(manifest, t, state_dir) for t in (run.a, run.b)}
+        run.plans[run.a] = plan(manifest, run.a, state_dir)
+        run.check_source(run.plans[run.a]["live"])      # refused here: nothing was written
+        run.plans[run.b] = plan(manifest, run.b, state_dir)
     if dry_run:
         return {**run.summary(), "status": "planned", "plans": run.plans,
                 "inputs": len(run.cases), "source": "kept" if keep_source else "deleted",

@@ -99,22 +99,23 @@ class Run:
 
     # -- steps -------------------------------------------------------------------------------
     def check_targets(self) -> None:
-        """A serves the project's release; B is empty or this pair's leftover (under A's lock)."""
-        self.check_source()
+        """A serves the project's release; B is empty or this pair's leftover (under A's lock,
+        asked of the providers again: the plans may be out of date)."""
+        a = service.status(self.manifest, self.a, self.state_dir)
+        self.check_source({"state": a["status"], "release": a["release"], "detail": a["detail"]})
         self._check_dest()
 
-    def check_source(self) -> None:
-        """A serves (read-only: also run before locking, so a refusal creates nothing)."""
-        a = service.status(self.manifest, self.a, self.state_dir)
-        if a["status"] in EMPTY:
+    def check_source(self, live: dict) -> None:
+        """A serves, by what its provider says (``live``: plan's or status's answer)."""
+        if live["state"] in EMPTY:
             raise NotFound(f"target {self.a!r} is not deployed: there is nothing to migrate",
                            fix=f"mlserve deploy {self.a}")
-        if a["status"] != DeployState.READY:
-            raise DeployError(f"target {self.a!r} is {a['status']}"
-                              + (f" ({a['detail']})" if a.get("detail") else "")
+        if live["state"] != DeployState.READY:
+            raise DeployError(f"target {self.a!r} is {live['state']}"
+                              + (f" ({live['detail']})" if live.get("detail") else "")
                               + ": migrate moves a deployment that serves",
                               fix=f"see `mlserve status {self.a}`; redeploy it first")
-        self.release = a["release"]
+        self.release = live["release"]
 
     def _check_dest(self) -> None:
         b = service.status(self.manifest, self.b, self.state_dir)
