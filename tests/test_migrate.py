@@ -204,7 +204,8 @@ def test_inputs_are_read_in_order_with_their_line_numbers(tmp_path_factory, line
     path = tmp_path_factory.mktemp("inputs") / "saved.jsonl"
     text = [json.dumps(v) if kind == "value" else v for kind, v in lines]
     bom = data.draw(st.sampled_from([b"", b"\xef\xbb\xbf"]))
-    path.write_bytes(bom + "\n".join(text).encode() + data.draw(st.sampled_from([b"", b"\n", b"\r\n"])))
+    end = data.draw(st.sampled_from([b"", b"\n", b"\r\n"]))
+    path.write_bytes(bom + "\n".join(text).encode() + end)
     cases = read_inputs(path)
     expected = [(f"{path}:{n}", v) for n, (kind, v) in enumerate(lines, 1) if kind == "value"]
     assert [(c.source, c.input) for c in cases] == expected
@@ -305,7 +306,8 @@ class Poller:
 
 
 def _predict(url: str, x=(1, 2), timeout: float = 5):
-    req = urllib.request.Request(url + "/predict", data=json.dumps({"input": {"x": list(x)}}).encode(),
+    body = json.dumps({"input": {"x": list(x)}}).encode()
+    req = urllib.request.Request(url + "/predict", data=body,
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())["output"]
@@ -465,7 +467,7 @@ def test_failures_leave_the_source_serving_and_remove_what_was_created(tmp_path,
         assert result.code == 0 and done["source"] == "kept", result.err
         result = run_cli(capsys, "migrate", "--from", "a", "--to", "noise", "--keep-source",
                          "--inputs", str(inputs), "-f", str(project), "--state", str(state))
-        assert result.code == 0, result.err                  # the result on stdout, progress on stderr
+        assert result.code == 0, result.err          # the result on stdout, progress on stderr
         assert result.out.startswith("migrated r-") and "3 input(s) agreed; a kept" in result.out
         assert "comparing 3 input(s) on a and noise" in result.err
 
@@ -531,7 +533,8 @@ def test_interrupted_migrations(tmp_path, capsys):
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 1, err
             name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
-            assert f"failed: interrupted ({name}); what was created on '{target}' was removed" in err
+            assert (f"failed: interrupted ({name}); what was created on '{target}' was removed"
+                    in err)
             assert json.loads(out)["status"] == "failed"
             assert _processes_under(state / "local" / target) == []
             assert not _answers(f"http://127.0.0.1:{ports[target]}")

@@ -118,9 +118,9 @@ def _prepare(manifest, source: str, dest: str, state_dir, rtol: float, atol: flo
     a, a_options = project.target(source)
     b, b_options = project.target(dest)
     if a == b:
+        others = ", ".join(t for t in project.manifest.targets if t != a) or "(add one)"
         raise InvalidInput(f"--from and --to both name target {a!r}",
-                           fix="migrate to another target of the manifest: "
-                               f"{', '.join(t for t in project.manifest.targets if t != a) or '(add one)'}")
+                           fix=f"migrate to another target of the manifest: {others}")
     from .. import adapters
     for options in (a_options, b_options):     # a build-only provider: refused with its reason
         adapters.get(options.provider)

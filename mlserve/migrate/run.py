@@ -50,7 +50,8 @@ class Run:
     def __init__(self, manifest, state_dir, project, a: str, a_provider: str, b: str,
                  b_provider: str, cases: list[Case], rtol: float, atol: float) -> None:
         self.manifest, self.state_dir = manifest, state_dir
-        self.state_path = Path(state_dir).absolute() if state_dir else default_state_dir(project.root)
+        self.state_path = (Path(state_dir).absolute() if state_dir
+                           else default_state_dir(project.root))
         self.a, self.a_provider, self.b, self.b_provider = a, a_provider, b, b_provider
         self.cases, self.rtol, self.atol = cases, rtol, atol
         self.reporter: Reporter = Reporter()
@@ -250,7 +251,8 @@ def _ask(call: Call, target: str, case: Case) -> tuple[int, Any]:
     except (OSError, MlserveError) as exc:
         detail = exc.message if isinstance(exc, MlserveError) else str(exc)
         raise DeployError(f"target {target!r} did not answer {case.source}: {detail}",
-                          fix=f"see `mlserve status {target}` and `mlserve logs {target}`") from None
+                          fix=f"see `mlserve status {target}` and `mlserve logs {target}`"
+                          ) from None
 
 
 def _output(body: Any) -> Any:
@@ -258,7 +260,9 @@ def _output(body: Any) -> Any:
 
 
 def _answer(status: int, body: Any) -> Any:
-    return _output(body) if status == 200 else (body.get("error") if isinstance(body, dict) else body)
+    if status == 200:
+        return _output(body)
+    return body.get("error") if isinstance(body, dict) else body
 
 
 def _mismatch(case: Case, found: Difference) -> dict:
