@@ -19,6 +19,7 @@ says (``known``). ``delete`` removes what ``observe`` finds, so it works without
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -77,11 +78,12 @@ def _caller(ctx: Context, adapter: Adapter) -> Call:
 
 # -- changing a target ----------------------------------------------------------------------
 def deploy(manifest: str | Path | None = None, target: str | None = None,
-           state_dir: str | Path | None = None, reporter: Reporter | None = None) -> DeployResult:
+           state_dir: str | Path | None = None, reporter: Reporter | None = None, *,
+           locked: bool = False) -> DeployResult:
     with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
         adapter.check(ctx)
-        with state.lock(ctx.target_name, "deploy"):
+        with _lock(state, ctx.target_name, "deploy", locked):
             bundle = adapter.package(ctx)
             for warning in bundle.warnings:
                 ctx.reporter.warn(warning)
@@ -222,7 +224,8 @@ def serving_extra(resource) -> dict:
     return {"pid": int(pid), "pid_start": start or None}
 
 
-def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
+def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None, *,
+           locked: bool = False) -> dict:
     """Stop and remove what mlserve created for a target, found by the provider (``observe``),
     not by the journal: a lost journal leaks nothing. Nothing recorded and nothing found is
     "nothing to delete" (exit 0, no journal created): CI tears down blindly."""
@@ -232,7 +235,7 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
             return {"target": ctx.target_name, "provider": ctx.target.provider,
                     "status": DeployState.NOT_DEPLOYED.value, "detail": "nothing to delete"}
     with open_context(manifest, target, state_dir, reporter) as (ctx, state):
-        with state.lock(ctx.target_name, "delete"):
+        with _lock(state, ctx.target_name, "delete", locked):
             observed = adapter.observe(ctx)
             adapter.delete(ctx, observed)
             count = len(observed.resources)
@@ -244,6 +247,13 @@ def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None
                         f"deleted by user ({count} resource(s) stopped or removed)")
             return {"target": ctx.target_name, "provider": ctx.target.provider,
                     "status": DeployState.DELETED.value, "detail": "deleted"}
+
+
+def _lock(state: State, target: str, action: str, held: bool):
+    """The target's journal lock, or nothing when the caller holds it already (``locked=True``:
+    ``migrate`` holds both of its targets for the whole migration, and a second holder in one
+    process is refused like any other)."""
+    return contextlib.nullcontext() if held else state.lock(target, action)
 
 
 def _anything_to_delete(ctx: Context, state: State, adapter) -> bool:
