@@ -529,6 +529,11 @@ def test_interrupted_migrations(tmp_path, capsys):
                 _wait(lambda: _loading(state, target), what=f"{target} loading")
             else:
                 _wait(lambda: _comparing(state, target), what=f"{target} deployed")
+                for other in ("a", target):    # both targets are held to the end
+                    busy = run_cli(capsys, "deploy", other, "-f", str(project), "--state",
+                                   str(state))
+                    assert busy.code == 1, busy.err
+                    assert f"target '{other}' is busy: migrate a -> {target} by pid" in busy.err
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 1, err

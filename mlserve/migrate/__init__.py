@@ -7,14 +7,10 @@ Contract (``migrate(...)`` returns the result as plain data; every failure raise
    ``FILE:LINE``), A must serve, and both targets are planned (``mlserve.plan``: B's plan names
    the release a deploy would create). ``--dry-run`` stops here and returns both plans: nothing
    is written, not even a lock file.
-2. *Lock*: the source's journal lock is held for the whole migration (a second migrate of the
-   same pair, or a deploy/delete of A, is refused ``Busy``). The destination's lock is taken by
-   its deploy and then held by the migration until it ends. Why not both up front in sorted
-   order: ``service.deploy`` and ``service.delete`` take their target's lock themselves and the
-   lock is not re-entrant (a second holder in one process is refused, by design). Locks are
-   never waited for (a held lock is ``Busy`` at once), so no order of two migrations can
-   deadlock; the cost is a window of a few instructions after B's deploy in which another
-   command could take B (the migration then fails and says so) and one before A's delete.
+2. *Lock*: the journal locks of both targets are taken in sorted order and held to the end
+   (``service.deploy``/``delete`` are called with ``locked=True``): a concurrent deploy,
+   delete or migrate of either target is refused ``Busy``, and since a held lock is refused at
+   once rather than waited for, no two migrations can deadlock.
 3. *Deploy B* with B's own checks (health, smoke) through ``service.deploy``. B must be empty
    (nothing deployed) or the leftover of an interrupted migration of this pair (a
    ``migrate-started`` event with no end in B's journal): migrating onto a target that serves
@@ -65,28 +61,25 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
         return {**run.summary(), "status": "planned", "plans": run.plans,
                 "inputs": len(run.cases), "source": "kept" if keep_source else "deleted",
                 "timings": clock.timings}
-    with signals_raise(), contextlib.ExitStack() as a_lock, contextlib.ExitStack() as b_lock:
-        with clock("lock"):
-            a_lock.enter_context(run.lock(run.a))
-        with clock("check"):
-            run.check_targets()
+    with signals_raise(), contextlib.ExitStack() as locks:
         try:
+            with clock("lock"):
+                for target in sorted({run.a, run.b}):
+                    locks.enter_context(run.lock(target))
+            with clock("check"):
+                run.check_targets()
             with clock("deploy"):
                 run.deploy_b()
-            with clock("lock"):
-                b_lock.enter_context(run.lock(run.b))
             with clock("compare"):
                 run.compare()
             with clock("record"):
                 run.record()
         except BaseException as exc:
-            b_lock.close()                      # service.delete(B) takes B's lock itself
             failed = run.undo(exc)
             failed.result["timings"] = clock.timings
             raise failed from None
-    # Both locks are released: service.delete(A) takes A's lock itself.
-    with clock("delete"):
-        run.remove_source()
+        with clock("delete"):
+            run.remove_source()
     return {**run.summary(), "status": "migrated", "source": "kept" if keep_source else "deleted",
             "timings": clock.timings}
 

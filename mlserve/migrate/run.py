@@ -1,8 +1,9 @@
 """One migration's steps and what it has learnt (see the package docstring for the contract).
 
-``Run`` is driven by ``mlserve.migrate.migrate`` in order: ``lock`` and ``check_targets`` (under
-A's lock), ``deploy_b``, ``compare``, ``record``, then ``remove_source``; ``undo`` turns any
-failure before the record into ``MigrateFailed`` after removing what was created on B.
+``Run`` is driven by ``mlserve.migrate.migrate`` in order: ``lock`` (both targets), then under
+the locks ``check_targets``, ``deploy_b``, ``compare``, ``record`` and ``remove_source``;
+``undo`` turns any failure before the record into ``MigrateFailed`` after removing what was
+created on B.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import service
-from ..errors import Busy, DeployError, MlserveError, NotFound
+from ..errors import DeployError, MlserveError, NotFound
 from ..report import Reporter
 from ..state import State, default_state_dir
 from ..vocab import DeployState
@@ -100,7 +101,7 @@ class Run:
 
     # -- steps -------------------------------------------------------------------------------
     def check_targets(self) -> None:
-        """A serves the project's release; B is empty or this pair's leftover (under A's lock,
+        """A serves the project's release; B is empty or this pair's leftover (under the locks,
         asked of the providers again: the plans may be out of date)."""
         a = service.status(self.manifest, self.a, self.state_dir)
         self.check_source({"state": a["status"], "release": a["release"], "detail": a["detail"]})
@@ -137,12 +138,8 @@ class Run:
         self._event(self.b, STARTED, f"from {self.a}: release {self.release} (pid {os.getpid()})")
         self.touched_b, self.phase = True, "deploy"
         self.reporter.step(f"deploying {self.release} to {self.b} ({self.b_provider})")
-        try:
-            result = service.deploy(self.manifest, self.b, self.state_dir, self.reporter)
-        except Busy:                  # another command holds B: this migration created nothing
-            self.touched_b = False
-            self._event(self.b, FAILED, f"from {self.a}: {self.b} was busy")
-            raise
+        result = service.deploy(self.manifest, self.b, self.state_dir, self.reporter,
+                                locked=True)
         self.url = result.url
         if result.release != self.release:      # the files changed while we worked
             raise DeployError(f"target {self.b!r} got release {result.release}, not "
@@ -205,11 +202,11 @@ class Run:
             return
         self.reporter.step(f"deleting {self.a} ({self.a_provider})")
         try:
-            service.delete(self.manifest, self.a, self.state_dir, self.reporter)
-        except MlserveError as exc:
+            service.delete(self.manifest, self.a, self.state_dir, self.reporter, locked=True)
+        except (MlserveError, KeyboardInterrupt, Interrupted) as exc:
             raise MigrateFailed(
                 f"{self.b!r} now serves release {self.release} (migrated), but deleting "
-                f"{self.a!r} failed: {exc.message}", self.summary(), status="migrated",
+                f"{self.a!r} failed: {reason(exc)}", self.summary(), status="migrated",
                 fix=f"mlserve delete {self.a}") from None
 
     def undo(self, exc: BaseException) -> MigrateFailed:
@@ -227,7 +224,8 @@ class Run:
             message += (f"; what was created on {self.b!r} was removed" if removed is None else
                         f"; removing what was created on {self.b!r} failed too ({removed})")
             fix = fix if removed is None else f"mlserve delete {self.b}"
-        message += f"; {self.a!r} still serves release {self.release}"
+        if self.release:
+            message += f"; {self.a!r} still serves release {self.release}"
         failed = MigrateFailed(message, self.summary(), fix=fix,
                                details=exc.details if isinstance(exc, MlserveError) else None)
         if isinstance(exc, MlserveError):      # e.g. 3 for B's missing credentials
@@ -238,7 +236,7 @@ class Run:
         """None when B is clean again, else why not."""
         self.reporter.step(f"removing what was created on {self.b}")
         try:
-            service.delete(self.manifest, self.b, self.state_dir, self.reporter)
+            service.delete(self.manifest, self.b, self.state_dir, self.reporter, locked=True)
             self._event(self.b, FAILED, f"from {self.a}: undone")
         except MlserveError as exc:
             return exc.message
