@@ -184,7 +184,11 @@ def _smoke_unchanged(ctx: Context, adapter: Adapter, spec: ReleaseSpec, observed
     from .checks import run_smoke
     from .manifest import SmokeCase
     ctx.reporter.step(f"running {len(cases)} changed smoke case(s) against {spec.release_id}")
-    reason = run_smoke(adapter.caller(ctx, observed), [SmokeCase.model_validate(c) for c in cases])
+    call = adapter.caller(ctx, observed)
+    try:
+        reason = run_smoke(call, [SmokeCase.model_validate(c) for c in cases])
+    finally:
+        getattr(call, "close", lambda: None)()
     if reason is not None:
         raise DeployError(f"release {spec.release_id} serves, but {reason}",
                           fix="fix the smoke case or the model; nothing was changed")
@@ -335,7 +339,11 @@ def logs(manifest=None, target=None, state_dir=None, follow=False, lines=100) ->
 def predict(manifest=None, target=None, state_dir=None, payload: Any = None,
             reporter: Reporter | None = None) -> tuple[int, Any]:
     with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, _):
-        return _caller(ctx, adapters.get(ctx.target.provider))(payload)
+        call = _caller(ctx, adapters.get(ctx.target.provider))
+        try:
+            return call(payload)
+        finally:
+            getattr(call, "close", lambda: None)()     # sessions an adapter kept for more calls
 
 
 def project_for(manifest=None) -> Project:

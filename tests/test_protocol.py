@@ -313,8 +313,10 @@ def test_ssh_observe_read_paths_and_delete_without_the_journal(
     assert (seen.state, seen.release) == (DeployState.READY, deployed.release)
     assert [(r.kind, r.release, r.serving) for r in seen.resources] == [
         ("host-release", deployed.release, True)]
-    code, body = service.caller(p["manifest"], "box", p["state"])({"x": [1, 2]})
-    assert code == 200 and body["output"]
+    call = service.caller(p["manifest"], "box", p["state"])
+    answers = [call({"x": [i]}) for i in range(3)]     # one SSH session for all three
+    call.close()
+    assert [(code, body["output"]["y"]) for code, body in answers] == [(200, [2 * i]) for i in range(3)]
     args = ["-f", str(p["manifest"]), "--state", str(p["state"])]
     before = _tree(p["state"])
     for command in (["status", "box"], ["list"], ["logs", "box", "-n", "5"],

@@ -13,6 +13,7 @@ Contract (``Adapter``):
   ``mlserve.adapters.phases.run`` (prepare everywhere, activate in waves, finish, abort).
 - ``outcome(ctx, steps, results) -> dict``: provider data for the journal and the result.
 - ``caller(ctx, observed) -> Call``: payload -> (HTTP status, body); predict, smoke, migrate.
+  A caller may keep connections for its next call and then has ``close()``; callers call it.
 - ``logs(ctx, observed, follow, lines)``; ``delete(ctx, observed)``: removes everything
   ``observe`` found, so a lost journal leaks nothing.
 

@@ -116,24 +116,42 @@ class SSHAdapter(Adapter):
 
     def caller(self, ctx: Context, observed: Observed) -> Call:
         """Ask the hosts in order; one that cannot be reached, or whose model does not answer,
-        is skipped with a warning. Credential and host-key problems are not skipped."""
+        is skipped with a warning. Credential and host-key problems are not skipped. A host's
+        session (one SSH connection, one helper process) is kept for the next call, so a
+        caller sending many inputs (``migrate``) pays the SSH handshake once; ``call.close()``
+        ends the sessions (else they end with the process)."""
         from .connection import HostSpec
-        from .remote import HostFailure
-        from .rollout import base_request, session
+        from .remote import Agent, HostFailure
+        from .rollout import base_request, open_connection
+        from .sync import helper_archive
         specs = [HostSpec.parse(h) for h in ctx.target.hosts]
+        agents: dict[str, Agent] = {}
+
+        def agent(spec) -> Agent:
+            if spec.label not in agents:
+                agents[spec.label] = Agent(open_connection(ctx, spec), ctx.target,
+                                           ctx.target_name, helper_archive())
+            return agents[spec.label]
+
+        def close() -> None:
+            while agents:
+                agents.popitem()[1].conn.close()
 
         def call(payload):
             for n, spec in enumerate(specs):
                 try:
-                    with session(ctx, spec) as agent:
-                        result = agent.call("predict", {**base_request(ctx, spec), "input": payload},
-                                            timeout=330)
+                    result = agent(spec).call("predict", {**base_request(ctx, spec), "input": payload},
+                                              timeout=330)
                     return result["status"], result["body"]
                 except (ProviderError, HostFailure) as exc:
+                    dropped = agents.pop(spec.label, None)
+                    if dropped is not None:
+                        dropped.conn.close()
                     if n == len(specs) - 1:
                         raise
                     ctx.reporter.warn(f"{exc.message}; asking {specs[n + 1].label}")
             raise AssertionError("unreachable: a target has at least one host")
+        call.close = close
         return call
 
     def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
