@@ -19,7 +19,10 @@ Contract (``Adapter``):
 
 The journal belongs to ``mlserve.service``: adapters never open it. They read what the service
 gives them (``ctx.current``, ``ctx.history``) and call ``ctx.record(kind, id, **data)`` before a
-long wait, so that a killed command's resources can be found, re-attached or cleaned up.
+long wait, so that a killed command's resources can be found, re-attached or cleaned up
+(from the command's own thread: the journal's SQLite connection is not shared with the threads
+``phases.run`` uses for several steps; ssh needs no record, each host's store is found by the
+deployment identity).
 Provider states are mapped to ``DeployState`` at the adapter's edge; provider-only fields go in
 ``extra``; SDK exceptions become ``mlserve.errors`` there too.
 """
