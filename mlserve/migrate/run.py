@@ -148,20 +148,18 @@ class Run:
 
     def compare(self) -> None:
         self.phase = "compare"
-        call_a, call_b = self._caller(self.a), self._caller(self.b)
         if not self.cases:
             self.reporter.warn("nothing to compare: the manifest has no smoke cases and no "
                                f"--inputs were given; {self.b!r} was checked for health only")
-        with self.reporter.progress(f"comparing {len(self.cases)} input(s) on {self.a} and "
-                                    f"{self.b}") as step:
-            for case in self.cases:
-                found = self._compare_one(case, call_a, call_b)
-                self.compared += 1
-                step.update(f"comparing {self.a} and {self.b}: {self.compared}/{len(self.cases)}")
-                if found is not None:
-                    self.mismatches.append(found)
-            if self.mismatches:
-                step.failed()
+        call_a = self._caller(self.a)
+        try:
+            call_b = self._caller(self.b)
+            try:
+                self._compare_all(call_a, call_b)
+            finally:
+                _close(call_b)
+        finally:
+            _close(call_a)
         if self.mismatches:
             first = self.mismatches[0]
             raise DeployError(
@@ -173,6 +171,18 @@ class Run:
                                   for m in self.mismatches[:MISMATCHES_SHOWN])
                 + (f"\n  ... and {len(self.mismatches) - MISMATCHES_SHOWN} more"
                    if len(self.mismatches) > MISMATCHES_SHOWN else ""))
+
+    def _compare_all(self, call_a: Call, call_b: Call) -> None:
+        with self.reporter.progress(f"comparing {len(self.cases)} input(s) on {self.a} and "
+                                    f"{self.b}") as step:
+            for case in self.cases:
+                found = self._compare_one(case, call_a, call_b)
+                self.compared += 1
+                step.update(f"comparing {self.a} and {self.b}: {self.compared}/{len(self.cases)}")
+                if found is not None:
+                    self.mismatches.append(found)
+            if self.mismatches:
+                step.failed()
 
     def _caller(self, target: str) -> Call:
         """One prediction on ``target``: payload -> (HTTP status, body)."""
@@ -251,6 +261,11 @@ def _ask(call: Call, target: str, case: Case) -> tuple[int, Any]:
         raise DeployError(f"target {target!r} did not answer {case.source}: {detail}",
                           fix=f"see `mlserve status {target}` and `mlserve logs {target}`"
                           ) from None
+
+
+def _close(call: Call) -> None:
+    """A caller may keep a session open for more calls (ssh): end it."""
+    getattr(call, "close", lambda: None)()
 
 
 def _output(body: Any) -> Any:
