@@ -69,13 +69,7 @@ def run(steps: list[Step], release: str, max_parallel: int = 1,
 
     def fail(step: Step, exc: BaseException) -> None:
         stop.set()
-        res = results[id(step)]
-        res.status, res.release = FAILED, step.previous
-        res.error = exc if isinstance(exc, MlserveError) else None
-        res.reason = exc.message if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {exc}"
-        res.reason = res.reason.removeprefix(f"{step.label}: ")    # the host column says it
-        if res.error is None:
-            res.error = MlserveError(res.reason)
+        _failed(results[id(step)], step, exc)
 
     def prepare(step: Step) -> None:
         res = results[id(step)]
@@ -114,11 +108,24 @@ def run(steps: list[Step], release: str, max_parallel: int = 1,
         try:
             parallel(lambda s: _finish(s, results[id(s)]), switched, max_parallel)
         finally:
-            for step in steps:                  # connections and the like a step held
-                close = getattr(step, "close", None)
-                if close is not None:
-                    close()
+            _close(steps)
     return [results[id(s)] for s in steps]
+
+
+def _failed(res: StepResult, step: Step, exc: BaseException) -> None:
+    res.status, res.release = FAILED, step.previous
+    res.error = exc if isinstance(exc, MlserveError) else None
+    res.reason = exc.message if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {exc}"
+    res.reason = res.reason.removeprefix(f"{step.label}: ")    # the host column says it
+    if res.error is None:
+        res.error = MlserveError(res.reason)
+
+
+def _close(steps: list[Step]) -> None:
+    for step in steps:                  # connections and the like a step held
+        close = getattr(step, "close", None)
+        if close is not None:
+            close()
 
 
 def _finish(step: Step, res: StepResult) -> None:
