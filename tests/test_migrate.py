@@ -534,6 +534,8 @@ def test_interrupted_migrations(tmp_path, capsys):
                                    str(state))
                     assert busy.code == 1, busy.err
                     assert f"target '{other}' is busy: migrate a -> {target} by pid" in busy.err
+                second, data = _migrate(capsys, project, state, "--from", "a", "--to", target)
+                assert second.code == 1 and "is busy: migrate a ->" in data["message"]
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 1, err
