@@ -28,8 +28,14 @@ from tests.helpers import EXAMPLES, MLSERVE, run_process
 from tests.infra.net import free_port, wait_for_port
 
 BIDI = {chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-COMMANDS = ("init", "validate", "schema", "deploy", "predict", "status", "list", "logs", "rollback",
-            "delete", "serve", "build", "providers")
+def _commands() -> tuple[str, ...]:
+    """Every command the app has (read from it, so a new command is checked too)."""
+    import typer
+    from mlserve.cli.main import app
+    return tuple(sorted(typer.main.get_command(app).commands))
+
+
+COMMANDS = _commands()
 
 
 def unsafe_chars(text: str) -> set[str]:
