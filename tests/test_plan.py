@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,21 @@ def deployed(tmp_path_factory):
     project, state = _project(root, free_port()), root / "state"
     result = run_process("deploy", "-f", str(project), "--state", str(state), "--json")
     assert result.code == 0, result.err
-    yield project, state, json.loads(result.out)["release"]
+    release = json.loads(result.out)["release"]
+    _wait_for_smoke_log(state, release)
+    yield project, state, release
     run_process("delete", "-y", "-f", str(project), "--state", str(state))
+
+
+def _wait_for_smoke_log(state: Path, release: str) -> None:
+    """The runtime writes its access log every 100 ms (``runtime/logs.py``), so the deploy's own
+    health check and smoke request can reach ``runtime.log`` after ``deploy`` returned. Wait for
+    the smoke request's line, so a snapshot taken now sees only what ``plan`` itself causes."""
+    [log] = state.rglob(f"{release}/runtime.log")
+    deadline = time.monotonic() + 10
+    while b" POST /predict " not in log.read_bytes():
+        assert time.monotonic() < deadline, "the deploy's smoke request never reached runtime.log"
+        time.sleep(0.05)
 
 
 def _copy(project: Path) -> Path:
