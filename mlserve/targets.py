@@ -112,6 +112,9 @@ class DockerTarget(TargetBase):
                                    examples=["python:3.11-slim"])
     port: Port = Field(8080, description="Port the container serves on.", examples=[8080])
     push: bool = Field(True, description="Push to the registry after building.", examples=[True])
+    platform: Literal["linux/amd64", "linux/arm64"] = Field(
+        "linux/amd64", description="Platform the image runs on: the runtime's compiled "
+        "dependencies are fetched as wheels for it.", examples=["linux/arm64"])
 
 
 class ReplicateTarget(TargetBase):

@@ -4,29 +4,39 @@ Every format that runs the runtime (Docker, cloud-init) or reuses its loader (Co
 ships ``mlserve/__init__.py`` and ``mlserve/runtime/*.py`` copied verbatim from this
 installation, so building the context needs no mlserve release on a package index.
 
-The runtime's own dependencies (uvicorn, h11, click, and the uvloop/httptools accelerators
-when installed here) reach a container image as a *vendored directory* copied from this
-installation's distributions: no network at ``docker build`` time, the exact versions mlserve
-was tested with, and byte-identical on every build from the same installation. Only what
-imports at run time is copied (``.py`` and compiled extensions plus the dist-info metadata);
-installer-specific files (RECORD, INSTALLER, direct_url.json) are left out because they differ
-between machines. Compiled accelerators are tied to this interpreter's ABI: in an image whose
-Python differs they fail to import and the runtime falls back to asyncio and h11 on its own.
-VMs install the same versions from the package index (``runtime_pins``).
+The runtime's own dependencies (uvicorn, h11, click, and the uvloop/httptools accelerators when
+installed here), pinned to the versions mlserve runs with here (``runtime_pins``), reach a
+container image as *wheels for the image's own Python and platform* (``runtime_wheels``):
+``pip download --only-binary=:all: --platform manylinux... --python-version X.Y`` into a cache on
+the building machine (``~/.cache/mlserve/wheels/<python>-<platform>/``, or
+``$MLSERVE_WHEEL_CACHE``), fetched once per Python and platform. The image installs them with
+``pip install --no-index`` (no network at ``docker build`` time), and pip refuses a wheel that
+does not fit the image's interpreter instead of the runtime silently falling back to asyncio.
+Wheels on an index never change once published, so the same pins give the same wheel bytes
+(and so the same context and image tag) on any machine. A cache miss that pip cannot fill is a
+MissingDependency (exit 3) naming the pip command. VMs install the same pins from the index.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as metadata
 import importlib.util
+import os
+import re
+import shlex
+import subprocess
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from ..errors import InvalidInput, MissingDependency
+
+#: Docker platforms the wheels can be fetched for, and their wheel machine names.
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+#: manylinux2014 = glibc 2.17: every Debian/Ubuntu/RHEL base image of the last decade runs it.
+_MANYLINUX = ("manylinux2014_{arch}", "manylinux_2_17_{arch}")
 #: Distributions the runtime needs, then the optional accelerators uvicorn picks up when present.
 REQUIRED = ("uvicorn", "h11", "click")
 ACCELERATORS = ("uvloop", "httptools")
-_RUNTIME_SUFFIXES = (".py", ".so", ".pyd", ".typed")
-_SKIPPED_METADATA = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 
 def runtime_sources() -> list[tuple[str, Path]]:
@@ -38,16 +48,6 @@ def runtime_sources() -> list[tuple[str, Path]]:
     files = [("mlserve/__init__.py", runtime_dir.parent / "__init__.py")]
     files += [(f"mlserve/runtime/{p.name}", p) for p in sorted(runtime_dir.glob("*.py"))]
     return files
-
-
-def _wanted(rel: PurePosixPath, dist_info: str) -> bool:
-    if rel.parts[0].startswith(".."):          # console scripts outside site-packages
-        return False
-    if "__pycache__" in rel.parts:
-        return False
-    if rel.parts[0] == dist_info:
-        return rel.name not in _SKIPPED_METADATA
-    return rel.name.endswith(_RUNTIME_SUFFIXES)
 
 
 def _distributions(python: str) -> list[metadata.Distribution]:
@@ -64,22 +64,82 @@ def _distributions(python: str) -> list[metadata.Distribution]:
     return found
 
 
-def vendored_sources(python: str) -> list[tuple[str, Path]]:
-    """``(path relative to the vendor dir, source)`` of the runtime's dependencies."""
-    files: list[tuple[str, Path]] = []
-    for dist in _distributions(python):
-        dist_info = Path(str(dist._path)).name  # type: ignore[attr-defined]
-        for entry in dist.files or []:
-            rel = PurePosixPath(entry.as_posix())
-            if _wanted(rel, dist_info):
-                files.append((str(rel), Path(str(dist.locate_file(entry)))))
-    return sorted(files)
-
-
 def runtime_pins(python: str) -> list[str]:
     """``name==version`` of the same distributions, for hosts that install from an index."""
     return [f"{d.metadata['Name']}=={d.version}" for d in _distributions(python)]
 
 
-def local_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
+def wheel_cache(python: str, platform: str) -> Path:
+    """Where the wheels for ``python`` on ``platform`` are kept on this machine."""
+    root = os.environ.get("MLSERVE_WHEEL_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlserve" / "wheels"
+    return base / f"cp{python.replace('.', '')}-{platform.replace('/', '-')}"
+
+
+def _wheel_prefix(pin: str) -> str:
+    """``uvicorn==0.30.6`` -> ``uvicorn-0.30.6-``: how the pin's wheel file name starts (PEP 427)."""
+    name, version = pin.split("==")
+    return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
+
+
+def _cached(cache: Path, pin: str) -> Path | None:
+    prefix = _wheel_prefix(pin)
+    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(prefix))
+    return found[0] if found else None
+
+
+def download_command(python: str, platform: str, pins: list[str], dest: Path) -> list[str]:
+    """The ``pip download`` that fetches ``pins`` as wheels for ``python`` on ``platform``."""
+    arch = PLATFORMS[platform]
+    tag = "cp" + python.replace(".", "")
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+           "--no-deps", "--only-binary=:all:", "--implementation", "cp",
+           "--python-version", python, "--abi", tag, "--abi", "abi3", "--abi", "none"]
+    for form in _MANYLINUX:
+        cmd += ["--platform", form.format(arch=arch)]
+    return cmd + ["-d", str(dest), *pins]
+
+
+def runtime_wheels(python: str, platform: str = "linux/amd64") -> list[Path]:
+    """The cached wheel of every runtime pin for ``python`` on ``platform``; missing ones are
+    fetched with pip first. Raises MissingDependency (exit 3) when pip cannot fetch them."""
+    if platform not in PLATFORMS:
+        raise InvalidInput(f"platform {platform!r} is not one mlserve builds images for",
+                           fix=f"use one of {', '.join(PLATFORMS)}")
+    cache = wheel_cache(python, platform)
+    pins = runtime_pins(python)
+    missing = [pin for pin in pins if _cached(cache, pin) is None]
+    if missing:
+        _download(python, platform, missing, cache)
+    return [_cached(cache, pin) for pin in pins]  # type: ignore[misc]
+
+
+def _download(python: str, platform: str, pins: list[str], cache: Path) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f".partial-{os.getpid()}"
+    cmd = download_command(python, platform, pins, partial)
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    fetched = sorted(partial.glob("*.whl")) if partial.is_dir() else []
+    # Moved in only when pip fetched them all: a half-fetched set never looks like a cache hit.
+    if done.returncode == 0 and all(any(p.name.lower().startswith(_wheel_prefix(pin))
+                                        for p in fetched) for pin in pins):
+        for wheel in fetched:
+            os.replace(wheel, cache / wheel.name)
+        partial.rmdir()
+        return
+    for leftover in fetched:
+        leftover.unlink()
+    if partial.is_dir():
+        partial.rmdir()
+    said = [line for line in (done.stderr or done.stdout).strip().splitlines()
+            if not line.startswith("WARNING:")]   # pip's notes on unused index locations
+    tail = "\n".join(said[-6:])
+    raise MissingDependency(
+        f"cannot fetch the runtime's wheels for Python {python} on {platform} "
+        f"({', '.join(pins)}) into {cache}",
+        fix="make the package index reachable (pip's configured index, or a proxy) and build again, "
+            f"or fill the cache by hand: {shlex.join(cmd[:-len(pins) - 2] + ['-d', str(cache), *pins])}",
+        details=tail or None)
