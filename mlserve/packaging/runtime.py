@@ -24,6 +24,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,12 +129,9 @@ def _download(python: str, platform: str, pins: list[str], cache: Path) -> None:
                                         for p in fetched) for pin in pins):
         for wheel in fetched:
             os.replace(wheel, cache / wheel.name)
-        partial.rmdir()
+        shutil.rmtree(partial, ignore_errors=True)
         return
-    for leftover in fetched:
-        leftover.unlink()
-    if partial.is_dir():
-        partial.rmdir()
+    shutil.rmtree(partial, ignore_errors=True)
     said = [line for line in (done.stderr or done.stdout).strip().splitlines()
             if not line.startswith("WARNING:")]   # pip's notes on unused index locations
     tail = "\n".join(said[-6:])
