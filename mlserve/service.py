@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from . import adapters
 from .adapters import phases
 from .adapters.base import Adapter, Call, Context, Observed, ReleaseSpec
-from .errors import DeployError, MlserveError, NotFound
+from .errors import DeployError, InvalidInput, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
@@ -79,17 +79,26 @@ def _caller(ctx: Context, adapter: Adapter) -> Call:
 # -- changing a target ----------------------------------------------------------------------
 def deploy(manifest: str | Path | None = None, target: str | None = None,
            state_dir: str | Path | None = None, reporter: Reporter | None = None, *,
-           locked: bool = False) -> DeployResult:
+           locked: bool = False, image: str | None = None) -> DeployResult:
+    """``image``: run that image, built earlier (providers whose adapter has ``image_release``;
+    the release id is the one the image carries, the journal records its digest)."""
     with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
+        if image is not None and not hasattr(adapter, "image_release"):
+            raise InvalidInput(f"--image: the {ctx.target.provider!r} provider does not run images",
+                               fix="deploy without --image, or to a docker target")
         adapter.check(ctx)
         with _lock(state, ctx.target_name, "deploy", locked):
             bundle = adapter.package(ctx)
             for warning in bundle.warnings:
                 ctx.reporter.warn(warning)
             rid = release_id(ctx.project, bundle)
+            snapshot = ctx.manifest.model_dump(mode="json")
+            if image is not None:
+                rid = adapter.image_release(ctx, image) or rid
+                snapshot["image"] = image
             ctx.reporter.step(f"release {rid}: {len(bundle.files)} files, {bundle.total_size} bytes")
-            spec = ReleaseSpec(rid, ctx.manifest.model_dump(mode="json"), bundle)
+            spec = ReleaseSpec(rid, snapshot, bundle)
             kept = {"files": file_list(bundle), "requirements": requirements_of(
                 ctx.project.root, ctx.manifest.model.requirements)}
             return _roll(ctx, state, adapter, spec, bundle.content_hash, {}, kept)

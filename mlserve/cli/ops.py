@@ -35,11 +35,14 @@ def _show_result(result, as_json: bool, verb: str) -> None:
 
 @app.command()
 def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt = None,
+           image: Annotated[Optional[str], typer.Option(
+               "--image", metavar="REF",
+               help="Run this image, built earlier (docker targets): nothing is built.")] = None,
            as_json: JsonOpt = False) -> None:
     """Deploy the model to TARGET; the previous release keeps serving unless the new one is healthy."""
     from .. import service
     with RichReporter(quiet=as_json) as reporter:
-        result = service.deploy(file, target, state, reporter)
+        result = service.deploy(file, target, state, reporter, image=image)
     _show_result(result, as_json, "deployed")
 
 

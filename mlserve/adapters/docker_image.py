@@ -1,0 +1,84 @@
+"""The image a docker deploy runs: ``ensure_image(ctx, client, release) -> (ref, image id)``.
+
+- ``deploy --image REF`` (the service puts REF in ``release.snapshot["image"]``): REF as it is,
+  pulled when the engine does not have it; nothing is built.
+- otherwise ``IMAGE:RELEASE`` (the target's ``image`` repository, the release id as the tag):
+  used as it is when the engine has it (a redeploy or rollback builds nothing), else built from
+  the rendered docker context (``mlserve build --format docker``) with ``MLSERVE_RELEASE`` set.
+
+The image id (``sha256:...``, the digest of its config) is what the journal records.
+The one place a docker deploy builds: it moves onto ``mlserve.artifacts`` (build + push with
+progress) once that lands.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import docker.errors   # imported by the docker adapter only, after its SDK check
+
+from ..errors import DeployError, NotFound
+from .base import Context, ReleaseSpec
+
+
+def image_ref(ctx: Context, release_id: str) -> str:
+    return f"{ctx.target.image}:{release_id}"
+
+
+def release_of_image(client, ref: str) -> str | None:
+    """The release id an image mlserve built carries (its ``MLSERVE_RELEASE``), or None."""
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        try:
+            image = client.images.pull(ref)
+        except docker.errors.APIError as exc:
+            raise NotFound(f"image {ref} is neither on the engine nor pullable: "
+                           f"{exc.explanation or exc}",
+                           fix="build it with `mlserve build TARGET` (or docker build), or "
+                               "`docker login` to its registry") from None
+    for item in image.attrs.get("Config", {}).get("Env") or []:
+        name, _, value = item.partition("=")
+        if name == "MLSERVE_RELEASE" and value:
+            return value
+    return None
+
+
+def ensure_image(ctx: Context, client, release: ReleaseSpec) -> tuple[str, str]:
+    ref = release.snapshot.get("image") or image_ref(ctx, release.release_id)
+    try:
+        return ref, client.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        pass
+    if release.snapshot.get("image"):
+        release_of_image(client, ref)        # pulls it, or says why it cannot
+        return ref, client.images.get(ref).id
+    if release.bundle is None:
+        raise NotFound(f"image {ref} is no longer on the engine",
+                       fix="deploy that code again (the image is rebuilt)")
+    return ref, _build(ctx, client, release, ref)
+
+
+def _build(ctx: Context, client, release: ReleaseSpec, ref: str) -> str:
+    from ..packaging import build_project
+    with tempfile.TemporaryDirectory(prefix="mlserve-docker-") as tmp:
+        out = Path(tmp) / "context"
+        build_project(ctx.project, ctx.target_name, "docker", out)
+        with ctx.reporter.progress(f"building {ref}") as step:
+            try:
+                image, _ = client.images.build(
+                    path=str(out), tag=ref, rm=True, network_mode="host",
+                    buildargs={"MLSERVE_RELEASE": release.release_id})
+            except docker.errors.BuildError as exc:
+                step.failed()
+                lines = [c.get("stream", "") or c.get("error", "") for c in exc.build_log]
+                raise DeployError(f"building {ref} failed: {exc.msg}",
+                                  fix="fix the Dockerfile inputs (requirements, base_image)",
+                                  details="".join(lines)[-4000:]) from None
+            except docker.errors.APIError as exc:
+                step.failed()
+                raise DeployError(f"building {ref} failed: {exc.explanation or exc}",
+                                  fix="check the engine and the base image") from None
+    return image.id
+
