@@ -14,7 +14,8 @@ the deployment shares the engine host's network, so the runtime's SO_REUSEPORT h
 across containers; both run as uid 10001, which SO_REUSEPORT requires):
 prepare starts the new container with ``--check-port Q`` (a free port): it serves only
 127.0.0.1:Q and holds the public port bound but not listening; health and smoke are checked on Q.
-Activate sends the container SIGUSR1 (the runtime starts accepting on the public port, new
+Activate sends the runtime SIGUSR1 from inside the container (it starts accepting on the
+public port, new
 connections go to it), waits for ``activated on`` in its log, then marks the container active
 (a file in its writable layer); finish stops the old container (SIGTERM: it drains) and removes
 it. A container the engine restarts (restart policy) finds the mark and serves the public port at
@@ -321,7 +322,9 @@ class DockerStep:
 
     def activate(self) -> None:
         since = int(time.time()) - 1
-        self.new.kill(signal="SIGUSR1")
+        # From inside (the runtime is PID 1: sh execs it), not `docker kill -s USR1`: the engine
+        # marks a container it signalled as stopped by hand, and then never restarts it.
+        self.new.exec_run(["sh", "-c", "kill -USR1 1"])
         deadline = time.monotonic() + min(self.ctx.target.health_timeout, 30)
         while time.monotonic() < deadline:
             if b"activated on" in self.new.logs(since=since):
