@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from ..errors import MissingCredentials, missing_extra
 
-ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
+# [0-9], not \d: \d matches any Unicode digit ("١٢٣..."), which no AWS account id has.
+ECR_HOST = re.compile(r"(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
                       r"\.amazonaws\.com(?:\.cn)?")
 AWS_FIX = ("set AWS credentials for the account that owns the registry (AWS_ACCESS_KEY_ID and "
            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and make sure they may call "
@@ -70,22 +71,38 @@ def docker_config_credentials(registry: str) -> Credentials | None:
         import docker.errors
     except ImportError:
         raise missing_extra("docker", "docker") from None
-    config = docker.auth.load_config()
-    helper = config.get_credential_store(registry)
+    from docker.utils.config import find_config_file
+    path = find_config_file() or "~/.docker/config.json"
+    try:
+        config = docker.auth.load_config()
+        helper = config.get_credential_store(registry)
+    except Exception as exc:      # the SDK's parser raises whatever the file makes it meet
+        raise _unreadable(registry, path, exc) from None
     try:
         found = config.resolve_authconfig(registry)
     except docker.errors.DockerException as exc:
-        # The helper failed (not installed, locked keychain); its output never carries a secret
-        # it did not return, but say only which helper and that it failed.
+        # The helper failed (not installed, locked keychain): say which, never what it printed.
         raise MissingCredentials(
             f"the docker credential helper docker-credential-{helper} failed for {registry}",
             fix=f"install docker-credential-{helper} or run `docker login {registry}`",
             details=type(exc).__name__) from None
-    if not found or not found.get("password") and not found.get("identitytoken"):
+    except Exception as exc:
+        raise _unreadable(registry, path, exc) from None
+    # ``auths`` entries come back with lower-case keys, a helper's answer with capitalised ones.
+    found = {key.lower(): value for key, value in (found or {}).items()}
+    secret = found.get("password") or found.get("identitytoken")
+    if not secret:
         return None
     source = f"credential helper docker-credential-{helper}" if helper else "docker config"
-    return Credentials(found.get("username") or "", found.get("password") or
-                       found.get("identitytoken") or "", registry, source)
+    return Credentials(found.get("username") or "", secret, registry, source)
+
+
+def _unreadable(registry: str, path: str, exc: Exception) -> MissingCredentials:
+    # Only the exception's type: its text may quote the file, which holds credentials.
+    return MissingCredentials(f"cannot read the credentials for {registry} from {path} "
+                              f"({type(exc).__name__})",
+                              fix=f"fix or remove its entry for {registry}, then run "
+                                  f"`docker login {registry}`")
 
 
 def ecr_credentials(registry: str) -> Credentials:
