@@ -15,8 +15,7 @@ across containers; both run as uid 10001, which SO_REUSEPORT requires):
 prepare starts the new container with ``--check-port Q`` (a free port): it serves only
 127.0.0.1:Q and holds the public port bound but not listening; health and smoke are checked on Q.
 Activate sends the runtime SIGUSR1 from inside the container (it starts accepting on the
-public port, new
-connections go to it), waits for ``activated on`` in its log, then marks the container active
+public port, new connections go to it), waits for ``activated on`` in its log, then marks the container active
 (a file in its writable layer); finish stops the old container (SIGTERM: it drains) and removes
 it. A container the engine restarts (restart policy) finds the mark and serves the public port at
 once. A failed load or smoke removes the new container; the old one never stopped serving.
