@@ -189,5 +189,49 @@ def test_an_engine_that_does_not_answer_exits_1_with_the_fix(tmp_path, capsys, m
     project = _project(tmp_path, free_port(), free_port())
     result = _cli(capsys, project, tmp_path / "state", "deploy", "box")
     assert result.code == 1, result.err
-    assert "does not answer" in result.err and "DOCKER_HOST" in result.err
+    assert "cannot reach the Docker engine" in result.err and "DOCKER_HOST" in result.err
     assert "Traceback" not in result.err
+
+
+def _migrate(capsys, project: Path, state: Path, *args: str):
+    result = run_cli(capsys, "migrate", *args, "-f", str(project / "mlserve.yaml"),
+                     "--state", str(state), "--json", "--yes")
+    return result, json.loads(result.out or "{}")
+
+
+def test_migrate_local_to_docker_to_ssh(tmp_path, capsys, engine_env, sshd_host):
+    """The source answers every request until the destination serves (its `migrated` event)."""
+    from tests.ssh_models import target_for
+    from tests.test_migrate import Poller as Timed, _migrated_at
+    port, local_port, ssh_port = free_port(), free_port(), free_port()
+    project, state = _project(tmp_path, port, free_port()), tmp_path / "state"
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["here"] = {"provider": "local", "port": local_port, "health_timeout": 60}
+    manifest["targets"]["far"] = {"provider": "ssh",
+                                  **target_for(sshd_host, tmp_path / "remote", ssh_port)}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    try:
+        assert _cli(capsys, project, state, "deploy", "here").code == 0
+        with Timed(f"http://127.0.0.1:{local_port}") as poll:
+            result, moved = _migrate(capsys, project, state, "--from", "here", "--to", "box")
+            assert result.code == 0, result.err
+        assert moved["providers"] == {"from": "local", "to": "docker"}
+        assert poll.ok > 0 and poll.failed_before(_migrated_at(state, "box")) == []
+        assert _predict(f"http://127.0.0.1:{port}")["version"] == "v1"
+        assert not _answers(f"http://127.0.0.1:{local_port}")
+
+        with Timed(f"http://127.0.0.1:{port}") as poll:
+            result, moved = _migrate(capsys, project, state, "--from", "box", "--to", "far")
+            assert result.code == 0, result.err
+        assert moved["providers"] == {"from": "docker", "to": "ssh"}
+        assert poll.ok > 0 and poll.failed_before(_migrated_at(state, "far")) == []
+        assert _predict(f"http://127.0.0.1:{ssh_port}")["version"] == "v1"
+        assert _ours(engine_env, "box") == [] and not _answers(f"http://127.0.0.1:{port}")
+    finally:
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        for target in ("here", "box", "far"):
+            try:
+                service.delete(project / "mlserve.yaml", target, state)
+            except MlserveError:
+                pass

@@ -32,8 +32,8 @@ import os
 import time
 from typing import Iterator
 
-from ..checks import predict_call, run_smoke, wait_healthy, http_json
-from ..errors import DeployError, MissingDependency, NotFound
+from ..checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
+from ..errors import DeployError, ProviderError
 from ..providers import info as provider_info
 from ..vocab import DeployState
 from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
@@ -58,22 +58,10 @@ def memory_bytes(size: str) -> int:
 
 
 def engine(ctx: Context):
-    """A docker client for the target's engine; MissingDependency / DeployError with the fix."""
-    try:
-        import docker
-    except ImportError:
-        raise MissingDependency("the docker provider needs the docker SDK",
-                                fix="pip install 'mlserve[docker]'") from None
-    where = ctx.target.host or os.environ.get("DOCKER_HOST") or "the local socket"
-    try:
-        client = (docker.DockerClient(base_url=ctx.target.host, timeout=60) if ctx.target.host
-                  else docker.from_env(timeout=60))
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - the SDK raises requests/docker/OS errors alike
-        raise DeployError(f"the Docker engine at {where} does not answer: {_short(exc)}",
-                          fix="start dockerd, or set targets.<name>.host / DOCKER_HOST to a "
-                              "running engine") from None
-    return client
+    """A pinged docker client for the target's engine (``mlserve.artifacts.image.engine``:
+    MissingDependency without the extra, ProviderError naming the fix when it does not answer)."""
+    from ..artifacts.image import engine as artifacts_engine
+    return artifacts_engine(ctx.target.host)
 
 
 def _short(exc: BaseException) -> str:
@@ -126,7 +114,7 @@ class DockerAdapter(Adapter):
         info, url = provider_info("docker"), _public_url(ctx)
         try:
             client = engine(ctx)
-        except DeployError as exc:
+        except ProviderError as exc:
             return Observed(DeployState.UNREACHABLE, None, url, [], exc.message)
         try:
             found = _containers(client, ctx)
@@ -247,7 +235,9 @@ class DockerStep:
         if reason is not None:
             tail = _tail(self.new)
             self.abort()
-            raise DeployError(f"release {rid} failed: {reason}",
+            headline = load_headline(reason, tail)
+            raise DeployError(f"release {rid} failed to load: {headline}" if headline else
+                              f"release {rid} failed: {reason}",
                               fix="fix the model or manifest and deploy again; the previous "
                                   "release is still serving" if self.previous else
                                   "fix the model and deploy again",

@@ -7,14 +7,11 @@
   the rendered docker context (``mlserve build --format docker``) with ``MLSERVE_RELEASE`` set.
 
 The image id (``sha256:...``, the digest of its config) is what the journal records.
-The one place a docker deploy builds: it moves onto ``mlserve.artifacts`` (build + push with
-progress) once that lands.
+Builds go through ``mlserve.artifacts.image.build_image`` (per-step progress). A deploy does not
+push: the engine that builds runs the image (``mlserve build --push`` pushes for other engines).
 """
 
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 import docker.errors   # imported by the docker adapter only, after its SDK check
 
@@ -57,28 +54,9 @@ def ensure_image(ctx: Context, client, release: ReleaseSpec) -> tuple[str, str]:
     if release.bundle is None:
         raise NotFound(f"image {ref} is no longer on the engine",
                        fix="deploy that code again (the image is rebuilt)")
-    return ref, _build(ctx, client, release, ref)
-
-
-def _build(ctx: Context, client, release: ReleaseSpec, ref: str) -> str:
-    from ..packaging import build_project
-    with tempfile.TemporaryDirectory(prefix="mlserve-docker-") as tmp:
-        out = Path(tmp) / "context"
-        build_project(ctx.project, ctx.target_name, "docker", out)
-        with ctx.reporter.progress(f"building {ref}") as step:
-            try:
-                image, _ = client.images.build(
-                    path=str(out), tag=ref, rm=True, network_mode="host",
-                    buildargs={"MLSERVE_RELEASE": release.release_id})
-            except docker.errors.BuildError as exc:
-                step.failed()
-                lines = [c.get("stream", "") or c.get("error", "") for c in exc.build_log]
-                raise DeployError(f"building {ref} failed: {exc.msg}",
-                                  fix="fix the Dockerfile inputs (requirements, base_image)",
-                                  details="".join(lines)[-4000:]) from None
-            except docker.errors.APIError as exc:
-                step.failed()
-                raise DeployError(f"building {ref} failed: {exc.explanation or exc}",
-                                  fix="check the engine and the base image") from None
-    return image.id
-
+    from ..artifacts.image import build_image
+    built = build_image(ctx.project, ctx.target_name, ctx.reporter, docker_host=ctx.target.host)
+    if built.ref != ref:       # the project changed under the deploy: never run other code
+        raise DeployError(f"built {built.ref}, expected {ref}: the files changed during the deploy",
+                          fix="deploy again")
+    return ref, built.id
