@@ -68,7 +68,9 @@ class PushResult:
     digest: str                     # sha256:... of the manifest the registry stored
     layers_pushed: int
     layers_existing: int
-    bytes_pushed: int               # as the engine reported its uploads (compressed layers)
+    # The engine's upload progress of the layers it sent: uncompressed tar bytes (the registry
+    # stores them gzip-compressed, typically 2-3x smaller).
+    bytes_pushed: int
     seconds: float = 0.0
     layers: dict[str, str] = field(default_factory=dict)    # layer id -> final status
 
