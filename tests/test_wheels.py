@@ -5,6 +5,8 @@ the image's own Python and platform, and the runtime says which event loop and H
   runtime pin, compiled ones tagged for that Python and machine (the first fetch needs the
   package index; later renders read ~/.cache/mlserve/wheels);
 - the same manifest gives the same context bytes from two different caches (two machines);
+- a hostile cache (truncated or garbage wheels, valid wheels for another Python, machine or OS,
+  near-miss versions: generated) still gives exactly the index's wheels;
 - a fetch that cannot reach an index is exit 3 naming the pip command, and leaves no partial
   cache; a platform mlserve does not build for is refused with its field path (exit 2);
 - the runtime run with a uvloop compiled for another Python (the real failure: a cp313 wheel on
@@ -18,10 +20,13 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlserve.errors import MissingDependency
 from mlserve.packaging.runtime import runtime_pins, runtime_wheels
@@ -104,6 +109,56 @@ def test_same_manifest_gives_the_same_context_from_another_cache(tmp_path, monke
     assert any((tmp_path / "another-machine").rglob("uvloop-*.whl"))
     assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
     assert first.release == second.release
+
+
+# Valid wheels (a zip with a WHEEL file) that only their tags rule out for cp312 on x86_64.
+DECOY_TAGS = ["cp311-cp311-manylinux2014_x86_64", "cp312-cp312-manylinux2014_aarch64",
+              "cp312-cp312-macosx_11_0_arm64", "cp312-cp312-win_amd64",
+              "cp312-cp312-musllinux_1_1_x86_64", "cp313-cp313-manylinux_2_17_x86_64",
+              "cp312-cp312-manylinux2014_x86_64.manylinux2014_aarch64", "py2-none-any",
+              "cp311-none-any", "cp313-abi3-manylinux2014_x86_64"]
+
+
+def _decoy(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("decoy-0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+
+
+@settings(max_examples=12)
+@given(damage=st.sampled_from(["none", "truncate", "garbage", "empty"]), cut=st.floats(0.0, 0.99),
+       victim=st.integers(0, 4), decoys=st.lists(st.tuples(st.integers(0, 4),
+                                                          st.sampled_from(DECOY_TAGS)), max_size=6))
+def test_a_hostile_cache_still_gives_exactly_the_index_wheels(damage, cut, victim, decoys):
+    reference = {w.name: w.read_bytes() for w in _wheels("3.12", "linux/amd64")}
+    pins = runtime_pins("3.12")
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.environ.get("MLSERVE_WHEEL_CACHE")
+        os.environ["MLSERVE_WHEEL_CACHE"] = tmp
+        try:
+            cache = Path(tmp) / "cp312-linux-amd64"
+            cache.mkdir()
+            for name, data in reference.items():
+                (cache / name).write_bytes(data)
+            spoiled = sorted(reference)[victim % len(reference)]
+            data = reference[spoiled]
+            if damage != "none":
+                (cache / spoiled).write_bytes({"truncate": data[:int(len(data) * cut)],
+                                               "garbage": os.urandom(64), "empty": b""}[damage])
+            for index, tag in decoys:
+                name, version = pins[index % len(pins)].split("==")
+                _decoy(cache / f"{name}-{version}-{tag}.whl")
+                _decoy(cache / f"{name}-{version}1-py3-none-any.whl")   # a near-miss version
+            try:
+                got = runtime_wheels("3.12", "linux/amd64")
+            except MissingDependency as exc:
+                require("package index", exc.message)
+        finally:
+            if old is None:
+                del os.environ["MLSERVE_WHEEL_CACHE"]
+            else:
+                os.environ["MLSERVE_WHEEL_CACHE"] = old
+        assert {w.name: w.read_bytes() for w in got} == reference
+        assert not list(cache.glob(".partial-*"))
 
 
 def test_unreachable_index_is_exit_3_naming_pip_and_leaves_no_partial_cache(tmp_path):

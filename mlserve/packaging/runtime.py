@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from ..errors import InvalidInput, MissingDependency
@@ -86,10 +87,41 @@ def _wheel_prefix(pin: str) -> str:
     return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
 
 
-def _cached(cache: Path, pin: str) -> Path | None:
+def _fits(name: str, python: str, platform: str) -> bool:
+    """Whether the wheel file ``name`` installs on CPython ``python`` on ``platform``, read from
+    its tags (PEP 427: name-version[-build]-python-abi-platform.whl)."""
+    parts = name[:-len(".whl")].split("-")
+    if not name.endswith(".whl") or len(parts) not in (5, 6):
+        return False
+    pys, abis, plats = (set(part.lower().split(".")) for part in parts[-3:])
+    cp = "cp" + python.replace(".", "")
+    if plats == {"any"}:
+        return abis == {"none"} and bool(pys & {"py3", "py" + cp[2:], cp})
+    machine = "_" + PLATFORMS[platform]
+    if not all(p.startswith("manylinux") and p.endswith(machine) for p in plats):
+        return False
+    minor = int(python.split(".")[1])
+    stable = "abi3" in abis and any(re.fullmatch(r"cp3\d+", p) and int(p[3:]) <= minor for p in pys)
+    return (cp in abis and cp in pys) or stable
+
+
+def _intact(wheel: Path) -> bool:
+    """A zip with a WHEEL file: a cache filled or copied by hand may hold a truncated one (its
+    central directory, at the end, is then missing). Member CRCs are not read: on every build
+    that would cost ~0.15 s of decompression, and pip checks them when the image installs."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return any(n.endswith(".dist-info/WHEEL") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def _cached(cache: Path, pin: str, python: str, platform: str) -> Path | None:
+    """The cached wheel of ``pin`` that fits and is whole; anything else there is ignored."""
     prefix = _wheel_prefix(pin)
-    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(prefix))
-    return found[0] if found else None
+    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(prefix)
+                   and _fits(p.name, python, platform) and p.is_file())
+    return next((p for p in found if _intact(p)), None)
 
 
 def download_command(python: str, platform: str, pins: list[str], dest: Path) -> list[str]:
@@ -112,10 +144,14 @@ def runtime_wheels(python: str, platform: str = "linux/amd64") -> list[Path]:
                            fix=f"use one of {', '.join(PLATFORMS)}")
     cache = wheel_cache(python, platform)
     pins = runtime_pins(python)
-    missing = [pin for pin in pins if _cached(cache, pin) is None]
+    missing = [pin for pin in pins if _cached(cache, pin, python, platform) is None]
     if missing:
         _download(python, platform, missing, cache)
-    return [_cached(cache, pin) for pin in pins]  # type: ignore[misc]
+    wheels = [_cached(cache, pin, python, platform) for pin in pins]
+    if None in wheels:    # pip fetched something, but not a whole wheel that fits
+        raise MissingDependency(f"the wheels fetched into {cache} for Python {python} on {platform} "
+                                "do not fit it", fix=f"remove {cache} and build again")
+    return wheels  # type: ignore[return-value]
 
 
 def _download(python: str, platform: str, pins: list[str], cache: Path) -> None:
@@ -125,8 +161,7 @@ def _download(python: str, platform: str, pins: list[str], cache: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     fetched = sorted(partial.glob("*.whl")) if partial.is_dir() else []
     # Moved in only when pip fetched them all: a half-fetched set never looks like a cache hit.
-    if done.returncode == 0 and all(any(p.name.lower().startswith(_wheel_prefix(pin))
-                                        for p in fetched) for pin in pins):
+    if done.returncode == 0:
         for wheel in fetched:
             os.replace(wheel, cache / wheel.name)
         shutil.rmtree(partial, ignore_errors=True)
