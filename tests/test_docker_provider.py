@@ -155,7 +155,13 @@ def test_deploy_redeploy_rollback_broken_killed_and_delete(tmp_path, capsys, eng
         assert _wait(lambda: _answers(url)), "the restarted container never served again"
         assert _predict(url)["version"] == "v1"
         status = _cli(capsys, project, state, "status", "box", "--json")
-        assert status.code == 0 and "ready" in status.out.lower(), status.out
+        assert status.code == 0, status.err
+        assert json.loads(status.out)["status"] == "READY", status.out
+        logs = _cli(capsys, project, state, "logs", "box", "-n", "500")
+        assert logs.code == 0, logs.err
+        assert "ready: dock release" in logs.out     # the restarted runtime's own log
+        said = _cli(capsys, project, state, "predict", "box", "--input", '{"x": [3]}')
+        assert said.code == 0 and json.loads(said.out) == {"y": [6], "version": "v1"}
 
         # An image built for `box` deployed to `other`, by reference.
         ref = json.loads(first.out)["extra"]["image"]

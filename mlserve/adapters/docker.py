@@ -163,13 +163,17 @@ class DockerAdapter(Adapter):
         return call
 
     def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
+        """The log of the container that serves (else the newest one): ``docker logs``."""
         wanted = observed.extra.get("container")
         if not wanted:
-            return iter(())
+            return
         client = engine(ctx)
-        container = client.containers.get(wanted)
-        stream = container.logs(stream=True, follow=follow, tail=lines)
-        return (chunk.decode("utf-8", "replace").rstrip("\n") for chunk in _lines(stream))
+        try:
+            stream = client.containers.get(wanted).logs(stream=True, follow=follow, tail=lines)
+            for line in _lines(stream):
+                yield line.decode("utf-8", "replace")
+        finally:
+            client.close()
 
     def delete(self, ctx: Context, observed: Observed) -> None:
         """Stop (drain) and remove every container of this deployment, found again by label.
