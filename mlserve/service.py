@@ -84,9 +84,11 @@ def deploy(manifest: str | Path | None = None, target: str | None = None,
     the release id is the one the image carries, the journal records its digest)."""
     with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
-        if image is not None and not hasattr(adapter, "image_release"):
-            raise InvalidInput(f"--image: the {ctx.target.provider!r} provider does not run images",
-                               fix="deploy without --image, or to a docker target")
+        if image is not None:
+            if not hasattr(adapter, "image_release"):
+                raise InvalidInput(f"--image: the {ctx.target.provider!r} provider does not run "
+                                   "images", fix="deploy without --image, or to a docker target")
+            adapter.check_image(image)          # a malformed REF: exit 2 before any engine
         adapter.check(ctx)
         with _lock(state, ctx.target_name, "deploy", locked):
             bundle = adapter.package(ctx)

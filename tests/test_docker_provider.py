@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
 
-from tests.helpers import run_cli
+from mlserve.adapters.docker import DockerAdapter
+from mlserve.errors import InvalidInput
+from tests.helpers import run_cli, run_process
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.net import free_port
 
@@ -241,3 +244,43 @@ def test_migrate_local_to_docker_to_ssh(tmp_path, capsys, engine_env, sshd_host)
                 service.delete(project / "mlserve.yaml", target, state)
             except MlserveError:
                 pass
+
+
+_REF_PART = st.text(alphabet="abcXYZ019._-/:@ \t\n\x00é$;", min_size=0, max_size=30)
+
+
+@settings(max_examples=25)       # each case is one CLI process (~0.5 s)
+@given(ref=_REF_PART)
+def test_a_malformed_image_ref_is_exit_2_before_any_engine(tmp_path_factory, ref):
+    """Any text that is not an image reference is refused (exit 2, the fix named) before the
+    engine is asked: DOCKER_HOST points nowhere, and a well-formed REF would be exit 1."""
+    from mlserve.adapters.docker_image import IMAGE_REF_RE
+    tmp = tmp_path_factory.mktemp("ref")
+    project = _project(tmp, 1, 2)
+    env = {"DOCKER_HOST": f"unix://{tmp}/nowhere.sock"}
+    result = run_process("deploy", "box", "--image", ref, "-f", str(project / "mlserve.yaml"),
+                         "--state", str(tmp / "state"), env=env) if "\x00" not in ref else None
+    if result is None:      # an argv cannot hold NUL: the in-process check is what remains
+        with pytest.raises(InvalidInput):
+            DockerAdapter.check_image(ref)
+        return
+    well_formed = bool(IMAGE_REF_RE.fullmatch(ref))
+    assert result.code == (1 if well_formed else 2), result.err
+    assert "Traceback" not in result.err
+    if not well_formed:
+        assert "is not an image reference" in result.err and "REPOSITORY[:TAG]" in result.err
+
+
+@pytest.mark.parametrize("ref", ["mlserve-test/dock-box:r-0123", "localhost:5000/team/m:1",
+                                 "ubuntu@sha256:" + "0" * 64, "a" * 200])
+def test_well_formed_refs_pass_the_check(ref):
+    DockerAdapter.check_image(ref)
+
+
+def test_image_on_a_target_that_runs_no_images_is_exit_2(tmp_path, capsys):
+    project = _project(tmp_path, 1, 2)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["here"] = {"provider": "local", "port": free_port()}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    result = _cli(capsys, project, tmp_path / "state", "deploy", "here", "--image", "a:1")
+    assert result.code == 2 and "does not run images" in result.err

@@ -99,9 +99,16 @@ class DockerAdapter(Adapter):
                               "container on its loopback check port before switching",
                               fix="run mlserve on the engine's host (DOCKER_HOST unset there)")
 
+    @staticmethod
+    def check_image(ref: str) -> None:
+        """``--image REF`` is an image reference, else InvalidInput (no engine asked)."""
+        from .docker_image import check_ref
+        check_ref(ref)
+
     def image_release(self, ctx: Context, ref: str) -> str | None:
         """The release id image ``ref`` carries (``deploy --image``), pulled if need be."""
         from .docker_image import release_of_image
+        self.check_image(ref)
         client = engine(ctx)
         try:
             return release_of_image(client, ref)

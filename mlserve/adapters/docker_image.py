@@ -13,10 +13,30 @@ push: the engine that builds runs the image (``mlserve build --push`` pushes for
 
 from __future__ import annotations
 
+import re
+
 import docker.errors   # imported by the docker adapter only, after its SDK check
 
-from ..errors import DeployError, NotFound
+from ..errors import DeployError, InvalidInput, NotFound
 from .base import Context, ReleaseSpec
+
+
+#: An image reference as docker parses it: [DOMAIN[:PORT]/]PATH[:TAG][@sha256:DIGEST]
+#: (distribution/reference's grammar; lower-case path components).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF_RE = re.compile(
+    rf"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    rf"(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@sha256:[0-9a-f]{64})?")
+
+
+def check_ref(ref: str) -> None:
+    """``--image REF`` is an image reference (before any engine is asked), else exit 2."""
+    if not isinstance(ref, str) or len(ref) > 4096 or not IMAGE_REF_RE.fullmatch(ref):
+        from ..strict import shown
+        raise InvalidInput(f"--image {shown(ref)} is not an image reference",
+                           fix="give REPOSITORY[:TAG][@sha256:DIGEST], e.g. "
+                               "registry.example.com/team/hello:r-0123456789ab")
 
 
 def image_ref(ctx: Context, release_id: str) -> str:
