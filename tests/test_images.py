@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mlserve.artifacts import registry as registries
-from tests.helpers import EXAMPLES, run_cli, run_process
+from tests.helpers import EXAMPLES, MLSERVE, run_cli, run_process
 from tests.infra.net import free_port
 from tests.infra.procs import new_workdir, start_process, stop_process
 from tests.infra.containers import registry_ready
@@ -58,7 +58,9 @@ def test_build_push_repush_and_a_one_line_change(tmp_path, dockerd, base_image, 
     first = _build(root, env, "--push")
     image, push = first["image"], first["push"]
     assert image["ref"] == f"{repository}:{image['release']}" and image["release"].startswith("r-")
-    assert push["layers_pushed"] >= 3 and push["digest"].startswith("sha256:")
+    # Layers another test already pushed to this registry are mounted, not sent: count them all.
+    assert push["layers_pushed"] >= 1 and push["layers_pushed"] + push["layers_existing"] >= 5
+    assert push["digest"].startswith("sha256:")
     with urllib.request.urlopen(urllib.request.Request(
             f"{registry.url}/v2/mlsv-images/hello/manifests/{image['release']}",
             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})) as reply:
@@ -198,19 +200,17 @@ def test_ecr_token_from_moto_is_what_the_push_sends(tmp_path, monkeypatch, docke
     assert pushed.digest.startswith("sha256:")      # accepted: without them it is refused (above)
 
 
-def test_ecr_without_aws_credentials_is_exit_3_before_any_build(tmp_path, capsys, monkeypatch):
+def test_ecr_without_aws_credentials_is_exit_3_before_any_build(tmp_path):
     root = _project(tmp_path, "123456789012.dkr.ecr.us-east-1.amazonaws.com/hello", "python:3.11")
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    done = run_cli(capsys, "build", "img", "-f", str(root), "--image", "--push")
-    assert done.code == 3, done.err
-    assert "no AWS credentials" in done.err and "AWS_ACCESS_KEY_ID" in done.err
-    assert "Traceback" not in done.err
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), HOME=str(tmp_path),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true",
+               DOCKER_HOST="unix:///nonexistent/docker.sock")
+    done = subprocess.run([*MLSERVE, "build", "img", "-f", str(root), "--image", "--push"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "no AWS credentials" in done.stderr and "AWS_ACCESS_KEY_ID" in done.stderr
+    assert "Traceback" not in done.stderr and "Docker engine" not in done.stderr
 
 
 @pytest.mark.parametrize("host", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:{port}"])
@@ -235,8 +235,12 @@ _host = st.one_of(st.just("localhost"), st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z0-
 @given(host=st.one_of(st.none(), _host), path=st.lists(_component, min_size=1, max_size=4))
 def test_registry_of_agrees_with_the_docker_sdk(host, path):
     import docker.auth
+    import docker.errors
     repository = "/".join(([host] if host else []) + path)
-    expected = docker.auth.resolve_repository_name(repository)[0]
+    try:
+        expected = docker.auth.resolve_repository_name(repository)[0]
+    except docker.errors.InvalidRepository:     # the engine refuses it at build time anyway
+        expected = repository.partition("/")[0]
     assert registries.registry_of(repository) == expected
 
 
