@@ -92,12 +92,12 @@ class DockerAdapter(Adapter):
     name = "docker"
 
     def check(self, ctx: Context) -> None:
-        engine(ctx).close()
         base = ctx.target.host or os.environ.get("DOCKER_HOST") or "unix://"
         if not base.startswith("unix://"):
             raise DeployError(f"the engine at {base} is not on this machine: mlserve checks a new "
                               "container on its loopback check port before switching",
                               fix="run mlserve on the engine's host (DOCKER_HOST unset there)")
+        engine(ctx).close()
 
     @staticmethod
     def check_image(ref: str) -> None:
@@ -146,9 +146,9 @@ class DockerAdapter(Adapter):
                             extra={"container": serving.id})
         if not resources:
             return Observed(DeployState.NOT_DEPLOYED, None, url, [], "no container")
-        worst = resources[-1]
-        return Observed(worst.state, None, url, resources, "no container answers on the public port",
-                        extra={"container": worst.id})
+        newest = resources[0]           # the engine lists the newest container first
+        return Observed(newest.state, None, url, resources,
+                        "no container answers on the public port", extra={"container": newest.id})
 
     def steps(self, ctx: Context, release: ReleaseSpec, observed: Observed) -> list["DockerStep"]:
         return [DockerStep(ctx, release, observed)]
