@@ -223,6 +223,12 @@ def test_the_engine_unreachable_is_exit_1_with_the_fix(tmp_path, capsys, monkeyp
     assert "Traceback" not in done.err
 
 
+def test_image_of_a_target_that_builds_none_is_exit_2(tmp_path, capsys):
+    root = _project(tmp_path, "mlsv-images/x", "python:3.11")
+    done = run_cli(capsys, "build", "local", "-f", str(root), "--image")
+    assert done.code == 2 and "builds no image" in done.err and "provider: docker" in done.err
+
+
 # Generated: repositories as users write them; the docker SDK's own parser is the oracle.
 _component = st.from_regex(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", fullmatch=True)
 _host = st.one_of(st.just("localhost"), st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z0-9-]{1,8}){1,3}",

@@ -154,7 +154,9 @@ def build_image(project: "Project", target_name: str | None, reporter: Reporter 
     if base_image:
         args["BASE_IMAGE"] = base_image
     steps = _count_steps(Path(built.output) / "Dockerfile")
-    with reporter.progress(f"building {ref}", total=steps) as progress:
+    # A spinner whose text is the running step ("Step 7/22 : RUN ..."): a bar's byte columns
+    # would misread step counts.
+    with reporter.progress(f"building {ref} ({steps} steps)") as progress:
         stream = client.api.build(path=built.output, tag=ref, buildargs=args, rm=True,
                                   forcerm=True, network_mode="host", decode=True,
                                   platform=getattr(target, "platform", None))
