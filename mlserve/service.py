@@ -240,19 +240,27 @@ def serving_extra(resource) -> dict:
 
 
 def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None, *,
-           locked: bool = False) -> dict:
+           locked: bool = False, purge: bool = False) -> dict:
     """Stop and remove what mlserve created for a target, found by the provider (``observe``),
     not by the journal: a lost journal leaks nothing. Nothing recorded and nothing found is
-    "nothing to delete" (exit 0, no journal created): CI tears down blindly."""
+    "nothing to delete" (exit 0, no journal created): CI tears down blindly. ``purge``: the
+    target's images too (adapters with ``purge``; refused, exit 2, for the others)."""
     with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
+        if purge and not hasattr(adapter, "purge"):
+            raise InvalidInput(f"--purge: the {ctx.target.provider!r} provider keeps no images",
+                               fix="delete without --purge")
         if not _anything_to_delete(ctx, state, adapter):
+            if purge:               # nothing runs: the images may still be there
+                adapter.purge(ctx)
             return {"target": ctx.target_name, "provider": ctx.target.provider,
                     "status": DeployState.NOT_DEPLOYED.value, "detail": "nothing to delete"}
     with open_context(manifest, target, state_dir, reporter) as (ctx, state):
         with _lock(state, ctx.target_name, "delete", locked):
             observed = adapter.observe(ctx)
             adapter.delete(ctx, observed)
+            if purge:               # after the containers: an image in use cannot be removed
+                adapter.purge(ctx)
             count = len(observed.resources)
             for rel in state.releases(ctx.target_name):
                 if rel.outcome == PENDING:

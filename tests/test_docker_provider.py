@@ -102,6 +102,14 @@ def _ours(dockerd, target: str) -> list:
         client.close()
 
 
+def _images(dockerd, target: str) -> list:
+    client = dockerd.client()
+    try:
+        return client.images.list(name=f"mlserve-test/dock-{target}")
+    finally:
+        client.close()
+
+
 def _wait(predicate, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -172,13 +180,18 @@ def test_deploy_redeploy_rollback_broken_killed_and_delete(tmp_path, capsys, eng
         assert moved.code == 0, moved.err
         assert _predict(f"http://127.0.0.1:{port_b}")["version"] == "v1"
 
-        # The journal removed: delete still finds the containers by label.
+        # The journal removed: delete still finds the containers by label; images stay unless
+        # --purge.
         shutil.rmtree(state)
         for target in ("box", "other"):
             gone = _cli(capsys, project, state, "delete", target, "--yes")
             assert gone.code == 0, gone.err
             assert _ours(engine_env, target) == []
         assert not _answers(url)
+        assert len(_images(engine_env, "box")) == 3        # v1, v2 and the broken v3 (it built)
+        purged = _cli(capsys, project, state, "delete", "box", "--yes", "--purge")
+        assert purged.code == 0, purged.err
+        assert _images(engine_env, "box") == []
     finally:
         for target in ("box", "other"):
             for c in _ours(engine_env, target):
@@ -284,6 +297,8 @@ def test_image_on_a_target_that_runs_no_images_is_exit_2(tmp_path, capsys):
     (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     result = _cli(capsys, project, tmp_path / "state", "deploy", "here", "--image", "a:1")
     assert result.code == 2 and "does not run images" in result.err
+    result = _cli(capsys, project, tmp_path / "state", "delete", "here", "--yes", "--purge")
+    assert result.code == 2 and "keeps no images" in result.err
 
 
 @pytest.mark.parametrize("host", ["tcp://203.0.113.7:2375", "ssh://ubuntu@203.0.113.7"])

@@ -184,12 +184,27 @@ class DockerAdapter(Adapter):
 
     def delete(self, ctx: Context, observed: Observed) -> None:
         """Stop (drain) and remove every container of this deployment, found again by label.
-        Images stay (another target may run them; ``docker image prune`` removes them)."""
+        Images stay unless ``delete --purge`` (``purge``): another target may run them."""
         client = engine(ctx)
         try:
             for c in _containers(client, ctx):
                 ctx.reporter.step(f"removing container {c.name}")
                 _remove(c)
+        finally:
+            client.close()
+
+
+    def purge(self, ctx: Context) -> None:
+        """``delete --purge``: remove the target's images (``IMAGE:*``) from the engine."""
+        import docker.errors
+        client = engine(ctx)
+        try:
+            for image in client.images.list(name=ctx.target.image):
+                ctx.reporter.step(f"removing image {', '.join(image.tags) or image.id}")
+                try:
+                    client.images.remove(image.id, force=True)
+                except docker.errors.APIError as exc:
+                    ctx.reporter.warn(f"image {image.id} was not removed: {_short(exc)}")
         finally:
             client.close()
 
