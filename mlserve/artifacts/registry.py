@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import MissingCredentials, missing_extra
@@ -44,7 +45,9 @@ class Credentials:
     source: str             # "docker config", "credential helper NAME", "Amazon ECR"
 
     def auth_config(self) -> dict:
-        """The docker SDK's ``auth_config`` for ``push``."""
+        """The docker SDK's ``auth_config`` for ``push`` (an identity token has no username)."""
+        if not self.username:
+            return {"identitytoken": self.password, "serveraddress": self.registry}
         return {"username": self.username, "password": self.password,
                 "serveraddress": self.registry}
 
@@ -79,7 +82,9 @@ def docker_config_credentials(registry: str) -> Credentials | None:
     except Exception as exc:      # the SDK's parser raises whatever the file makes it meet
         raise _unreadable(registry, path, exc) from None
     try:
-        found = config.resolve_authconfig(registry)
+        with warnings.catch_warnings():     # the SDK warns of a missing helper, then fails: we say it
+            warnings.simplefilter("ignore")
+            found = config.resolve_authconfig(registry)
     except docker.errors.DockerException as exc:
         # The helper failed (not installed, locked keychain): say which, never what it printed.
         raise MissingCredentials(
