@@ -37,7 +37,7 @@ def build(
                         "tagged REPOSITORY:RELEASE, and push it when the target says push.")] = False,
     push: Annotated[Optional[bool], typer.Option(
         "--push/--no-push", show_default=False,
-        help="With --image: push (or not) whatever the target's push option says; --push "
+        help="With --image: push, or do not, overriding the target's push option; --push "
              "implies --image.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
