@@ -5,6 +5,8 @@
 #                 pulled from a container hub here, so it is a minimal Debian bookworm made by
 #                 debootstrap (from Debian's package archive) with python3, venv and pip, that
 #                 `docker import` turns into an image.
+#   python-trixie the same on Debian trixie (python3.13): an image whose Python differs from
+#                 this machine's 3.11, where the docker context's wheels must still import.
 #   systemd-host  the same plus systemd and openssh-server: the root of the `systemd_host`
 #                 test fixture, a machine booted by systemd-nspawn whose systemd runs the
 #                 ssh provider's releases as transient units.
@@ -14,7 +16,7 @@
 # tarball is reused as is; only a missing one is rebuilt. Concurrent callers share one build
 # through a lock. Prints the tarball's path on stdout (progress goes to stderr).
 #
-# Usage: .ci/build-base-image.sh [--flavour python|systemd-host] [--key]
+# Usage: .ci/build-base-image.sh [--flavour python|python-trixie|systemd-host] [--key]
 #        (--key: print the cache key and exit)
 # Env:   MLSERVE_TEST_CACHE  cache dir (default /var/cache/mlserve-tests)
 #        MLSERVE_DEBIAN_MIRROR  (default http://deb.debian.org/debian)
@@ -28,13 +30,14 @@ while [[ $# -gt 0 ]]; do
     case $1 in
     --flavour) FLAVOUR=$2 && shift 2 ;;
     --key) PRINT_KEY=1 && shift ;;
-    *) echo "usage: $0 [--flavour python|systemd-host] [--key]" >&2 && exit 2 ;;
+    *) echo "usage: $0 [--flavour python|python-trixie|systemd-host] [--key]" >&2 && exit 2 ;;
     esac
 done
 case $FLAVOUR in
 python) PACKAGES=python3,python3-venv,python3-pip,ca-certificates ;;
+python-trixie) PACKAGES=python3,python3-venv,python3-pip,ca-certificates && SUITE=trixie ;;
 systemd-host) PACKAGES=python3,python3-venv,ca-certificates,systemd,systemd-sysv,openssh-server,dbus,libpam-systemd,dbus-user-session ;;
-*) echo "unknown flavour $FLAVOUR (python, systemd-host)" >&2 && exit 2 ;;
+*) echo "unknown flavour $FLAVOUR (python, python-trixie, systemd-host)" >&2 && exit 2 ;;
 esac
 RECIPE=2 # bump when the steps below change the result
 CACHE_DIR=${MLSERVE_TEST_CACHE:-/var/cache/mlserve-tests}

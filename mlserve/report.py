@@ -26,6 +26,11 @@ class Progress:
     def update(self, description: str) -> None:
         """Change the text shown beside the bar."""
 
+    def log(self, event: str) -> None:
+        """An event a log shows as a line of its own (an image build step, a pushed layer); a
+        live bar shows it as its text."""
+        self.update(event)
+
 
 class Reporter:
     def __init__(self) -> None:

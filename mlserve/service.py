@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from . import adapters
 from .adapters import phases
 from .adapters.base import Adapter, Call, Context, Observed, ReleaseSpec
-from .errors import DeployError, MlserveError, NotFound
+from .errors import DeployError, InvalidInput, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
@@ -79,17 +79,28 @@ def _caller(ctx: Context, adapter: Adapter) -> Call:
 # -- changing a target ----------------------------------------------------------------------
 def deploy(manifest: str | Path | None = None, target: str | None = None,
            state_dir: str | Path | None = None, reporter: Reporter | None = None, *,
-           locked: bool = False) -> DeployResult:
+           locked: bool = False, image: str | None = None) -> DeployResult:
+    """``image``: run that image, built earlier (providers whose adapter has ``image_release``;
+    the release id is the one the image carries, the journal records its digest)."""
     with open_context(manifest, target, state_dir, reporter, need_secrets=True) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
+        if image is not None:
+            if not hasattr(adapter, "image_release"):
+                raise InvalidInput(f"--image: the {ctx.target.provider!r} provider does not run "
+                                   "images", fix="deploy without --image, or to a docker target")
+            adapter.check_image(image)          # a malformed REF: exit 2 before any engine
         adapter.check(ctx)
         with _lock(state, ctx.target_name, "deploy", locked):
             bundle = adapter.package(ctx)
             for warning in bundle.warnings:
                 ctx.reporter.warn(warning)
             rid = release_id(ctx.project, bundle)
+            snapshot = ctx.manifest.model_dump(mode="json")
+            if image is not None:
+                rid = adapter.image_release(ctx, image) or rid
+                snapshot["image"] = image
             ctx.reporter.step(f"release {rid}: {len(bundle.files)} files, {bundle.total_size} bytes")
-            spec = ReleaseSpec(rid, ctx.manifest.model_dump(mode="json"), bundle)
+            spec = ReleaseSpec(rid, snapshot, bundle)
             kept = {"files": file_list(bundle), "requirements": requirements_of(
                 ctx.project.root, ctx.manifest.model.requirements)}
             return _roll(ctx, state, adapter, spec, bundle.content_hash, {}, kept)
@@ -229,19 +240,27 @@ def serving_extra(resource) -> dict:
 
 
 def delete(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None, *,
-           locked: bool = False) -> dict:
+           locked: bool = False, purge: bool = False) -> dict:
     """Stop and remove what mlserve created for a target, found by the provider (``observe``),
     not by the journal: a lost journal leaks nothing. Nothing recorded and nothing found is
-    "nothing to delete" (exit 0, no journal created): CI tears down blindly."""
+    "nothing to delete" (exit 0, no journal created): CI tears down blindly. ``purge``: the
+    target's images too (adapters with ``purge``; refused, exit 2, for the others)."""
     with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, state):
         adapter = adapters.get(ctx.target.provider)
+        if purge and not hasattr(adapter, "purge"):
+            raise InvalidInput(f"--purge: the {ctx.target.provider!r} provider keeps no images",
+                               fix="delete without --purge")
         if not _anything_to_delete(ctx, state, adapter):
+            if purge:               # nothing runs: the images may still be there
+                adapter.purge(ctx)
             return {"target": ctx.target_name, "provider": ctx.target.provider,
                     "status": DeployState.NOT_DEPLOYED.value, "detail": "nothing to delete"}
     with open_context(manifest, target, state_dir, reporter) as (ctx, state):
         with _lock(state, ctx.target_name, "delete", locked):
             observed = adapter.observe(ctx)
             adapter.delete(ctx, observed)
+            if purge:               # after the containers: an image in use cannot be removed
+                adapter.purge(ctx)
             count = len(observed.resources)
             for rel in state.releases(ctx.target_name):
                 if rel.outcome == PENDING:

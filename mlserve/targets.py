@@ -112,6 +112,16 @@ class DockerTarget(TargetBase):
                                    examples=["python:3.11-slim"])
     port: Port = Field(8080, description="Port the container serves on.", examples=[8080])
     push: bool = Field(True, description="Push to the registry after building.", examples=[True])
+    platform: Literal["linux/amd64", "linux/arm64"] = Field(
+        "linux/amd64", description="Platform the image runs on: the runtime's compiled "
+        "dependencies are fetched as wheels for it.", examples=["linux/arm64"])
+    host: str | None = Field(None, pattern=r"^(unix|tcp|ssh)://\S+$",
+                             description="Docker engine `mlserve deploy` runs the container on "
+                             "(unix://, tcp:// or ssh://); DOCKER_HOST or the local socket when "
+                             "absent.", examples=["ssh://ubuntu@203.0.113.7"])
+    restart: Literal["unless-stopped", "on-failure", "always"] = Field(
+        "unless-stopped", description="Restart policy of the deployed container.",
+        examples=["on-failure"])
 
 
 class ReplicateTarget(TargetBase):

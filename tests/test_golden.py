@@ -5,9 +5,9 @@ what `mlserve build` must write for it.
 The target built is the project's target whose provider defaults to the format (else its
 default target). Compared: every file mlserve renders, byte for byte, and ``FILES``, the list of
 paths in the context. Left out of the comparison: what is copied verbatim (the model's files,
-checked in tests/test_build.py; the mlserve runtime and the vendored packages, which change with
-their own code) and, in cloud-init user-data, the embedded bundle, its sha256 and the runtime's
-pinned versions, which are replaced by placeholders.
+checked in tests/test_build.py; the mlserve runtime and its dependencies' wheels, which change
+with their own code), in cloud-init user-data the embedded bundle and its sha256, and in
+user-data and the Dockerfile the runtime's pinned versions, which are replaced by placeholders.
 
 Regenerate after an intended change, then review the diff:
 
@@ -29,18 +29,19 @@ from mlserve.packaging.runtime import runtime_pins
 
 GOLDEN = Path(__file__).with_name("golden")
 REGENERATE = os.environ.get("MLSERVE_REGEN_GOLDEN", "") not in ("", "0")
-VERBATIM = ("app/", "model/app/", "runtime/lib/", "runtime/vendor/", "mlserve/", "model/mlserve/",
+VERBATIM = ("app/", "model/app/", "runtime/lib/", "runtime/wheels/", "mlserve/", "model/mlserve/",
             "mlserve_shim.py", "model/mlserve_shim.py", "runtime/healthcheck.py", "bundle.tar.gz")
-UNLISTED = ("runtime/lib/", "runtime/vendor/", "mlserve/", "model/mlserve/")
+UNLISTED = ("runtime/lib/", "runtime/wheels/", "mlserve/", "model/mlserve/")
 CASES = sorted(p.parent.relative_to(GOLDEN).as_posix() for p in GOLDEN.glob("*/*/project"))
 
 
 def _normalise(path: str, text: str) -> str:
-    if path != "user-data":
+    if path not in ("user-data", "Dockerfile"):
         return text
-    text = re.sub(r"^(    content: )[A-Za-z0-9+/=]{100,}$", r"\1<embedded bundle.tar.gz>", text,
-                  flags=re.M)
-    text = re.sub(r"\b[0-9a-f]{64}\b", "<sha256 of bundle.tar.gz>", text)
+    if path == "user-data":
+        text = re.sub(r"^(    content: )[A-Za-z0-9+/=]{100,}$", r"\1<embedded bundle.tar.gz>", text,
+                      flags=re.M)
+        text = re.sub(r"\b[0-9a-f]{64}\b", "<sha256 of bundle.tar.gz>", text)
     for pin in runtime_pins("3.11"):
         name = pin.split("==")[0]
         text = text.replace(pin, f"{name}==<version>")

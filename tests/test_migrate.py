@@ -257,11 +257,11 @@ def _local(port: int) -> dict:
     (["--to", "nope"], 2, "no target 'nope'"),
     ([], 2, "target 'a' is not deployed: there is nothing to migrate"),
     (["--dry-run"], 2, "target 'a' is not deployed"),
-    (["--to", "img"], 2, "the 'docker' provider cannot deploy"),
+    (["--to", "img"], 2, "the 'replicate' provider cannot deploy"),
 ])
 def test_refused_before_anything_is_created(tmp_path, capsys, args, code, said):
     project = _project(tmp_path, {"a": _local(1), "b": _local(2),
-                                  "img": {"provider": "docker", "image": "example.com/m:1"}})
+                                  "img": {"provider": "replicate", "model": "acme/m"}})
     inputs = tmp_path / "saved.jsonl"
     inputs.write_text('{"x": [1]}\n# a note\n{"x": [1, }\n')
     args = [a.replace("{inputs}", str(inputs)) for a in args]

@@ -123,7 +123,7 @@ def test_never_deployed_is_create_with_every_file_added(tmp_path, capsys):
     ("unknown target", None, "no target"),
     ("manifest error", lambda d: d["resources"].update(cpu="lots"), "resources.cpu"),
     ("build-only provider", lambda d: d["targets"].update(
-        local={"provider": "docker", "image": "registry.example/hello"}), "docker"),
+        local={"provider": "replicate", "model": "acme/hello"}), "replicate"),
     ("a feature the provider lacks", lambda d: d["scaling"].update(max_replicas=3),
      "cannot run up to 3 replicas"),
 ])

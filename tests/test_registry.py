@@ -29,7 +29,8 @@ from tests.helpers import REPO, run_cli
 
 #: The spec: which provider refuses which manifest request (the registry's reasons say why).
 REFUSES = {"local": {"max_replicas", "min_replicas", "gpu"}, "ssh": {"min_replicas"},
-           "docker": set(), "replicate": set(), "baseten": set(), "vm": set()}
+           "docker": {"max_replicas", "min_replicas"}, "replicate": set(), "baseten": set(),
+           "vm": set()}
 OPTIONS = {"local": {}, "ssh": {"hosts": ["u@h.example"]}, "docker": {"image": "r.example/x"},
            "replicate": {"model": "acme/x"}, "baseten": {}, "vm": {}}
 FEATURE_OF = {"max_replicas": Feature.REPLICAS, "min_replicas": Feature.SCALE_TO_ZERO,
@@ -70,7 +71,7 @@ def test_a_provider_info_that_leaves_a_gap_silent_is_refused():
     with pytest.raises(ValueError, match="gives no reason for gpu"):
         ProviderInfo(**{**_fields("local"), "features": {**features, Feature.GPU: " "}})
     with pytest.raises(ValueError, match="an adapter exactly when it deploys"):
-        ProviderInfo(**{**_fields("docker"), "adapter": "x:Y"})
+        ProviderInfo(**{**_fields("replicate"), "adapter": "x:Y"})
     with pytest.raises(TypeError):
         REGISTRY["local"].features[Feature.GPU] = None       # frozen, its mappings too
 
@@ -98,7 +99,7 @@ def test_adapters_are_the_ones_the_registry_names():
     from mlserve.adapters import get
     from mlserve.errors import InvalidInput
     deploying = {n: p.adapter for n, p in REGISTRY.items() if p.deploys}
-    assert set(deploying) == {"local", "ssh"}
+    assert set(deploying) == {"local", "ssh", "docker"}
     for name, path in deploying.items():
         assert type(get(name)) is load_object(path), path
     for name in set(REGISTRY) - set(deploying):

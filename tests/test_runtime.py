@@ -40,7 +40,7 @@ def echo(tmp_path_factory):
 
 
 def test_health_routes(echo):
-    ready = {"status": "ready", "name": "echo", "release": "r-1"}
+    ready = {"status": "ready", "name": "echo", "release": "r-1", "loop": "uvloop", "http": "httptools"}
     for path in ("/health", "/ping", "/vertex/health"):
         assert echo.request("GET", path)[:2] == (200, ready), path
     assert echo.request("GET", "/")[:2] == (200, {"status": "alive"})

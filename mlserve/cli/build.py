@@ -32,10 +32,21 @@ def build(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Directory to write (replaced if an earlier build wrote it). "
                                "Default: .mlserve/build/TARGET-FORMAT beside the manifest.")] = None,
+    image: Annotated[bool, typer.Option(
+        "--image", help="docker targets: also build the image on the Docker engine (DOCKER_HOST), "
+                        "tagged REPOSITORY:RELEASE, and push it when the target says push.")] = False,
+    push: Annotated[Optional[bool], typer.Option(
+        "--push/--no-push", show_default=False,
+        help="With --image: push, or do not, overriding the target's push option; --push "
+             "implies --image.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Render a self-contained, reproducible build context for TARGET; the model's code is
-    copied unchanged. The release id is the content hash of what was written."""
+    copied unchanged. The release id is the model version's. With --image (docker targets), build
+    the image and push it."""
+    if image or push:
+        _build_image(file, target, push, as_json)
+        return
     from .. import service
     result = service.build(file, target, fmt, output)
     for text in result.warnings:
@@ -44,6 +55,22 @@ def build(
         emit_json(result.to_dict())
         return
     _show_tree(result)
+
+
+def _build_image(file, target, push, as_json) -> None:
+    from ..artifacts.image import build_and_push
+    from .output import RichReporter, result_line
+    with RichReporter() as reporter:
+        built, pushed = build_and_push(file, target, reporter, push=push)
+    if as_json:
+        emit_json({"image": built.to_dict(), "push": pushed.to_dict() if pushed else None})
+        return
+    result_line(f"built [bold]{plain(built.ref)}[/bold] ({plain(built.id[:19])}, "
+                f"{built.seconds:.1f} s)")
+    if pushed:
+        result_line(f"pushed [bold]{plain(built.digest)}[/bold]: {pushed.layers_pushed} layer(s) "
+                    f"sent ({pushed.bytes_pushed} bytes), {pushed.layers_existing} already there "
+                    f"({pushed.seconds:.1f} s)")
 
 
 def _show_tree(result) -> None:

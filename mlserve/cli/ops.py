@@ -35,11 +35,14 @@ def _show_result(result, as_json: bool, verb: str) -> None:
 
 @app.command()
 def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt = None,
+           image: Annotated[Optional[str], typer.Option(
+               "--image", metavar="REF",
+               help="Run this image, built earlier (docker targets): nothing is built.")] = None,
            as_json: JsonOpt = False) -> None:
     """Deploy the model to TARGET; the previous release keeps serving unless the new one is healthy."""
     from .. import service
     with RichReporter(quiet=as_json) as reporter:
-        result = service.deploy(file, target, state, reporter)
+        result = service.deploy(file, target, state, reporter, image=image)
     _show_result(result, as_json, "deployed")
 
 
@@ -126,6 +129,8 @@ def logs(target: TargetArg = None,
 def delete(target: TargetArg = None,
            yes: Annotated[bool, typer.Option("--yes", "-y",
                                              help="Do not ask for confirmation.")] = False,
+           purge: Annotated[bool, typer.Option(
+               "--purge", help="Also remove the target's images from the engine (docker).")] = False,
            file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Stop and remove a deployment (what mlserve created, nothing else).
 
@@ -136,7 +141,7 @@ def delete(target: TargetArg = None,
         typer.confirm(f"Delete the deployment of {clean(name)} ({clean(options.provider)})?",
                       abort=True, err=True)
     with RichReporter(quiet=as_json) as reporter:
-        info = service.delete(file, target, state, reporter)
+        info = service.delete(file, target, state, reporter, purge=purge)
     if as_json:
         emit_json(info)
     elif info.get("status") == "DELETED":

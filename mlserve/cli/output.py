@@ -104,6 +104,17 @@ class _RichProgress(Progress):
         self._bar.update(self._task, description=plain(description))
 
 
+class _LineProgress(Progress):
+    """Progress in a log: each ``log`` event is a line (and counts as output for heartbeats)."""
+
+    def __init__(self, line, beat) -> None:
+        self._line, self._beat = line, beat
+
+    def log(self, event: str) -> None:
+        self._line(event)
+        self._beat.touch()
+
+
 class RichReporter(Reporter):
     """Steps as dim lines, long work as a spinner or a bar (a terminal) or as a start line and
     heartbeats (logs), all on stderr. Use it as a context manager: leaving it stops heartbeats."""
@@ -150,7 +161,7 @@ class RichReporter(Reporter):
             self._line(f"{description} ...")
             self._beat.begin(description)
             try:
-                yield (step := Progress())
+                yield (step := _LineProgress(self._line, self._beat))
             finally:
                 self._beat.end()
         # Reached only when the block returned: a step that raised never says "done".

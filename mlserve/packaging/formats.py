@@ -13,7 +13,7 @@ from ..render import Sourced, render
 from ..resources import templates_dir
 from .cog_inputs import run_parameters
 from .context import LARGE_FILE_BYTES, BuildContext, Spec
-from .runtime import local_python, runtime_sources, vendored_sources
+from .runtime import runtime_pins, runtime_sources, runtime_wheels
 
 SHIM = Path(__file__).with_name("shim.py")
 #: The Cog SDK the wrapper is written and tested for (BaseRunner/run, concurrent, Opaque), and
@@ -119,7 +119,7 @@ def base_image(spec: Spec) -> tuple[str, bool]:
 
 
 def render_docker(spec: Spec, ctx: BuildContext) -> None:
-    """Dockerfile + runtime/ (mlserve runtime, vendored deps) + large/ + app/."""
+    """Dockerfile + runtime/ (mlserve runtime, the wheels of its deps) + large/ + app/."""
     values = _common(spec)
     image, install_python = base_image(spec)
     if install_python and spec.python != CUDA_BASE_PYTHON:
@@ -141,16 +141,16 @@ def render_docker(spec: Spec, ctx: BuildContext) -> None:
     spec.warn_private_files(ctx, "the image's service user (uid 10001)")
     if not any(p.startswith("app/") for p in ctx.files):
         ctx.text("app/.keep", "")  # COPY app/ needs the directory even when every file is large
+    # The wheels are for the Python the image runs: the default CUDA image's own, else model.python.
+    python = CUDA_BASE_PYTHON if install_python else spec.python
+    platform = spec.option("docker", "platform", "linux/amd64")
     values.update(base_image=image, install_python=install_python, apt_packages=apt,
-                  large_files=large, port=spec.option("docker", "port", 8080))
+                  large_files=large, port=spec.option("docker", "port", 8080),
+                  runtime_pins=runtime_pins(python))
     ctx.text("Dockerfile", render("docker", "Dockerfile.j2", **values))
     ctx.text("requirements.txt", spec.requirements_text())
     ctx.copy("runtime/healthcheck.py", templates_dir() / "docker" / "healthcheck.py")
     for rel, source in runtime_sources():
         ctx.copy(f"runtime/lib/{rel}", source)
-    for rel, source in vendored_sources(spec.python):
-        ctx.copy(f"runtime/vendor/{rel}", source)
-    if spec.python != local_python():
-        ctx.warnings.append(f"model.python is {spec.python} but mlserve runs on {local_python()}: "
-                            "the image gets pure-Python uvicorn/h11 (the compiled uvloop and "
-                            "httptools copied from here will not load there)")
+    for wheel in runtime_wheels(python, platform):
+        ctx.copy(f"runtime/wheels/{wheel.name}", wheel)

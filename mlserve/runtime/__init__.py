@@ -10,6 +10,7 @@ library, uvicorn (with uvloop and httptools when installed) and its own modules 
 
 Modules: ``config`` (flags and environment), ``loader`` (import and load the model), ``app`` (the
 ASGI routes), ``dispatch`` (running predict off the loop), ``logs`` (access log and events),
-``masking`` (secrets masked in whatever the process writes), ``server`` (uvicorn, sockets,
+``masking`` (secrets masked in whatever the process writes), ``engines`` (which event loop and
+HTTP parser it runs, and why not the fast ones), ``server`` (uvicorn, sockets,
 handover, signals).
 """

@@ -2,7 +2,7 @@
 
 | route | answer |
 |---|---|
-| GET /health, GET /ping, Vertex AIP_HEALTH_ROUTE | 200 {"status":"ready","name","release"} or 503 {"status":"loading"} |
+| GET /health, GET /ping, Vertex AIP_HEALTH_ROUTE | 200 {"status":"ready","name","release","loop","http"} or 503 {"status":"loading"} |
 | GET / (Azure ML / KServe liveness) | 200 {"status":"alive"} as soon as the process serves |
 | POST /predict | {"input": X} -> {"output": predict(X)} |
 | POST /invocations (SageMaker), POST /score (Azure ML) | {"instances": [...]} -> {"predictions": [...]}; {"input": X} -> {"output": ...}; any other JSON is the payload, the output is the body |
@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
+from .engines import detect
 from .logs import Logs
 
 JSON_TYPE = (b"content-type", b"application/json")
@@ -164,7 +165,9 @@ class App:
         return routes
 
     def set_ready(self, runner) -> None:
-        self._ready_body = _encode({"status": "ready", "name": self._name, "release": self._release}).encode()
+        engines = detect()
+        self._ready_body = _encode({"status": "ready", "name": self._name, "release": self._release,
+                                    "loop": engines.loop, "http": engines.http}).encode()
         self.runner = runner
 
     # -- ASGI entry ----------------------------------------------------------------------------

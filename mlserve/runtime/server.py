@@ -26,6 +26,7 @@ import threading
 from .app import App
 from .config import MIN_SECRET_CHARS, Settings
 from .dispatch import AsyncRunner, ThreadDispatcher
+from .engines import detect
 from .loader import EntrypointError, load_model, prepare_app_dir, split_entrypoint
 from .logs import Logs, Redactor, route_uvicorn_logs
 from .masking import mask_std_streams
@@ -67,14 +68,6 @@ def _import_uvicorn() -> tuple[type, type]:
 
 
 Config, Server = _import_uvicorn()
-
-
-def _available(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 def _steer_to_newest(sock: socket.socket) -> None:
@@ -135,7 +128,7 @@ class Runtime:
     def _config(self) -> Config:
         return Config(
             self.app,
-            http="httptools" if _available("httptools") else "h11",
+            http=detect().http,
             ws="none",
             lifespan="off",
             access_log=False,
@@ -248,11 +241,11 @@ class Runtime:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
+    if detect().loop == "uvloop":
         import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def run(settings: Settings) -> int:
@@ -261,6 +254,10 @@ def run(settings: Settings) -> int:
     streams = mask_std_streams(redact.forms) if settings.secrets else None
     logs = Logs(redact, settings.access_log, *((streams.out, streams.err) if streams else ()))
     route_uvicorn_logs(logs)
+    engines = detect()
+    logs.event(f"starting: {engines.describe()}")
+    for problem in engines.problems:
+        logs.event(f"warning: {problem}; serving on the slower fallback")
     if settings.short_secret_names:
         logs.event(f"warning: secret(s) {', '.join(settings.short_secret_names)} shorter than {MIN_SECRET_CHARS} "
                    "characters are not masked in logs; use longer values")
