@@ -48,11 +48,14 @@ def http_json(method: str, url: str, body: object = None,
 
 
 def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: True,
-                 tick: Callable[[], None] = lambda: None, max_delay: float = 0.5) -> str | None:
+                 tick: Callable[[], None] = lambda: None, max_delay: float = 0.5,
+                 request: Callable[..., tuple[int, object]] | None = None) -> str | None:
     """Poll ``url`` + /health. None when healthy, else the reason it is not.
 
     The delay between polls grows from 20 ms to ``max_delay``; on loopback a small
-    ``max_delay`` costs nothing and shortens a small model's deploy."""
+    ``max_delay`` costs nothing and shortens a small model's deploy. ``request`` (``http_json``'s
+    signature) sends the poll another way, e.g. from inside a container on a remote engine."""
+    request = request or http_json
     deadline = time.monotonic() + timeout
     delay = 0.02
     last = "no answer yet"
@@ -60,7 +63,7 @@ def wait_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: T
         if not alive():
             return EXITED_WHILE_LOADING
         try:
-            status, body = http_json("GET", url.rstrip("/") + "/health", timeout=2)
+            status, body = request("GET", url.rstrip("/") + "/health", timeout=2)
             if status == 200:
                 return None
             last = f"/health answered {status}"
@@ -103,9 +106,12 @@ def load_failure(log: str) -> str | None:
     return found if len(found) <= 300 else found[:297] + "..."
 
 
-def predict_call(url: str, timeout: float = 60.0) -> Call:
+def predict_call(url: str, timeout: float = 60.0,
+                 request: Callable[..., tuple[int, object]] | None = None) -> Call:
+    request = request or http_json
+
     def call(payload: object) -> tuple[int, object]:
-        return http_json("POST", url.rstrip("/") + "/predict", {"input": payload}, timeout=timeout)
+        return request("POST", url.rstrip("/") + "/predict", {"input": payload}, timeout=timeout)
     return call
 
 

@@ -12,15 +12,18 @@ not have it yet; ``deploy --image REF`` runs an image built earlier instead.
 Zero-downtime switch (one step, like the local target), with host networking (every container of
 the deployment shares the engine host's network, so the runtime's SO_REUSEPORT handover works
 across containers; both run as uid 10001, which SO_REUSEPORT requires):
-prepare starts the new container with ``--check-port Q`` (a free port): it serves only
-127.0.0.1:Q and holds the public port bound but not listening; health and smoke are checked on Q.
+prepare starts the new container with ``--check-port 0``: it serves only 127.0.0.1:Q (a port the
+kernel picked, which its log names) and holds the public port bound but not listening; health and
+smoke are checked on Q.
 Activate sends the runtime SIGUSR1 from inside the container (it starts accepting on the
 public port, new connections go to it), waits for ``activated on`` in its log, then marks the container active
 (a file in its writable layer); finish stops the old container (SIGTERM: it drains) and removes
 it. A container the engine restarts (restart policy) finds the mark and serves the public port at
 once. A failed load or smoke removes the new container; the old one never stopped serving.
-Checks reach the check port on loopback, so they need the engine on this machine; a remote
-engine (tcp://, ssh://) is refused with that reason (see README).
+On the local engine the checks reach Q on this machine's loopback; on a remote engine (tcp://,
+ssh://) they are sent from inside the new container through the engine's exec API
+(``docker_probe``), so no port but the public one has to be reachable. ``status`` and
+``predict`` use the public URL, ``http://ENGINE-HOST:PORT``.
 
 Secrets are passed as the container's environment: whoever can ``docker inspect`` it reads
 them (as anyone who can read /proc of a local release); they are never in the image.
@@ -32,16 +35,17 @@ import os
 import time
 from typing import Iterator
 
-from ..checks import http_json, load_headline, predict_call, run_smoke, wait_healthy
+from ..checks import (EXITED_WHILE_LOADING, http_json, load_headline, predict_call, run_smoke,
+                      wait_healthy)
 from ..errors import DeployError, ProviderError
 from ..providers import info as provider_info
 from ..vocab import DeployState
 from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
-from .procs import LOG_TAIL, free_port, http_url
+from .docker_probe import check_port_of, engine_is_local, exec_request
+from .procs import LOG_TAIL, http_url
 
 LABEL_DEPLOYMENT = "org.mlserve.deployment"
 LABEL_RELEASE = "org.mlserve.release"
-LABEL_CHECK_PORT = "org.mlserve.check-port"
 ACTIVE_MARK = "/tmp/.mlserve-active"
 #: The container's command: serve on the public port at once when marked active (a restart by
 #: the engine), else through the check port and SIGUSR1 (a new release).
@@ -69,9 +73,13 @@ def _short(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _engine_base(ctx: Context) -> str:
+    return ctx.target.host or os.environ.get("DOCKER_HOST") or "unix://"
+
+
 def _public_url(ctx: Context) -> str:
-    base = ctx.target.host or os.environ.get("DOCKER_HOST") or "unix://"
-    if base.startswith("unix://"):
+    base = _engine_base(ctx)
+    if engine_is_local(base):
         return http_url("127.0.0.1", ctx.target.port)
     host = base.split("://", 1)[1].rsplit("@", 1)[-1].split(":")[0].split("/")[0]
     return http_url(host, ctx.target.port)
@@ -79,6 +87,23 @@ def _public_url(ctx: Context) -> str:
 
 def _containers(client, ctx: Context) -> list:
     return client.containers.list(all=True, filters={"label": f"{LABEL_DEPLOYMENT}={ctx.identity}"})
+
+
+def _live_release(ctx: Context, url: str, found: list) -> str | None:
+    """The release the public port's /health names: asked directly on the local engine, from
+    inside a running container of the deployment on a remote one (its port may be closed to
+    this machine)."""
+    request, where = None, url
+    if not engine_is_local(_engine_base(ctx)):
+        running = [c for c in found if c.status == "running"]
+        if not running:
+            return None
+        request, where = exec_request(running[0]), http_url("127.0.0.1", ctx.target.port)
+    try:
+        code, body = (request or http_json)("GET", where + "/health", timeout=2)
+    except OSError:
+        return None
+    return body.get("release") if code == 200 and isinstance(body, dict) else None
 
 
 def _tail(container, lines: int = LOG_TAIL) -> str:
@@ -92,11 +117,6 @@ class DockerAdapter(Adapter):
     name = "docker"
 
     def check(self, ctx: Context) -> None:
-        base = ctx.target.host or os.environ.get("DOCKER_HOST") or "unix://"
-        if not base.startswith("unix://"):
-            raise DeployError(f"the engine at {base} is not on this machine: mlserve checks a new "
-                              "container on its loopback check port before switching",
-                              fix="run mlserve on the engine's host (DOCKER_HOST unset there)")
         engine(ctx).close()
 
     @staticmethod
@@ -125,13 +145,9 @@ class DockerAdapter(Adapter):
             return Observed(DeployState.UNREACHABLE, None, url, [], exc.message)
         try:
             found = _containers(client, ctx)
+            live = _live_release(ctx, url, found)
         finally:
             client.close()
-        try:
-            code, body = http_json("GET", url + "/health", timeout=2)
-            live = body.get("release") if code == 200 and isinstance(body, dict) else None
-        except OSError:
-            live = None
         resources = []
         for c in found:
             rel, state = c.labels.get(LABEL_RELEASE), info.state(c.status)
@@ -286,14 +302,13 @@ class DockerStep:
 
     def _run(self) -> None:
         ctx, rid, snap = self.ctx, self.release.release_id, self.release.snapshot
-        check_port = free_port("127.0.0.1")
         res = snap.get("resources") or {}
         kwargs = {}
         if res.get("gpu"):
             import docker.types
             kwargs["device_requests"] = [docker.types.DeviceRequest(
                 count=int(res["gpu"].get("count", 1)), capabilities=[["gpu"]])]
-        env = {**(snap.get("env") or {}), **ctx.secrets, "MLSERVE_CHECK_PORT": str(check_port),
+        env = {**(snap.get("env") or {}), **ctx.secrets, "MLSERVE_CHECK_PORT": "0",
                "MLSERVE_RELEASE": rid}
         name = f"mlserve-{ctx.identity}-{rid}-{int(time.time())}".replace("/", "-")
         ctx.reporter.step(f"starting {self.image} beside the current release")
@@ -302,8 +317,7 @@ class DockerStep:
                 self.image, entrypoint=["sh", "-c", _LAUNCH.format(mark=ACTIVE_MARK), "mlserve"],
                 command=["--host", "0.0.0.0", "--port", str(ctx.target.port), "--release", rid],
                 name=name, detach=True, network_mode="host", environment=env,
-                labels={LABEL_DEPLOYMENT: ctx.identity, LABEL_RELEASE: rid,
-                        LABEL_CHECK_PORT: str(check_port)},
+                labels={LABEL_DEPLOYMENT: ctx.identity, LABEL_RELEASE: rid},
                 restart_policy={"Name": ctx.target.restart},
                 mem_limit=memory_bytes(res.get("memory", "1Gi")),
                 nano_cpus=int(float(res.get("cpu", 1)) * 1e9), **kwargs)
@@ -311,8 +325,8 @@ class DockerStep:
             raise DeployError(f"the engine did not start {self.image}: {_short(exc)}",
                               fix="check the image and the target's resources") from None
         ctx.record("container", self.new.id[:12], container=self.new.id[:12], image=self.image,
-                   digest=self.digest, check_port=check_port)
-        self.check_url = http_url("127.0.0.1", check_port)
+                   digest=self.digest)
+        self.request = http_json if engine_is_local(_engine_base(ctx)) else exec_request(self.new)
 
     def _alive(self) -> bool:
         try:
@@ -323,15 +337,23 @@ class DockerStep:
 
     def _check(self) -> str | None:
         ctx, rid, snap = self.ctx, self.release.release_id, self.release.snapshot
+        started = time.monotonic()
         with ctx.reporter.progress(f"waiting for {rid} to load") as step:
-            reason = wait_healthy(self.check_url, ctx.target.health_timeout, alive=self._alive,
-                                  max_delay=0.2)
+            port = check_port_of(self.new, started + ctx.target.health_timeout)
+            if port is None:
+                reason = EXITED_WHILE_LOADING if not self._alive() else \
+                    f"its check port was not open after {ctx.target.health_timeout:g}s"
+            else:
+                check_url = http_url("127.0.0.1", port)
+                left = max(1.0, ctx.target.health_timeout - (time.monotonic() - started))
+                reason = wait_healthy(check_url, left, alive=self._alive, max_delay=0.2,
+                                      request=self.request)
             if reason is not None:
                 step.failed()
         if reason is None and snap.get("smoke"):
             ctx.reporter.step(f"running {len(snap['smoke'])} smoke case(s)")
             from ..manifest import SmokeCase
-            reason = run_smoke(predict_call(self.check_url),
+            reason = run_smoke(predict_call(check_url, request=self.request),
                                [SmokeCase.model_validate(c) for c in snap["smoke"]])
         return reason
 

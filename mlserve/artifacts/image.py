@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import InvalidInput, ProviderError, missing_extra
+from ..errors import InvalidInput, MissingCredentials, ProviderError, missing_extra
 from ..report import Reporter
 from . import registry as registries
 
@@ -98,11 +98,37 @@ def engine(docker_host: str | None = None):
         client.ping()
         return client
     except Exception as exc:    # requests, paramiko and docker errors alike: one message
+        trust = _ssh_trust_error(host, exc)
+        if trust is not None:
+            raise trust from None
         raise ProviderError(
             f"cannot reach the Docker engine at {host}",
             fix="start the engine (e.g. `systemctl start docker`) or point DOCKER_HOST (or the "
                 "target's host) at a running one: unix:///var/run/docker.sock, tcp://HOST:2376, "
                 "ssh://USER@HOST", details=_first_line(exc)) from None
+
+
+def _ssh_trust_error(host: str, exc: BaseException) -> MissingCredentials | None:
+    """An ``ssh://`` engine whose host key is unknown or changed, or that refused our key:
+    exit 3 with the fix (the docker SDK checks host keys strictly against ~/.ssh/known_hosts
+    and takes the identity from ~/.ssh/config or ~/.ssh/id_*)."""
+    text, kind = str(exc), type(exc).__name__
+    address = host.split("://", 1)[-1].rsplit("@", 1)[-1]
+    name, _, port = address.partition(":")
+    if "not found in known_hosts" in text or kind == "BadHostKeyException":
+        changed = kind == "BadHostKeyException"
+        return MissingCredentials(
+            f"the Docker engine host {address} offers a host key that "
+            f"{'differs from the one' if changed else 'is not'} in ~/.ssh/known_hosts",
+            fix=f"check the host key's fingerprint with the host's owner, then record it: "
+                f"ssh-keyscan{' -p ' + port if port else ''} {name} >> ~/.ssh/known_hosts "
+                "(or connect once with ssh and accept it)")
+    if kind in ("AuthenticationException", "PasswordRequiredException"):
+        return MissingCredentials(
+            f"the Docker engine host {address} refused the SSH login ({_first_line(exc)})",
+            fix="name the key in ~/.ssh/config (Host ... IdentityFile ...) or load it into "
+                "ssh-agent, and check the user in the engine's ssh:// URL")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

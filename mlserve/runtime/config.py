@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-port",
         type=_port,
-        help="listen only on 127.0.0.1:CHECK_PORT; bind the public port and serve it after SIGUSR1",
+        help="listen only on 127.0.0.1:CHECK_PORT (0: a free port, named in the log's 'listening on' line); "
+        "bind the public port and serve it after SIGUSR1",
     )
     parser.add_argument("--concurrency", type=_positive_int, help="predict calls in flight at most (default: 4)")
     parser.add_argument("--max-body-bytes", type=_positive_int, help="largest request body (default: 10 MiB)")

@@ -159,7 +159,10 @@ class Runtime:
         if serving.done():
             await serving
             return 1
-        where = f"{s.host}:{s.port}" if s.check_port is None else f"127.0.0.1:{s.check_port} (public {s.host}:{s.port} on SIGUSR1)"
+        # The bound port, not the asked one: ``--check-port 0`` lets the kernel pick a free port
+        # where the deployer cannot (a remote Docker engine), and it reads it from this line.
+        bound = sockets[0].getsockname()[1]
+        where = f"{s.host}:{s.port}" if s.check_port is None else f"127.0.0.1:{bound} (public {s.host}:{s.port} on SIGUSR1)"
         self.logs.event(f"listening on {where}; loading {s.entrypoint} from {s.app_dir}")
         if self._activate_requested:
             await self._activate()

@@ -196,11 +196,13 @@ def running_sshd(
     netns: str | None = None,
     client_key: Path | None = None,
     workdir: Path | None = None,
+    extra_config: str = "",
 ) -> Iterator[SshdHost]:
     """Start an sshd (in ``netns`` when given) and stop it on exit.
 
     Without ``port`` a free loopback port is picked, retried if another process takes it
-    first. ``client_key`` lets several servers accept one key (a fleet).
+    first. ``client_key`` lets several servers accept one key (a fleet). ``extra_config``
+    lines are appended to its sshd_config (e.g. ``SetEnv`` for the sessions it starts).
     """
     sshd = require_tool("sshd", "sshd", "openssh-server")
     own_dir = workdir is None
@@ -215,7 +217,7 @@ def running_sshd(
             host.known_hosts.write_text(host.known_hosts_line + "\n")
             host.wrong_known_hosts.write_text(
                 known_hosts_line(host.host, host.port, (workdir / "wrong_host.pub").read_text()) + "\n")
-            host.config_path.write_text(sshd_config(workdir, listen, host.port, user))
+            host.config_path.write_text(sshd_config(workdir, listen, host.port, user) + extra_config)
             try:
                 host.start()
                 break
