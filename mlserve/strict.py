@@ -21,6 +21,14 @@ NAME_RE = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SECRET_RE = r"^[A-Z_][A-Z0-9_]*$"
 PYTHON_RE = r"^3\.(9|1[0-9])$"
+#: An image repository as docker parses it, without tag or digest: [DOMAIN[:PORT]/]PATH with
+#: lower-case path components (distribution/reference's grammar).
+_REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REPOSITORY = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    rf"(?::[0-9]{{1,5}})?/)?{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*")
+IMAGE_REPOSITORY_RE = f"^{IMAGE_REPOSITORY}$"
+DOCKER_HOST_RE = r"^(unix|tcp|ssh)://\S+$"
 
 
 def clean(text: str) -> str:
@@ -104,6 +112,9 @@ _PATTERN_WORDS = {
     ENV_NAME_RE: "be letters, digits and underscores, not starting with a digit",
     SECRET_RE: "be an upper-case environment variable name (API_TOKEN)",
     PYTHON_RE: "be a Python version from 3.9 on, quoted (\"3.11\")",
+    IMAGE_REPOSITORY_RE: "be an image repository without tag: [REGISTRY[:PORT]/]PATH, with "
+                         "lower-case path components (registry.example.com/team/hello)",
+    DOCKER_HOST_RE: "be a Docker engine address: unix:///PATH, tcp://HOST:PORT or ssh://USER@HOST",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, field_validator
 
-from .strict import Strict, shown
+from .strict import DOCKER_HOST_RE, IMAGE_REPOSITORY_RE, Strict, shown
 
 # Checked with fullmatch: `$` with re.match would let a trailing newline through.
 _HOST_RE = re.compile(r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
@@ -105,7 +105,8 @@ class DockerTarget(TargetBase):
     """A container image (the generic package for SageMaker, Vertex AI, Azure ML, Runpod, k8s)."""
 
     provider: Literal["docker"] = Field(description="Build a container image.", examples=["docker"])
-    image: str = Field(description="Image repository to build and push (no tag: the release id "
+    image: str = Field(pattern=IMAGE_REPOSITORY_RE, max_length=255,
+                       description="Image repository to build and push (no tag: the release id "
                        "is the tag).", examples=["registry.example.com/team/hello"])
     base_image: str | None = Field(None, description="Base image; a slim Python image by default, "
                                    "a CUDA image when a GPU is requested.",
@@ -115,7 +116,7 @@ class DockerTarget(TargetBase):
     platform: Literal["linux/amd64", "linux/arm64"] = Field(
         "linux/amd64", description="Platform the image runs on: the runtime's compiled "
         "dependencies are fetched as wheels for it.", examples=["linux/arm64"])
-    host: str | None = Field(None, pattern=r"^(unix|tcp|ssh)://\S+$",
+    host: str | None = Field(None, pattern=DOCKER_HOST_RE,
                              description="Docker engine `mlserve deploy` runs the container on "
                              "(unix://, tcp:// or ssh://); DOCKER_HOST or the local socket when "
                              "absent.", examples=["ssh://ubuntu@203.0.113.7"])

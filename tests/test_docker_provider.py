@@ -299,3 +299,23 @@ def test_image_on_a_target_that_runs_no_images_is_exit_2(tmp_path, capsys):
     assert result.code == 2 and "does not run images" in result.err
     result = _cli(capsys, project, tmp_path / "state", "delete", "here", "--yes", "--purge")
     assert result.code == 2 and "keeps no images" in result.err
+
+
+@pytest.mark.parametrize("image, ok", [
+    ("hello", True), ("team/hello", True), ("registry.example.com/team/hello", True),
+    ("localhost:5000/a/b_c__d-e.f", True), ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/m", True),
+    ("hello:latest", False), ("hello@sha256:" + "0" * 64, False), ("Team/Hello", False),
+    ("team/hello world", False), ("team//hello", False), ("-team/hello", False),
+    ("team/hello\nRUN x", False), ("", False), ("a/" * 130 + "b", False), ("hello/", False)])
+def test_the_image_repository_is_checked_at_validate(tmp_path, capsys, image, ok):
+    """The target's ``image`` is a repository (the release id is the tag): anything docker's
+    reference grammar refuses is exit 2 at ``validate``, naming the field and the form."""
+    project = _project(tmp_path, 1, 2)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["box"]["image"] = image
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    result = run_cli(capsys, "validate", "box", "-f", str(project / "mlserve.yaml"))
+    assert result.code == (0 if ok else 2), result.err
+    if not ok:
+        assert "targets.box.image" in result.err, result.err
+        assert ("without tag" if len(image) <= 255 else "255") in result.err, result.err

@@ -18,16 +18,13 @@ import re
 import docker.errors   # imported by the docker adapter only, after its SDK check
 
 from ..errors import DeployError, InvalidInput, NotFound
+from ..strict import IMAGE_REPOSITORY
 from .base import Context, ReleaseSpec
 
 
-#: An image reference as docker parses it: [DOMAIN[:PORT]/]PATH[:TAG][@sha256:DIGEST]
-#: (distribution/reference's grammar; lower-case path components).
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: An image reference as docker parses it: REPOSITORY[:TAG][@sha256:DIGEST].
 IMAGE_REF_RE = re.compile(
-    rf"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    rf"(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-    r"(?:@sha256:[0-9a-f]{64})?")
+    rf"{IMAGE_REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?")
 
 
 def check_ref(ref: str) -> None:
