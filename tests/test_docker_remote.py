@@ -17,6 +17,8 @@ started here: a plain-TCP engine is root for anyone who can reach the port.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import run_process
+from tests.helpers import MLSERVE, run_process
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.net import free_port
 from tests.infra.sshd import current_user, running_sshd
@@ -133,6 +135,7 @@ def test_deploy_redeploy_broken_and_delete_over_ssh(tmp_path, dockerd, engine_ov
         assert status.code == 0 and json.loads(status.out)["status"] == "READY", status.out
         said = run_process("predict", "far", *args, "--input", '{"x": [4]}', env=env)
         assert said.code == 0 and json.loads(said.out) == {"y": [8], "version": "v2"}
+        _follow_sees_a_new_request(args, env, url)
         gone = run_process("delete", "far", *args, "--yes", env=env)
         assert gone.code == 0, gone.err
         assert _version(url) is None
@@ -141,6 +144,32 @@ def test_deploy_redeploy_broken_and_delete_over_ssh(tmp_path, dockerd, engine_ov
         for c in client.containers.list(all=True, filters={"label": "org.mlserve.deployment=remote.far"}):
             c.remove(force=True)
         client.close()
+
+
+def _follow_sees_a_new_request(args: tuple, env: dict, url: str) -> None:
+    """``logs --follow`` streams the serving container's log: a request made after it started
+    shows up in it."""
+    follow = subprocess.Popen([*MLSERVE, "logs", "far", *args, "-n", "5", "--follow"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, **env})
+    try:
+        seen = threading.Event()
+
+        def read():
+            for line in follow.stdout:
+                if b"POST /predict" in line:
+                    seen.set()
+                    return
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while not seen.is_set() and time.monotonic() < deadline:
+            _version(url)
+            seen.wait(0.5)
+        assert seen.is_set(), "logs --follow never showed a request made while it ran"
+        assert follow.poll() is None                    # still following
+    finally:
+        follow.kill()
+        follow.wait()
 
 
 def test_an_engine_host_whose_key_is_unknown_is_refused_exit_3(tmp_path, engine_over_ssh):
