@@ -39,3 +39,22 @@ def run_process(*args: str, env: dict | None = None, cwd: Path | None = None,
     proc = subprocess.run([*MLSERVE, *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def kill_at_point(argv: list[str], reached, name: str, timeout: float, also=lambda: None) -> None:
+    """Start ``argv``, SIGKILL it as soon as ``reached()`` is true (then run ``also``, e.g. to
+    kill its helpers too), and fail if it finished first or never got there."""
+    import signal
+    import time
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and not reached() and time.monotonic() < deadline:
+            time.sleep(0.002)                   # kill as soon as the point is reached
+        assert proc.poll() is None, f"the deploy finished before the kill point {name!r}"
+        assert time.monotonic() < deadline, f"the deploy never reached the kill point {name!r}"
+        proc.send_signal(signal.SIGKILL)
+        also()
+    finally:
+        proc.kill()
+        proc.wait()

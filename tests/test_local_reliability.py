@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hypothesis import given, strategies as st
 
 from mlserve.adapters.procs import find_runners
 from mlserve.checks import load_failure
-from tests.helpers import MLSERVE, run_process
+from tests.helpers import MLSERVE, kill_at_point, run_process
 from tests.infra.net import free_port
 from tests.ssh_models import make, target_for, tiny_wheel, wait_until
 
@@ -170,18 +169,7 @@ def test_kill_minus_nine_of_deploy_leaves_nothing_unknown(dep, name, when, venv,
     old = dep.deploy()
     wheel = _wheel(dep.project, "0.1") if venv else None
     dep.write(2, wheel=wheel, load_seconds=0.3)
-    proc = subprocess.Popen([*MLSERVE, "deploy", *dep.args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and not when(dep, old) and time.monotonic() < deadline:
-            time.sleep(0.002)                   # kill as soon as the point is reached
-        assert proc.poll() is None, f"the deploy finished before the kill point {name!r}"
-        assert time.monotonic() < deadline, f"the deploy never reached the kill point {name!r}"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_at_point([*MLSERVE, "deploy", *dep.args], lambda: when(dep, old), name, 30)
     if venv:                                  # killed mid-build: the build directory is there
         assert [p for p in (dep.state / "venvs").iterdir() if ".tmp-" in p.name]
     answers = dep.health()

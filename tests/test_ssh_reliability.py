@@ -15,14 +15,12 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from mlserve.adapters.procs import read_json
-from tests.helpers import MLSERVE, run_process
+from tests.helpers import MLSERVE, kill_at_point, run_process
 from tests.infra.cleanup import pids_mentioning
 from tests.infra.net import free_port
 from tests.infra.procs import kill_pids
@@ -184,20 +182,10 @@ def remote_for(tmp_path):
 
 
 def _kill_deploy_at(remote: Remote, when, name: str, old: str, helper_too: bool) -> None:
-    proc = subprocess.Popen([*MLSERVE, "deploy", *remote.args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and not when(remote, old) and time.monotonic() < deadline:
-            time.sleep(0.002)                   # kill as soon as the point is reached
-        assert proc.poll() is None, f"the deploy finished before the kill point {name!r}"
-        assert time.monotonic() < deadline, f"the deploy never reached the kill point {name!r}"
-        proc.send_signal(signal.SIGKILL)
+    def helpers():
         for pid in _helpers(remote) if helper_too else ():
             os.kill(pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_at_point([*MLSERVE, "deploy", *remote.args], lambda: when(remote, old), name, 60, helpers)
 
 
 def _check_after_kill(remote: Remote, old: str, expected: list[str | set]) -> None:

@@ -42,7 +42,7 @@ from ..providers import info as provider_info
 from ..vocab import DeployState
 from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
 from .docker_probe import check_port_of, engine_is_local, exec_request
-from .procs import LOG_TAIL, http_url
+from .procs import LOG_TAIL, http_url, url_caller
 
 LABEL_DEPLOYMENT = "org.mlserve.deployment"
 LABEL_RELEASE = "org.mlserve.release"
@@ -174,16 +174,7 @@ class DockerAdapter(Adapter):
         return {"image": step.image, "digest": step.digest} if step.image else {}
 
     def caller(self, ctx: Context, observed: Observed) -> Call:
-        url = observed.url or _public_url(ctx)
-        ask = predict_call(url, timeout=300)
-
-        def call(payload):
-            try:
-                return ask(payload)
-            except OSError as exc:
-                raise DeployError(f"{url} did not answer ({exc})",
-                                  fix=f"check `mlserve status {ctx.target_name}` and its logs") from None
-        return call
+        return url_caller(observed.url or _public_url(ctx), ctx.target_name)
 
     def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
         """The log of the container that serves (else the newest one): ``docker logs``."""

@@ -39,7 +39,7 @@ from ..vocab import DeployState
 from .base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
 from .procs import (LOG_TAIL, ProcessRef, Runner, find_runners, free_port, http_url,
                     listening_pids, log_tail, port_taken, private_dir, runtime_args, runtime_env,
-                    stop_process)
+                    stop_process, url_caller)
 from .supervisor import SupervisorError, start
 from .venvs import collect_venvs, python_for
 
@@ -113,16 +113,7 @@ class LocalAdapter(Adapter):
         return [LocalStep(ctx, release, observed)]
 
     def caller(self, ctx: Context, observed: Observed) -> Call:
-        url = observed.url or _url(ctx)
-        ask = predict_call(url, timeout=300)
-
-        def call(payload):
-            try:
-                return ask(payload)
-            except OSError as exc:
-                raise DeployError(f"{url} did not answer ({exc})",
-                                  fix=f"check `mlserve status {ctx.target_name}` and its logs") from None
-        return call
+        return url_caller(observed.url or _url(ctx), ctx.target_name)
 
     def logs(self, ctx: Context, observed: Observed, *, follow: bool, lines: int) -> Iterator[str]:
         from .procs import follow_file

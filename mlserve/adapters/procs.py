@@ -80,6 +80,22 @@ def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def url_caller(url: str, target_name: str):
+    """The adapters' ``caller`` for a runtime mlserve reaches over HTTP: one prediction sent to
+    ``url``; no answer is a DeployError pointing at ``status`` and the logs."""
+    from ..checks import predict_call
+    from ..errors import DeployError
+    ask = predict_call(url, timeout=300)
+
+    def call(payload):
+        try:
+            return ask(payload)
+        except OSError as exc:
+            raise DeployError(f"{url} did not answer ({exc})",
+                              fix=f"check `mlserve status {target_name}` and its logs") from None
+    return call
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free now (for a release's private check port)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
