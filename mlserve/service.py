@@ -298,8 +298,10 @@ def _anything_to_delete(ctx: Context, state: State, adapter) -> bool:
 def status(manifest=None, target=None, state_dir=None, reporter: Reporter | None = None) -> dict:
     with open_context(manifest, target, state_dir, reporter, writable=False) as (ctx, state):
         row = _live_row(ctx, state, raise_errors=True)
-        history = [{"release": r.release_id, "outcome": r.outcome.value, "created_at": r.created_at,
-                    "reason": r.reason} for r in state.releases(ctx.target_name)]
+        live = {r.seq for r in state.releases(ctx.target_name, since_deletion=True)}
+        history = [{"release": r.release_id, "outcome": _outcome_shown(r, live),
+                    "created_at": r.created_at, "reason": r.reason}
+                   for r in state.releases(ctx.target_name)]
         history += [{"release": None, "outcome": "deleted", "created_at": e["at"],
                      "reason": e["message"]} for e in state.events(ctx.target_name, 1000)
                     if e["kind"] == "deleted"]
@@ -308,6 +310,14 @@ def status(manifest=None, target=None, state_dir=None, reporter: Reporter | None
                 "url": row["url"], "release": row["release"], "detail": row["detail"],
                 "extra": row["extra"], "releases": history[:10],
                 "warnings": list(state.warnings)}
+
+
+def _outcome_shown(rel, live: set[int]) -> str:
+    """A release row keeps the outcome it had when a ``delete`` came; one that was serving (or
+    being deployed) then is shown as deleted, not as serving."""
+    if rel.seq not in live and rel.outcome in (SERVING, PENDING):
+        return "deleted"
+    return rel.outcome.value
 
 
 def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = None) -> list[dict]:

@@ -173,7 +173,12 @@ def test_local_lifecycle(tmp_path):
     assert deleted.code == 0 and json.loads(deleted.out)["status"] == "DELETED"
     assert not _pid_alive(pid)
     assert not _port_open(port)
-    assert json.loads(run_process("status", *args, "--json").out)["status"] == "DELETED"
+    after = json.loads(run_process("status", *args, "--json").out)
+    assert after["status"] == "DELETED"
+    # The history says what became of the release that served until the delete.
+    assert [r["outcome"] for r in after["releases"][:2]] == ["deleted", "deleted"]
+    assert after["releases"][1]["release"] == second_id
+    assert "serving" not in [r["outcome"] for r in after["releases"]]
     assert not (Path(state) / "local" / "local").exists()
 
 
