@@ -583,7 +583,7 @@ def test_delete_keeps_earlier_outcomes_and_rollback_offers_nothing_before_it(see
     status = json.loads(_run(capsys, "status", seeded, "--json").out)
     assert status["status"] == "DELETED"
     assert [(r["release"], r["outcome"]) for r in status["releases"]] == [
-        (None, "deleted"), ("r-two", "serving"), ("r-one", "superseded")]
+        (None, "deleted"), ("r-two", "deleted"), ("r-one", "superseded")]
     back = _run(capsys, "rollback", seeded, "--to", "r-one")
     assert back.code == 2 and "no successful release 'r-one'" in back.err
     again = _run(capsys, "delete", seeded, "--json")
@@ -640,7 +640,7 @@ def test_noop_deploy_leaves_no_release_row_and_delete_keeps_history(served, caps
     assert listing[0]["status"] == "DELETED"           # what is live, not the last record
     status = json.loads(_run(capsys, "status", project, "--json").out)
     assert [(r["release"], r["outcome"]) for r in status["releases"]] == [
-        (None, "deleted"), (release, "serving")]
+        (None, "deleted"), (release, "deleted")]
     assert _run(capsys, "rollback", project).code == 2   # nothing from before the delete
     redeployed = _run(capsys, "deploy", project, "--json")
     assert redeployed.code == 0 and json.loads(redeployed.out)["changed"] is True
