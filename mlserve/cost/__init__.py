@@ -1,0 +1,98 @@
+"""``mlserve cost``: what serving this model costs on each catalogued target, per policy.
+
+``estimate(...)`` joins the traffic profile (``profile``) with the price rows TARGETs name
+(``catalogue``) through the three policies (``policies``) and returns one JSON-ready object
+(its JSON Schema: ``mlserve/schemas/output/cost.json``). Every figure carries the id, date and
+source of the price row it came from (or the profile, for a price the profile gives).
+Read only: nothing is written (``--refresh`` is ``refresh.refresh``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import InvalidInput
+from . import catalogue, profile as profiles
+from .policies import Load, figures, Figure, POLICIES
+
+__all__ = ["estimate", "POLICIES"]
+
+
+def estimate(targets: list[str], profile_path: Optional[Path] = None, manifest=None,
+             state_dir=None, reporter=None) -> dict[str, Any]:
+    traffic, shown_as = profiles.load(profile_path)
+    files = catalogue.load()
+    rows = catalogue.select(files, targets)
+    seconds, seconds_from = _seconds(traffic, manifest, state_dir, reporter)
+    load = Load(tuple(traffic.week()), seconds, traffic.concurrency, traffic.fixed_replicas)
+    used = {f.catalogue: f for f, _ in rows}
+    return {
+        "currency": "USD",
+        "month_hours": 730,
+        "profile": {
+            "source": shown_as, "requests_per_week": round(sum(load.week), 6),
+            "peak_requests_per_hour": max(load.week), "seconds_per_request": seconds,
+            "seconds_from": seconds_from, "concurrency": load.concurrency,
+            "fixed_replicas": load.fixed_replicas,
+        },
+        "targets": [_target(f, row, load, traffic) for f, row in rows],
+        "catalogues": [{"name": f.catalogue, "title": f.title, "checked": f.checked,
+                        "refresh": f.refresh} for f in used.values()],
+    }
+
+
+def _target(file: catalogue.PriceFile, row: catalogue.PriceRow, load: Load,
+            traffic: profiles.Profile) -> dict[str, Any]:
+    given = traffic.prices.get(row.id, traffic.prices.get(file.catalogue))
+    usd = given if given is not None else row.usd
+    price = {"id": row.id, "usd": usd, "per": row.kind.value, "date": row.date,
+             "source": row.source, "unverified": row.unverified,
+             "from": "profile" if given is not None else "catalogue"}
+    if usd is None:
+        reason = (f"your own hardware has no catalogue price: add `prices: {{{row.id}: USD per "
+                  f"{row.kind.value}}}` to the profile")
+        results = [Figure(p, False, reason) for p in POLICIES]
+    else:
+        results = figures(load, row.kind, usd, file.scaling)
+    return {"id": row.id, "catalogue": file.catalogue, "title": file.title, "layer": file.layer,
+            "offering": row.offering, "hardware": row.hardware, "region": row.region,
+            "kind": row.kind.value, "price": price,
+            "scaling": file.scaling.model_dump(exclude={"why_not"}),
+            "policies": [r.to_dict() for r in results]}
+
+
+def _seconds(traffic: profiles.Profile, manifest, state_dir, reporter) -> tuple[float, str]:
+    if traffic.seconds_per_request != "measured":
+        return traffic.seconds_per_request, "profile"
+    return measure(traffic.measure or profiles.Measure(), manifest, state_dir, reporter)
+
+
+def measure(spec: profiles.Measure, manifest, state_dir, reporter) -> tuple[float, str]:
+    """The median wall time of the manifest's smoke cases against the deployed target."""
+    from .. import service
+    project = service.project_for(manifest)
+    cases = project.manifest.smoke
+    if not cases:
+        raise InvalidInput("seconds_per_request: measured needs smoke cases to time, and the "
+                           "manifest has none", fix="add `smoke:` cases to the manifest, or give "
+                           "seconds_per_request as a number")
+    call = service.caller(manifest, spec.target, state_dir, reporter)
+    times = []
+    try:
+        for case in cases:
+            for _ in range(spec.repeat):
+                started = time.perf_counter()
+                status, _body = call(case.input)
+                times.append(time.perf_counter() - started)
+                if status != 200:
+                    raise InvalidInput(f"a smoke case answered HTTP {status} while being timed",
+                                       fix="fix the model or the smoke case (mlserve predict "
+                                       "shows the answer)")
+    finally:
+        getattr(call, "close", lambda: None)()
+    median = round(statistics.median(times), 6)
+    return max(median, 1e-6), (f"measured: median of {len(times)} smoke calls to "
+                                f"{spec.target or 'the default target'}")
