@@ -294,3 +294,21 @@ def test_any_target_name_is_found_or_refused_terminal_safe(capsys, name):
     assert not unsafe_chars(result.err + result.out)
     if result.code == 2:
         assert json.loads(result.out)["error"] == "NotFound"
+
+
+def test_manifest_target_names_are_priced_by_their_provider(capsys, tmp_path):
+    (tmp_path / "model.py").write_text("class Model:\n    def predict(self, payload):\n"
+                                       "        return payload\n")
+    (tmp_path / "mlserve.yaml").write_text(
+        "name: m\nmodel: {entrypoint: model.py:Model}\ntargets:\n"
+        "  gpu-box: {provider: ssh, hosts: [u@h.example]}\n  cloud: {provider: vm}\n")
+    result = run_cli(capsys, "cost", "gpu-box", "cloud", "-f", str(tmp_path / "mlserve.yaml"),
+                     "--json")
+    assert result.code == 0, result.err
+    assert {t["catalogue"] for t in json.loads(result.out)["targets"]} == {
+        "ssh", "aws-ec2", "gcp-compute", "azure-vm"}
+    unknown = run_cli(capsys, "cost", "nope", "-f", str(tmp_path / "mlserve.yaml"))
+    assert unknown.code == 2 and "no catalogued target 'nope'" in unknown.err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [\n")
+    assert run_cli(capsys, "cost", "gpu-box", "-f", str(broken)).code == 2

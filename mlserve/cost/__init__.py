@@ -25,7 +25,7 @@ def estimate(targets: list[str], profile_path: Optional[Path] = None, manifest=N
              state_dir=None, reporter=None) -> dict[str, Any]:
     traffic, shown_as = profiles.load(profile_path)
     files = catalogue.load()
-    rows = catalogue.select(files, targets)
+    rows = catalogue.select(files, _manifest_targets(files, targets, manifest))
     seconds, seconds_from = _seconds(traffic, manifest, state_dir, reporter)
     load = Load(tuple(traffic.week()), seconds, traffic.concurrency, traffic.fixed_replicas)
     used = {f.catalogue: f for f, _ in rows}
@@ -42,6 +42,24 @@ def estimate(targets: list[str], profile_path: Optional[Path] = None, manifest=N
         "catalogues": [{"name": f.catalogue, "title": f.title, "checked": f.checked,
                         "refresh": f.refresh} for f in used.values()],
     }
+
+
+def _manifest_targets(files: dict, targets: list[str], manifest) -> list[str]:
+    """TARGETs with each manifest target name the catalogue does not know replaced by its
+    provider (a target `gpu-box` of provider `ssh` is priced as `ssh`). The manifest is read only
+    when a name is unknown; without `-f` and with no manifest around, names stay as given."""
+    known = {f.catalogue for f in files.values()} | {r.id for f in files.values() for r in f.rows}
+    if all(t in known or any(r.startswith(f"{t}/") for r in known) for t in targets):
+        return targets
+    from ..errors import MlserveError
+    from ..manifest import load_project
+    try:
+        declared = load_project(manifest).manifest.targets
+    except MlserveError:
+        if manifest is not None:
+            raise
+        return targets
+    return [declared[t].provider if t not in known and t in declared else t for t in targets]
 
 
 def _target(file: catalogue.PriceFile, row: catalogue.PriceRow, load: Load,
