@@ -11,6 +11,10 @@ reader that takes the wrong line picks the wrong price and fails here.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,6 +132,7 @@ class PriceLists:
         self.requests: list[tuple[str, str, dict]] = []
         self.fail_with: int | None = None
         self.aws_offers = {"AmazonEC2": EC2_OFFER, "AmazonSageMaker": SAGEMAKER_OFFER}
+        self.big_offer = None          # a file served as the EC2 offer, in chunks, when set
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -146,6 +151,13 @@ class PriceLists:
                 owner.requests.append(("GET", self.path, dict(self.headers)))
                 if owner.fail_with:
                     return self._send(owner.fail_with, {"message": "unavailable"})
+                if owner.big_offer and "/AmazonEC2/" in self.path:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(owner.big_offer.stat().st_size))
+                    self.end_headers()
+                    with owner.big_offer.open("rb") as f:
+                        shutil.copyfileobj(f, self.wfile, 1 << 20)
+                    return
                 status, body = owner.answer_get(self.path, self.headers)
                 self._send(status, body)
 
@@ -308,3 +320,34 @@ def test_refresh_touches_only_the_catalogues_named(capsys, lists, tmp_path, monk
     assert run_cli(capsys, "cost", "lambda", "--refresh").code == 0
     assert sorted(p.name for p in (tmp_path / "prices").iterdir()) == ["lambda.yaml"]
     assert {p for _, p, _ in lists.requests} == {"/api/v1/instance-types"}
+
+
+@pytest.mark.slow
+def test_a_large_offer_file_is_read_as_a_stream(lists, tmp_path):
+    """An offer file of ~58 MB (the real EC2 ones are hundreds): the refresh, in its own process,
+    stays below what loading the document whole takes (json.load: ~350 MB peak, measured)."""
+    big = tmp_path / "ec2.json"
+    with big.open("w") as f:
+        f.write('{"formatVersion": "v1.0", "offerCode": "AmazonEC2", "products": {')
+        for i in range(80000):
+            f.write(json.dumps(f"SKU{i}") + ": " + json.dumps(_aws_product(
+                f"SKU{i}", instanceType=f"x{i}.large", usagetype=f"BoxUsage:x{i}.large")) + ", ")
+        f.write('"G5": ' + json.dumps(_aws_product("G5", instanceType="g5.xlarge")) + '}, ')
+        f.write('"terms": {"OnDemand": {')
+        for i in range(80000):
+            f.write(json.dumps(f"SKU{i}") + ": " + json.dumps(_aws_term(f"SKU{i}", "0.1")) + ", ")
+        f.write('"G5": ' + json.dumps(_aws_term("G5", "1.2340000000")) + "}}}")
+    assert big.stat().st_size > 50 * 2**20
+    lists.big_offer = big
+    proc = subprocess.Popen([sys.executable, "-m", "mlserve.cli", "cost",
+                             "aws-ec2/g5.xlarge/us-east-1", "--refresh", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    out = proc.stdout.read()
+    proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    assert _rows(json.loads(out))["aws-ec2/g5.xlarge/us-east-1"]["usd"] == 1.234
+    peak_mb = usage.ru_maxrss / 1024
+    # json.load of this document peaks at ~350 MB; the interpreter and mlserve take ~60 MB
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -55,9 +56,13 @@ def _fetch(source: str, url: str, body: Optional[bytes] = None,
         reason = str(getattr(exc, "reason", exc))
     except ValueError:
         reason = "the answer is not JSON"
-    raise ProviderError(f"could not read the {source} price list at {url}: {reason}",
-                        fix=f"check the network, or point MLSERVE_PRICES_{source.upper()}_URL "
-                            "at a copy of the document; the catalogue was not changed")
+    raise _unreadable(source, url, reason)
+
+
+def _unreadable(source: str, url: str, reason: str) -> ProviderError:
+    return ProviderError(f"could not read the {source} price list at {url}: {reason}",
+                         fix=f"check the network, or point MLSERVE_PRICES_{source.upper()}_URL "
+                             "at a copy of the document; the catalogue was not changed")
 
 
 def _malformed(source: str, url: str, what: str) -> ProviderError:
@@ -73,20 +78,66 @@ def _aws(file: PriceFile, rows: list[PriceRow]) -> dict[str, tuple[float, str]]:
     for region in sorted({r.region for r in rows if r.region}):
         url = (f"{base_url('aws')}/offers/v1.0/aws/{file.refresh_service or 'AmazonEC2'}"
                f"/current/{region}/index.json")
-        doc = _fetch("aws", url)
-        try:
-            products, on_demand = doc["products"], doc["terms"]["OnDemand"]
-            for sku, product in products.items():
-                key = _aws_key(product.get("attributes", {}))
-                if key is None or sku not in on_demand:
-                    continue
-                for term in on_demand[sku].values():
-                    for dim in term["priceDimensions"].values():
-                        if dim.get("unit") in ("Hrs", "Hours"):
-                            found[f"{key}@{region}"] = (float(dim["pricePerUnit"]["USD"]), url)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed("aws", url, f"missing or odd {exc}") from None
+        wanted = {r.key for r in rows if r.region == region}
+        for key, usd in _aws_offer(url, wanted).items():
+            found[f"{key}@{region}"] = (usd, url)
     return {r.key: found[f"{r.key}@{r.region}"] for r in rows if f"{r.key}@{r.region}" in found}
+
+
+def _aws_offer(url: str, wanted: set[str]) -> dict[str, float]:
+    """Instance type -> on-demand USD per hour, for the ``wanted`` types of one offer file.
+
+    A region's EC2 offer file is hundreds of MB: it is copied to a temporary file as it arrives
+    and read twice as a stream (``ijson``), products first, then their on-demand terms, so memory
+    stays small whatever its size."""
+    try:
+        import ijson
+    except ImportError:
+        from ..errors import missing_extra
+        raise missing_extra("prices", "ijson") from None
+    import tempfile
+    with tempfile.TemporaryFile() as copy:
+        _download("aws", url, copy)
+        try:
+            copy.seek(0)
+            skus, products = {}, 0
+            for sku, product in ijson.kvitems(copy, "products"):
+                products += 1
+                if (key := _aws_key(product.get("attributes", {}))) in wanted:
+                    skus[sku] = key
+            if not products:
+                raise _malformed("aws", url, "it lists no products")
+            copy.seek(0)
+            prices: dict[str, float] = {}
+            for sku, terms in ijson.kvitems(copy, "terms.OnDemand"):
+                if sku in skus:
+                    usd = _hourly(terms)
+                    if usd is not None:
+                        prices[skus[sku]] = usd
+        except (ijson.JSONError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed("aws", url, f"missing or odd {exc}") from None
+    return prices
+
+
+def _hourly(terms: dict) -> Optional[float]:
+    for term in terms.values():
+        for dim in term["priceDimensions"].values():
+            if dim.get("unit") in ("Hrs", "Hours"):
+                return float(dim["pricePerUnit"]["USD"])
+    return None
+
+
+def _download(source: str, url: str, into) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "mlserve-cost"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            shutil.copyfileobj(response, into, 1 << 20)
+        return
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise _unreadable(source, url, reason)
 
 
 def _aws_key(attrs: dict) -> Optional[str]:
