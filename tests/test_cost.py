@@ -312,3 +312,13 @@ def test_manifest_target_names_are_priced_by_their_provider(capsys, tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [\n")
     assert run_cli(capsys, "cost", "gpu-box", "-f", str(broken)).code == 2
+
+
+def test_the_example_profile_prices_every_catalogued_target(capsys):
+    result = run_cli(capsys, "cost", "--profile", str(REPO / "examples" / "cost" / "profile.yaml"),
+                     "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    jsonschema.validate(data, SCHEMA)
+    # every row has a price now (the example prices your own hardware), so always_on is known
+    assert all(t["policies"][0]["available"] for t in data["targets"])

@@ -47,6 +47,8 @@ BROKEN = [
     ("negative price", GOOD + "prices: {local: -1}\n", "is not a number from 0 to 1e9"),
     ("zero price", GOOD + "prices: {local: 0}\n", "must be above 0"),
     ("price a word", GOOD + "prices: {local: cheap}\n", "expected a number"),
+    ("price of nothing", GOOD + "prices: {lokal: 0.1}\n",
+     "prices names 'lokal', which is no catalogued row or catalogue"),
     ("yaml syntax", "requests_per_hour: [1, 2\n", "profile.yaml:"),
     ("python tag", "requests_per_hour: !!python/object:os.system [ls]\n", "profile.yaml:"),
     ("duplicate key", GOOD + "seconds_per_request: 2\n", "profile.yaml:"),

@@ -25,6 +25,7 @@ def estimate(targets: list[str], profile_path: Optional[Path] = None, manifest=N
              state_dir=None, reporter=None) -> dict[str, Any]:
     traffic, shown_as = profiles.load(profile_path)
     files = catalogue.load()
+    _check_prices(traffic, shown_as, files)
     rows = catalogue.select(files, _manifest_targets(files, targets, manifest))
     seconds, seconds_from = _seconds(traffic, manifest, state_dir, reporter)
     load = Load(tuple(traffic.week()), seconds, traffic.concurrency, traffic.fixed_replicas)
@@ -44,11 +45,24 @@ def estimate(targets: list[str], profile_path: Optional[Path] = None, manifest=N
     }
 
 
+def _check_prices(traffic: profiles.Profile, shown_as: str, files: dict) -> None:
+    """A price the profile gives for nothing catalogued is a typo that would silently not apply."""
+    names = set(files) | {r.id for f in files.values() for r in f.rows}
+    unknown = sorted(set(traffic.prices) - names)
+    if unknown:
+        from ..strict import shown
+        raise InvalidInput(f"{shown_as}: prices names {', '.join(shown(u) for u in unknown)}, "
+                           "which is no catalogued row or catalogue",
+                           fix="use a row id or a catalogue name (`mlserve cost --json` lists "
+                               "them), e.g. `prices: {local/this-machine: 0.05}`")
+
+
 def _manifest_targets(files: dict, targets: list[str], manifest) -> list[str]:
     """TARGETs with each manifest target name the catalogue does not know replaced by its
     provider (a target `gpu-box` of provider `ssh` is priced as `ssh`). The manifest is read only
     when a name is unknown; without `-f` and with no manifest around, names stay as given."""
-    known = {f.catalogue for f in files.values()} | {r.id for f in files.values() for r in f.rows}
+    known = ({f.catalogue for f in files.values()} | {r.id for f in files.values() for r in f.rows}
+             | {f.provider for f in files.values() if f.provider})
     if all(t in known or any(r.startswith(f"{t}/") for r in known) for t in targets):
         return targets
     from ..errors import MlserveError
