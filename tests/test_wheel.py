@@ -62,3 +62,13 @@ def test_wheel_help_init_validate_deploy(wheel_venv, tmp_path):
         assert json.loads(predicted.stdout) == {"y": [2.0, 4.0]}
     finally:
         assert _run(mlserve, "delete", "-f", "proj", "--yes", cwd=tmp_path).returncode == 0
+
+
+def test_wheel_ships_the_price_catalogue_and_the_cost_output_schema(wheel_venv, tmp_path):
+    result = _run(wheel_venv / "bin" / "mlserve", "cost", "aws-ec2", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {t["catalogue"] for t in json.loads(result.stdout)["targets"]} == {"aws-ec2"}
+    code = ("import mlserve, pathlib, json; p = pathlib.Path(mlserve.__file__).parent; "
+            "print(json.loads((p / 'schemas' / 'output' / 'cost.json').read_text())['title'])")
+    shown = _run(wheel_venv / "bin" / "python", "-c", code, cwd="/")
+    assert shown.stdout.strip() == "mlserve cost --json", shown.stderr

@@ -24,7 +24,7 @@ _POLICY_TITLES = {"always_on": "always on, sized for the peak",
 
 @app.command()
 def cost(targets: Annotated[Optional[list[str]], typer.Argument(
-            metavar="[TARGET]...", show_default=False,
+            metavar="TARGET", show_default=False,
             help="Catalogue (`aws-ec2`), price row id (`aws-ec2/g5.xlarge/us-east-1`), "
                  "provider (`vm`) or manifest target (priced as its provider). Default: every "
                  "catalogued target.")] = None,
