@@ -322,3 +322,32 @@ def test_the_example_profile_prices_every_catalogued_target(capsys):
     jsonschema.validate(data, SCHEMA)
     # every row has a price now (the example prices your own hardware), so always_on is known
     assert all(t["policies"][0]["available"] for t in data["targets"])
+
+
+# --- properties of the policies over any week ------------------------------------------------
+
+WEEK = st.lists(st.floats(0, 1e5, allow_nan=False), min_size=168, max_size=168)
+
+
+@settings(max_examples=150, deadline=None)
+@given(WEEK, st.floats(0.001, 30), st.integers(1, 16), st.integers(1, 20), st.floats(0, 900),
+       st.floats(0, 900), st.booleans())
+def test_policies_never_bill_less_than_the_work_and_always_on_serves_all(
+        week, seconds, concurrency, fixed_n, cold, idle, to_zero):
+    from mlserve.cost.catalogue import Kind, Scaling
+    from mlserve.cost.policies import Load, always_on, autoscale, fixed
+    load = Load(tuple(week), seconds, concurrency, fixed_n)
+    scaling = Scaling(autoscale=True, scale_to_zero=to_zero, cold_start_seconds=cold,
+                      idle_timeout_seconds=idle)
+    work_hours = sum(load.busy(d) for d in week) / 3600
+    for kind in (Kind.HOUR, Kind.SECOND):
+        on, fix, auto = always_on(load, kind, 1.0), fixed(load, kind, 1.0), autoscale(
+            load, kind, 1.0, scaling)
+        assert on.unserved_share == 0 and on.billed_hours >= work_hours - 1e-6
+        assert auto.billed_hours >= work_hours - 1e-6          # nobody works for free
+        assert 0 <= fix.unserved_share <= 1
+        if fixed_n >= max(load.need(d) for d in week):      # enough for every hour
+            assert fix.unserved_share == 0
+        if kind is Kind.HOUR:   # hour by hour, autoscaling runs at most the peak's replicas
+            starts = auto.cold_starts * cold / 3600
+            assert auto.billed_hours - starts <= on.billed_hours + 1e-6
