@@ -147,9 +147,9 @@ def table(report: dict) -> str:
     lines = [f"limit (model in a loop, one core): batch 1 {lim['1']['rps']:,.0f} req/s ({single_ms:.2f} ms per "
              f"request); batch 32 {lim['32']['rps']:,.0f} req/s ({lim['32']['batch_ms']:.1f} ms per batch); "
              f"batch 64 {lim['64']['rps']:,.0f} req/s ({lim['64']['batch_ms']:.1f} ms per batch)", "",
-             "| server | max batch | conns | req/s (median) | x limit at its batch | p50 / p99 ms | "
+             "| server | max batch | conns | req/s (median) | x limit at its batch | per CPU-s x limit | p50 / p99 ms | "
              "p50 ÷ one predict | p99 ÷ one full batch | p99 ÷ one batch of 64 | runtime ÷ this | load avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     results, batches = report["results"], report["batches"]
     for name, by_conn in results.items():
         own = lim[str(batches[name])]
@@ -158,6 +158,7 @@ def table(report: dict) -> str:
             base = results.get(mine, {}).get(c)
             ratio = f"{base['rps_2xx'] / r['rps_2xx']:.2f}" if base and r["rps_2xx"] else "-"
             lines.append(f"| {name} | {batches[name]} | {c} | {r['rps_2xx']:,.0f} | {r['rps_2xx'] / own['rps']:.2f} | "
+                         f"{r['per_cpu_s'] / own['per_cpu_s']:.2f} | "
                          f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['p50_ms'] / single_ms:.2f} | "
                          f"{r['p99_ms'] / own['batch_ms']:.2f} | {r['p99_ms'] / lim['64']['batch_ms']:.2f} | "
                          f"{ratio} | {r['load_avg']:.1f} |")
@@ -165,7 +166,8 @@ def table(report: dict) -> str:
 
 
 def summarise(runs: list[dict]) -> dict:
-    keys = ("rps_2xx", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "core0_others_pct", "core1_others_pct", "load_avg")
+    keys = ("rps_2xx", "per_cpu_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "core0_others_pct",
+            "core1_others_pct", "load_avg")
     return {**{k: statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
 
 
@@ -224,7 +226,7 @@ def main() -> int:
                    "body_bytes": len(body), "server_core": 0, "wrk_core": 1, "blas_threads": 1, "batch": BATCH},
         "versions": {s.name: s.version() for s in servers},
         "batches": {s.name: s.batch for s in servers},
-        "limit": {b: {"rps": statistics.median(x["rps"] for x in xs), "batch_ms": statistics.median(x["batch_ms"] for x in xs)}
+        "limit": {b: {k: statistics.median(x[k] for x in xs) for k in ("rps", "per_cpu_s", "batch_ms")}
                   for b, xs in limits.items()},
         "limit_runs": limits,
         "results": {name: {c: summarise(rs) for c, rs in by_c.items()} for name, by_c in runs.items()},

@@ -5,7 +5,8 @@
 Decodes ``batch`` copies of the request body (``{"input": [1024 floats]}``) one by one, as a
 server receives them, runs one ``predict_batch`` over their inputs and encodes one
 ``{"output": ...}`` answer per request: everything a server must do per request except HTTP.
-Prints one JSON line: requests/s, and the median time of one such batch (for ``--batch 1``
+Prints one JSON line: requests/s, requests per CPU-second (which other processes on the core
+do not change), and the median time of one such batch (for ``--batch 1``
 through ``predict``, the single-call path a batching server must match at low load).
 """
 
@@ -40,12 +41,15 @@ def main() -> None:
     for _ in range(3):
         one_batch()  # warm caches and BLAS buffers
     times = []
+    cpu = time.process_time()
     deadline = time.perf_counter() + args.seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         one_batch()
         times.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
     print(json.dumps({"batch": args.batch, "rps": args.batch * len(times) / sum(times),
+                      "per_cpu_s": args.batch * len(times) / cpu,
                       "batch_ms": 1000 * statistics.median(times), "batches": len(times)}))
 
 
