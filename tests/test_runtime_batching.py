@@ -322,3 +322,37 @@ def test_the_fast_decode_path_accepts_and_refuses_exactly_what_the_exact_one_doe
         assert exc.status == 400
         got = HTTPError
     assert got == expected or (got is not HTTPError and repr(got) == repr(expected)), text[:300]
+
+
+# -- batches in parallel: never more than the CPUs the process may use ----------------------------
+
+@pytest.mark.parametrize("cpus, concurrency, workers", [({0}, 4, 1), ({0, 1}, 4, 2), ({0, 1}, 1, 1)])
+def test_batch_workers_are_bounded_by_the_usable_cpus(cpus, concurrency, workers):
+    """Two batches sharing one core each take twice as long: more workers than CPUs only adds latency."""
+    import asyncio
+    import os
+    import threading
+
+    from mlserve.runtime.batching import Batcher
+    if not set(cpus) <= os.sched_getaffinity(0):
+        pytest.skip(f"this machine lets the test use CPUs {sorted(os.sched_getaffinity(0))} only")
+    made = {}
+
+    def build():  # affinity is per thread on Linux: restrict only this one (the workers inherit it)
+        os.sched_setaffinity(0, cpus)
+        loop = asyncio.new_event_loop()
+        before = {t.ident for t in threading.enumerate()}
+        made["batcher"] = Batcher(loop, lambda payloads: payloads, concurrency, 8, 10)
+        made["threads"] = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("mlserve-batch-")]
+        made["loop"] = loop
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    thread.join()
+    try:
+        assert len(made["threads"]) == workers
+    finally:
+        made["batcher"].stop()
+        for t in made["threads"]:
+            t.join(5)
+        made["loop"].close()
