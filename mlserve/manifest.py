@@ -211,6 +211,13 @@ class Scaling(Strict):
     max_replicas: int = Field(1, ge=1, le=1000, description="Upper bound on replicas.", examples=[2])
     concurrency: int = Field(4, ge=1, le=1024, description="Predictions in flight per replica.",
                              examples=[8])
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most requests one `predict_batch` "
+                                "call gets (models without `predict_batch` ignore it). Under load "
+                                "the runtime fills batches up to this size.", examples=[64])
+    max_batch_wait_ms: int = Field(10, ge=0, le=1000, description="Longest a request waits for its "
+                                   "batch to fill, in milliseconds; it waits only while the arrival "
+                                   "rate says the batch will fill in time (0: never wait). Idle "
+                                   "requests run at once.", examples=[10])
 
     @model_validator(mode="after")
     def _bounds(self) -> "Scaling":

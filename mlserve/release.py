@@ -6,7 +6,8 @@
   ``content_hash`` rules), except the manifest file itself, and
 - the manifest fields that change what the model does or needs (``BEHAVIOUR``): ``model`` (code
   entry point, Python version, requirements), ``env``, the *names* of ``secrets`` (sorted; never
-  values), ``resources`` and ``scaling``.
+  values), ``resources`` and ``scaling``; a field added later (``ADDED_LATER``) only when it is not at
+the default it was added with.
 
 Left out on purpose: ``name`` and ``version`` (identity and format, not behaviour), ``smoke``
 (a check run against a release, not part of it: a deploy whose only change is its smoke
@@ -30,12 +31,20 @@ if TYPE_CHECKING:
 #: The manifest fields a release id covers (see the module docstring for those it does not).
 BEHAVIOUR = ("model", "env", "secrets", "resources", "scaling")
 
+#: Fields added after release ids were first handed out, with the default they were added with.
+#: At that default they are left out of the hash, so a new mlserve keeps the id of a release
+#: deployed by an older one (otherwise every upgrade would redeploy every model).
+ADDED_LATER = {("scaling", "max_batch_size"): 32, ("scaling", "max_batch_wait_ms"): 10}
+
 
 def behaviour(manifest: "Manifest") -> dict[str, Any]:
     """The manifest's behaviour-changing fields, as JSON data (secret names sorted)."""
     data = manifest.model_dump(mode="json")
     out = {key: data.get(key) for key in BEHAVIOUR}
     out["secrets"] = sorted(out["secrets"] or [])
+    for (section, key), default in ADDED_LATER.items():
+        if out[section].get(key) == default:
+            del out[section][key]
     return out
 
 

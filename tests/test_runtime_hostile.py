@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlserve.runtime.app import App
+from mlserve.runtime.batching import Batcher
 from mlserve.runtime.config import Settings
 from mlserve.runtime.dispatch import AsyncRunner, ThreadDispatcher
 from mlserve.runtime.logs import Logs, Redactor
@@ -98,8 +99,9 @@ class Server:
         def make_runner():
             if async_predict:
                 return AsyncRunner(apredict, 4)
-            return ThreadDispatcher(self.loop, None if batch else model.predict,
-                                    model.predict_batch if batch else None, 2, 8)
+            if batch:
+                return Batcher(self.loop, model.predict_batch, 2, 8, 10)
+            return ThreadDispatcher(self.loop, model.predict, 2)
 
         self.runner = asyncio.run_coroutine_threadsafe(_call(make_runner), self.loop).result()
         self.app.set_ready(self.runner)

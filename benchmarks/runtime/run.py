@@ -72,7 +72,7 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(server: Server, connections: int, duration: float) -> dict:
+def measure(server: Server, connections: int, duration: float, body: str | None = None) -> dict:
     """One wrk run, plus the server's CPU and how busy other processes kept each core.
 
     This machine is shared: what others run on core 0 slows the server, on core 1 slows wrk.
@@ -80,7 +80,7 @@ def measure(server: Server, connections: int, duration: float) -> dict:
     """
     cpu_before, wrk_before = server.cpu_seconds(), children_cpu_seconds()
     core0_before, core1_before = core_busy_seconds(0), core_busy_seconds(1)
-    result = wrk(server.predict_url, connections, duration, server.body(PAYLOAD))
+    result = wrk(server.predict_url, connections, duration, body or server.body(PAYLOAD))
     cpu = server.cpu_seconds() - cpu_before
     wrk_cpu = children_cpu_seconds() - wrk_before
     ok = result["requests"] - result["non_2xx"]

@@ -198,7 +198,7 @@ class LocalStep:
         self.log = release_dir / "runtime.log"
         args = runtime_args(app_dir=str(release_dir / "app"), entrypoint=snapshot["model"]["entrypoint"],
                             name=snapshot["name"], host=target.host, port=target.port,
-                            concurrency=snapshot["scaling"]["concurrency"], release=rid)
+                            scaling=snapshot["scaling"], release=rid)
         spec = {"cmd": [python, "-m", "mlserve.runtime", *args],
                 "env": runtime_env(snapshot.get("env", {}), ctx.secrets),
                 "cwd": str(release_dir / "app"), "check_port": check_port, "log": str(self.log),

@@ -35,13 +35,24 @@ def runtime_env(env: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
     return out
 
 
+#: The manifest's ``scaling`` fields the runtime takes, with their flags. A snapshot journaled
+#: before a field existed lacks it: the runtime's own default (the manifest's) applies then.
+SCALING_FLAGS = {"concurrency": "--concurrency", "max_batch_size": "--max-batch-size",
+                 "max_batch_wait_ms": "--max-batch-wait-ms"}
+
+
 def runtime_args(*, app_dir: str, entrypoint: str, name: str, host: str, port: int,
-                 concurrency: int, release: str) -> list[str]:
+                 scaling: dict, release: str) -> list[str]:
     """The runtime's command-line flags (after ``python -m mlserve.runtime``, or the SSH
     helper's loader): the one place they are spelt. ``--app-dir`` and ``--release`` in a
-    process's argv are what ``find_runners`` recognises as a runtime of ours."""
-    return ["--app-dir", app_dir, "--entrypoint", entrypoint, "--name", name, "--host", host,
-            "--port", str(port), "--concurrency", str(concurrency), "--release", release]
+    process's argv are what ``find_runners`` recognises as a runtime of ours. ``scaling`` is
+    the manifest's ``scaling`` section (as JSON data)."""
+    args = ["--app-dir", app_dir, "--entrypoint", entrypoint, "--name", name, "--host", host,
+            "--port", str(port)]
+    for key, flag in SCALING_FLAGS.items():
+        if scaling.get(key) is not None:
+            args += [flag, str(int(scaling[key]))]
+    return args + ["--release", release]
 
 
 def build_venv(build: Path, requirements, lines: list[str], app_dir: Path, log, *,

@@ -2,7 +2,7 @@
 
 The runtime (``python -m mlserve.runtime``) has its own flags and reads the model's environment
 from the process environment; this maps a manifest onto them the way the local deployer does:
-app dir = the manifest's directory, entrypoint, name, concurrency from the manifest, its ``env``
+app dir = the manifest's directory, entrypoint, name, concurrency and batching from the manifest, its ``env``
 and secrets (named in the manifest, values from the environment, masked by the runtime through
 ``MLSERVE_SECRET_NAMES``) put into this process's environment. The port and host come from the
 default target when it has them; the host is 127.0.0.1 unless the user or a local target says
@@ -36,7 +36,7 @@ def runtime_arguments(file: Path | None, *, port: int | None, host: str | None,
 
 def _from_manifest(file: Path | None, app_dir: Path | None,
                    entrypoint: str | None) -> tuple[list[str], int | None, str | None]:
-    from ..adapters.procs import runtime_env
+    from ..adapters.procs import SCALING_FLAGS, runtime_env
     from ..errors import MlserveError
     from ..manifest import load_project
     from ..service import resolve_secrets
@@ -48,6 +48,8 @@ def _from_manifest(file: Path | None, app_dir: Path | None,
         target = None
     os.environ.update(runtime_env(dict(m.env), resolve_secrets(m.secrets)))
     argv = ["--app-dir", str(app_dir or project.root), "--entrypoint", entrypoint or m.model.entrypoint,
-            "--name", m.name, "--concurrency", str(m.scaling.concurrency)]
+            "--name", m.name]
+    for key, flag in SCALING_FLAGS.items():
+        argv += [flag, str(getattr(m.scaling, key))]
     local = getattr(target, "provider", None) == "local"
     return argv, getattr(target, "port", None), getattr(target, "host", None) if local else None

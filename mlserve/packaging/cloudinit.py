@@ -113,6 +113,7 @@ def render_cloud_init(spec: Spec, ctx: BuildContext) -> None:
         "entrypoint": Sourced.at(located, m.model.entrypoint, "model", "entrypoint"),
         "env": {key: Sourced.at(located, value, "env", key) for key, value in m.env.items()},
         "secrets": list(m.secrets), "concurrency": m.scaling.concurrency,
+        "max_batch_size": m.scaling.max_batch_size, "max_batch_wait_ms": m.scaling.max_batch_wait_ms,
         "port": spec.option("vm", "port", 8080), "user": spec.option("vm", "user", "mlserve"),
         "root": root, "unit_name": f"mlserve-{m.name}.service",
         "bundle_url": Sourced.at(located, url or "", "targets", spec.target_name, "bundle_url"),

@@ -47,6 +47,8 @@ def _common(spec: Spec) -> dict:
         "secrets": list(m.secrets),
         "system_packages": list(m.model.system_packages),
         "concurrency": m.scaling.concurrency,
+        "max_batch_size": m.scaling.max_batch_size,
+        "max_batch_wait_ms": m.scaling.max_batch_wait_ms,
         "has_requirements": bool(spec.requirements()),
     }
 

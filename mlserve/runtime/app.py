@@ -4,6 +4,7 @@
 |---|---|
 | GET /health, GET /ping, Vertex AIP_HEALTH_ROUTE | 200 {"status":"ready","name","release","loop","http"} or 503 {"status":"loading"} |
 | GET / (Azure ML / KServe liveness) | 200 {"status":"alive"} as soon as the process serves |
+| GET /metrics | Prometheus text: histograms of batch sizes and queue waits (``metrics``) |
 | POST /predict | {"input": X} -> {"output": predict(X)} |
 | POST /invocations (SageMaker), POST /score (Azure ML) | {"instances": [...]} -> {"predictions": [...]}; {"input": X} -> {"output": ...}; any other JSON is the payload, the output is the body |
 | POST Vertex AIP_PREDICT_ROUTE, POST /v1/models/NAME:predict (KServe v1) | {"instances": [...]} -> {"predictions": [...]} |
@@ -33,6 +34,7 @@ from .engines import detect
 from .logs import Logs
 
 JSON_TYPE = (b"content-type", b"application/json")
+PROMETHEUS_TYPE = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
 
 def _reject_constant(name: str) -> Any:
@@ -49,6 +51,28 @@ def _finite_float(literal: str, float=float) -> float:
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+# The C float parser, for bodies that cannot hold a float too large for a double (below): calling
+# _finite_float for every literal doubles the cost of decoding a body of numbers (a tensor).
+_decode_fast = json.JSONDecoder(parse_constant=_reject_constant).decode
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_OVERFLOW_DIGITS = b"0" * 309  # fewer digits before the point and no exponent: below 1e309
+_MAX_EXPONENTS = 64
+
+
+def _surely_finite(body: bytes) -> bool:
+    """True when no float literal in ``body`` can overflow a double: that needs an exponent
+    (``e`` followed by a digit or ``+``; ``e-`` only underflows, to a finite 0.0) or 309 digits
+    in a row. False means "maybe": the exact decoder runs. Costs ~5% of a decode."""
+    for letter in b"eE":
+        at = body.find(letter)
+        seen = 0
+        while at >= 0:
+            seen += 1
+            following = body[at + 1:at + 2]
+            if seen > _MAX_EXPONENTS or following == b"+" or following.isdigit():
+                return False
+            at = body.find(letter, at + 1)
+    return len(body) < len(_OVERFLOW_DIGITS) or _OVERFLOW_DIGITS not in body.translate(_DIGITS_AS_ZERO)
 # Only a body holding a "\u" escape can hold a lone surrogate; the exact test runs only then.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _INTEGER_DIGITS = "integer string conversion"
@@ -103,7 +127,7 @@ def parse_body(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise HTTPError(400, f"request body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}") from None
     try:
-        value = _decode(text)
+        value = (_decode_fast if _surely_finite(body) else _decode)(text)
     except RecursionError:
         raise HTTPError(400, f"request body nests arrays or objects too deeply (about {_depth_left()} levels at most)") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, and integers past Python's digit limit
@@ -151,6 +175,7 @@ class App:
         routes = {
             "/": {"GET": self._alive},
             "/health": health,
+            "/metrics": {"GET": self._metrics},
             "/ping": health,
             "/predict": {"POST": self._predict},
             "/invocations": {"POST": self._invocations},
@@ -214,6 +239,11 @@ class App:
         if self.runner is None:
             return await _respond(send, 503, b'{"status":"loading"}')
         return await _respond(send, 200, self._ready_body)
+
+    async def _metrics(self, scope: dict, receive: Callable, send: Callable) -> int:
+        stats = getattr(self.runner, "stats", None)
+        body = stats.render() if stats is not None else "# no batching: the model has no predict_batch, or is loading\n"
+        return await _respond(send, 200, body.encode(), content_type=PROMETHEUS_TYPE)
 
     async def _kserve_ready(self, scope: dict, receive: Callable, send: Callable) -> int:
         body = _encode({"name": self._name, "ready": self.runner is not None}).encode()
@@ -312,8 +342,9 @@ def _not_json(exc: Exception) -> Exception:
     return exc
 
 
-async def _respond(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None) -> int:
-    headers = [JSON_TYPE, (b"content-length", b"%d" % len(body))]
+async def _respond(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None,
+                   content_type: tuple = JSON_TYPE) -> int:
+    headers = [content_type, (b"content-length", b"%d" % len(body))]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -15,6 +15,7 @@ DEFAULT_PORT = 8080
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_WAIT_MS = 10
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 #: Secret values shorter than this are not masked: masking "a" or "1" everywhere would wreck every
 #: log line and hide nothing worth hiding. The runtime warns, naming the variable (never its value).
@@ -32,6 +33,7 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     release: str = ""
     access_log: bool = True
@@ -45,6 +47,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -62,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "(mlserve, SageMaker, Vertex AI, Azure ML, KServe v1).",
         epilog="Each flag falls back to an environment variable (MLSERVE_APP_DIR, MLSERVE_ENTRYPOINT, "
         "MLSERVE_NAME, MLSERVE_HOST, MLSERVE_PORT, MLSERVE_CONCURRENCY, MLSERVE_MAX_BODY_BYTES, "
-        "MLSERVE_MAX_BATCH_SIZE, MLSERVE_GRACEFUL_TIMEOUT, MLSERVE_RELEASE, MLSERVE_ACCESS_LOG=0). "
+        "MLSERVE_MAX_BATCH_SIZE, MLSERVE_MAX_BATCH_WAIT_MS, MLSERVE_GRACEFUL_TIMEOUT, MLSERVE_RELEASE, MLSERVE_ACCESS_LOG=0). "
         "Port: --port, then AIP_HTTP_PORT, then MLSERVE_PORT, then 8080. "
         "MLSERVE_SECRET_NAMES lists variables whose values (of 4 characters or more) are masked in "
         "everything the process and its children write to stdout and stderr, and in error bodies.",
@@ -82,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=_positive_int, help="predict calls in flight at most (default: 4)")
     parser.add_argument("--max-body-bytes", type=_positive_int, help="largest request body (default: 10 MiB)")
     parser.add_argument("--max-batch-size", type=_positive_int, help="largest predict_batch call (default: 32)")
+    parser.add_argument("--max-batch-wait-ms", type=_non_negative_int,
+                        help="longest wait for a batch to fill, only while the arrival rate says it will (default: 10)")
     parser.add_argument("--graceful-timeout", type=float, help="seconds to drain on SIGTERM (default: 30)")
     parser.add_argument("--release", help="release id reported by /health")
     parser.add_argument("--no-access-log", action="store_true", help="do not write one line per request")
@@ -96,6 +107,10 @@ def _env_int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"mlserve.runtime: {name} must be an integer, got {raw!r}") from None
+
+
+def _pick_int(flag: int | None, env: dict[str, str], name: str, default: int) -> int:
+    return flag if flag is not None else max(0, _env_int(env, name, default))
 
 
 def _resolve_port(flag: int | None, env: dict[str, str]) -> int:
@@ -143,6 +158,7 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         concurrency=args.concurrency or max(1, _env_int(env, "MLSERVE_CONCURRENCY", DEFAULT_CONCURRENCY)),
         max_body_bytes=args.max_body_bytes or max(1, _env_int(env, "MLSERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
         max_batch_size=args.max_batch_size or max(1, _env_int(env, "MLSERVE_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE)),
+        max_batch_wait_ms=_pick_int(args.max_batch_wait_ms, env, "MLSERVE_MAX_BATCH_WAIT_MS", DEFAULT_MAX_BATCH_WAIT_MS),
         graceful_timeout=graceful,
         release=pick(args.release, "MLSERVE_RELEASE", ""),
         access_log=access_log,

@@ -3,7 +3,7 @@
 Every runner offers ``submit(payload)`` and ``submit_many(payloads)``; awaiting them gives
 ``(True, output)`` or ``(False, exception)`` per payload, so user errors never unwind the loop.
 
-``ThreadDispatcher`` (plain ``def predict`` / ``def predict_batch``) is built to make the
+``ThreadDispatcher`` (plain ``def predict``) is built to make the
 thread hand-off cheap, because ``run_in_executor`` per request (a Future pair and a wake-up each
 way) costs more than a small model's whole prediction:
 
@@ -16,12 +16,8 @@ way) costs more than a small model's whole prediction:
 - While calls are slow (or not yet measured) every submit wakes another parked worker, so
   ``concurrency`` calls overlap; while they are fast one worker usually does everything, which
   keeps threads from fighting over the GIL.
-- With ``predict_batch`` a worker hands it everything it drained (at most ``max_batch`` items):
-  dynamic batching that grows with load and costs nothing when idle. A call that raises fails
-  every request in it, as Triton's and Ray Serve's batching do: retrying each payload alone
-  would multiply the latency of a model that fails slowly for all. A request body that is not
-  JSON never reaches a batch, and each request's output is encoded on its own, so neither
-  spoils a neighbour.
+
+Models with ``predict_batch`` are served by ``batching.Batcher`` instead.
 
 ``AsyncRunner`` (``async def predict``) awaits on the loop, bounded by a semaphore.
 """
@@ -62,10 +58,8 @@ class ThreadDispatcher:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        predict: Callable[[Any], Any] | None,
-        predict_batch: Callable[[list], list] | None,
+        predict: Callable[[Any], Any],
         concurrency: int,
-        max_batch: int,
     ) -> None:
         self._loop = loop
         self._items: deque = deque()
@@ -75,8 +69,6 @@ class ThreadDispatcher:
         self._slow = True  # until a call is measured, assume it is slow: overlap eagerly
         self._stopping = False
         self._predict = predict
-        self._predict_batch = predict_batch
-        self._max_batch = max_batch
         for index in range(concurrency):
             wake = threading.Lock()
             wake.acquire()
@@ -128,7 +120,7 @@ class ThreadDispatcher:
 
     def _work(self, wake) -> None:
         _no_wakeup_preemption()
-        run = self._run_batch if self._predict_batch is not None else self._run_one
+        run = self._run_one
         items = self._items
         done: list = []
         first_done = 0.0
@@ -165,24 +157,6 @@ class ThreadDispatcher:
             return [(future, (True, self._predict(payload)))]
         except BaseException as exc:  # noqa: BLE001 - user code; reported as a 500, never fatal
             return [(future, (False, exc))]
-
-    def _run_batch(self, items: deque) -> list:
-        taken = []
-        try:
-            while len(taken) < self._max_batch:
-                taken.append(items.popleft())
-        except IndexError:
-            pass
-        if not taken:
-            return []
-        try:
-            outputs = self._predict_batch([payload for payload, _ in taken])
-            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(taken):
-                count = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
-                raise ValueError(f"predict_batch returned {count} outputs for {len(taken)} inputs")
-        except BaseException as exc:  # noqa: BLE001 - user code
-            return [(future, (False, exc)) for _, future in taken]
-        return [(future, (True, output)) for (_, future), output in zip(taken, outputs)]
 
 
 class AsyncRunner:

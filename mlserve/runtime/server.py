@@ -25,6 +25,7 @@ import threading
 
 from .app import App
 from .config import MIN_SECRET_CHARS, Settings
+from .batching import Batcher
 from .dispatch import AsyncRunner, ThreadDispatcher
 from .engines import detect
 from .loader import EntrypointError, load_model, prepare_app_dir, split_entrypoint
@@ -205,13 +206,15 @@ class Runtime:
         s = self.settings
         predict = getattr(model, "predict", None)
         batch = getattr(model, "predict_batch", None)
-        if callable(batch) or not asyncio.iscoroutinefunction(predict):
-            loop = asyncio.get_running_loop()
-            self.runner = ThreadDispatcher(loop, predict, batch if callable(batch) else None, s.concurrency, s.max_batch_size)
+        loop = asyncio.get_running_loop()
+        if callable(batch):
+            self.runner = Batcher(loop, batch, s.concurrency, s.max_batch_size, s.max_batch_wait_ms)
+        elif not asyncio.iscoroutinefunction(predict):
+            self.runner = ThreadDispatcher(loop, predict, s.concurrency)
         else:
             self.runner = AsyncRunner(predict, s.concurrency)
         self.app.set_ready(self.runner)
-        kind = "predict_batch" if callable(batch) else ("async predict" if isinstance(self.runner, AsyncRunner) else "predict")
+        kind = f"predict_batch, batches of {s.max_batch_size} at most, waiting {s.max_batch_wait_ms} ms at most" if callable(batch) else ("async predict" if isinstance(self.runner, AsyncRunner) else "predict")
         self.logs.event(f"ready: {s.name} release {s.release or '-'} ({kind}, concurrency {s.concurrency})")
 
     # -- handover ------------------------------------------------------------------------------

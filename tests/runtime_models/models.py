@@ -97,3 +97,20 @@ class BrokenLoad:
 
     def predict(self, payload):
         return payload
+
+
+class PickyBatch:
+    """predict_batch for the batching tests: each output says its batch's size and how long the
+    call took; a payload may ask for an output JSON cannot carry (NaN), to sleep, or to fail the
+    whole call (``{"fail": ...}``) or to make it return one output too few (``"short"``)."""
+
+    def predict_batch(self, payloads):
+        started = time.monotonic()
+        delay = max((p.get("sleep", 0) for p in payloads if isinstance(p, dict)), default=0)
+        time.sleep(delay or 0.01)
+        for p in payloads:
+            if isinstance(p, dict) and "fail" in p:
+                raise ValueError(f"refused {p['fail']}")
+        outputs = [{"echo": p, "batch_size": len(payloads), "took": time.monotonic() - started}
+                   if p != "nan" else float("nan") for p in payloads]
+        return outputs[:-1] if "short" in payloads else outputs

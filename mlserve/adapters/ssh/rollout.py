@@ -125,7 +125,7 @@ class HostDeploy:
             app=self.plan.app if self.new_files and not probe["app_ready"] else None,
             requirements=model.get("requirements") or [],
             launch={"entrypoint": model["entrypoint"], "name": self.snapshot["name"],
-                    "concurrency": self.snapshot["scaling"]["concurrency"],
+                    "scaling": self.snapshot["scaling"],
                     "env": self.snapshot.get("env") or {}, "secrets": self.ctx.secrets},
             smoke=self.snapshot.get("smoke") or [], health_timeout=target.health_timeout,
             resources=self.snapshot.get("resources") or {}),

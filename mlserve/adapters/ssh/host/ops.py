@@ -195,7 +195,7 @@ def _spec(dep: Deployment, request: dict, python: str, lib: Path) -> dict:
            "front" if front else "back",
            *runtime_args(app_dir=str(rel / "app"), entrypoint=launch_["entrypoint"],
                          name=launch_["name"], host=request["bind"], port=request["port"],
-                         concurrency=launch_["concurrency"], release=request["release"])]
+                         scaling=launch_["scaling"], release=request["release"])]
     env = runtime_env(launch_.get("env") or {}, launch_.get("secrets") or {})
     return {"cmd": cmd, "env": env, "cwd": str(rel / "app"), "check_port": free_port(),
             "log": str(rel / "runtime.log"), "release": request["release"],

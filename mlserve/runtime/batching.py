@@ -1,0 +1,152 @@
+"""Dynamic batching for models with ``predict_batch``: full batches under load, no wait when idle.
+
+``Batcher`` has the runner interface of ``dispatch`` (``submit``, ``submit_many``, ``stop``;
+awaiting gives ``(True, output)`` or ``(False, exception)`` per payload). Payloads arrive decoded
+(the event loop parses JSON while the model computes: numpy releases the GIL in BLAS) and wait in
+one queue. Worker threads take batches of at most ``max_batch_size``; there are ``concurrency``
+of them, but never more than the CPUs this process may run on (``usable_cpus``): a batch is
+CPU-bound work, and two batches sharing one core each take twice as long, so that would only
+add latency. Which batch goes when:
+
+- **A full batch goes at once**, to any idle worker.
+- **A partial batch goes at once when no batch is running** and the arrival rate says it will
+  not fill within what is left of ``max_batch_wait_ms`` (counted from its oldest request); at
+  one request in flight nothing waits, so one connection sees the latency of one ``predict``.
+  When the rate says it will fill in time, the worker waits for it (Triton's
+  ``max_queue_delay``, but only when waiting pays off), never past the oldest's deadline.
+- **While a batch runs, a partial batch waits for it** (requests arriving meanwhile join it) or
+  for its deadline: two half batches on one core cost more than one full one. So batches grow
+  with load and, back to back, each takes what arrived during the last.
+
+The arrival rate is a moving average of the gaps between submits (a long idle gap resets it,
+so the first requests after a pause never wait). Results go back to the loop once per batch
+(one ``call_soon_threadsafe``). A ``predict_batch`` that raises, or returns the wrong number of
+outputs, fails the requests of that batch only; a request body that is not JSON never reaches
+a batch, and each output is encoded on its own, so neither spoils a neighbour.
+
+``stats`` (a ``BatchStats``) counts batch sizes and queue waits as histograms for ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from .dispatch import _no_wakeup_preemption, _resolve
+from .metrics import BatchStats
+
+_IDLE_GAP = 0.5        # seconds without a request after which the arrival rate starts afresh
+_RATE_WEIGHT = 0.125   # weight of the newest gap in the moving average
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Batcher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, predict_batch: Callable[[list], list],
+                 concurrency: int, max_batch_size: int, max_batch_wait_ms: int) -> None:
+        self._loop = loop
+        self._predict_batch = predict_batch
+        self._max = max_batch_size
+        self._max_wait = max_batch_wait_ms / 1000.0
+        self._queue: deque = deque()   # (payload, future, arrived)
+        self._cond = threading.Condition(threading.Lock())
+        self._running = 0              # batches in predict_batch now
+        self._idle = 0                 # workers waiting for a first request
+        self._stopping = False
+        self._last_arrival = 0.0
+        self._gap = _IDLE_GAP          # moving average of the gap between arrivals, seconds
+        self.stats = BatchStats()
+        for index in range(min(concurrency, usable_cpus())):
+            threading.Thread(target=self._work, name=f"mlserve-batch-{index}", daemon=True).start()
+
+    # -- event loop side -----------------------------------------------------------------------
+
+    def submit(self, payload: Any) -> asyncio.Future:
+        future = self._loop.create_future()
+        now = perf_counter()
+        with self._cond:
+            gap = now - self._last_arrival
+            self._last_arrival = now
+            self._gap = _IDLE_GAP if gap >= _IDLE_GAP else self._gap + _RATE_WEIGHT * (gap - self._gap)
+            self._queue.append((payload, future, now))
+            # Wake a worker only when one is idle or a batch just filled: a worker waiting for
+            # its batch to fill wakes on its own deadline, and every wake-up costs a switch.
+            if self._idle or len(self._queue) == self._max:
+                self._cond.notify()
+        return future
+
+    async def submit_many(self, payloads: list) -> list:
+        return [await future for future in [self.submit(p) for p in payloads]]
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def _wait_for_batch(self) -> list | None:
+        """Under the lock: the next batch to run, by the policy in the module docstring; None to stop."""
+        queue = self._queue
+        while not self._stopping:
+            count = len(queue)
+            if count >= self._max:
+                break
+            if not count:
+                self._idle += 1
+                self._cond.wait()
+                self._idle -= 1
+                continue
+            left = queue[0][2] + self._max_wait - perf_counter()
+            if left <= 0:
+                break
+            if not self._running:
+                fill = (self._max - count) * self._gap
+                if fill > left:
+                    break
+                left = fill
+            self._cond.wait(max(left, 0.0002))
+        if self._stopping:
+            return None
+        take = min(len(queue), self._max)
+        self._running += 1
+        return [queue.popleft() for _ in range(take)]
+
+    def _work(self) -> None:
+        _no_wakeup_preemption()
+        while True:
+            with self._cond:
+                batch = self._wait_for_batch()
+            if batch is None:
+                return
+            started = perf_counter()
+            results = self._run(batch)
+            with self._cond:
+                self._running -= 1
+                if self._queue:
+                    self._cond.notify()  # a partial batch may have been waiting for this one
+            self.stats.record(len(batch), [started - arrived for _, _, arrived in batch])
+            try:
+                self._loop.call_soon_threadsafe(_resolve, results)
+            except RuntimeError:
+                return  # the loop is closed: the process is exiting and nobody waits for these
+
+    def _run(self, batch: list) -> list:
+        try:
+            outputs = self._predict_batch([payload for payload, _, _ in batch])
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
+                count = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+                raise ValueError(f"predict_batch returned {count} outputs for {len(batch)} inputs")
+        except BaseException as exc:  # noqa: BLE001 - user code; reported as a 500, never fatal
+            return [(future, (False, exc)) for _, future, _ in batch]
+        return [(future, (True, output)) for (_, future, _), output in zip(batch, outputs)]
