@@ -1,10 +1,12 @@
 """``--timeout SECONDS`` for commands that change a target (deploy, rollback, migrate).
 
-Contract: ``within(seconds, what)`` arms a real-time timer (``SIGALRM``) on the main thread; when
-it expires, ``TimedOut`` (a ``DeployError``, exit 1) is raised wherever the main thread is, once.
-It is an ``Exception``, so a step's own cleanup runs as for any failure (a release being started
-is stopped, what was created is already in the journal through ``ctx.record``), and
-``adapters.phases`` stops the other steps of a fleet before they switch.
+Contract: ``within(seconds, what)`` arms a real-time timer (``SIGALRM``) on the main thread. When
+it expires, ``Expired`` is raised wherever the main thread is, once. Like ``KeyboardInterrupt``
+it is a ``BaseException``: no ``except Exception`` in an adapter or SDK swallows it, and every
+path that cleans up after Ctrl-C cleans up after it (a step stops the release it was starting;
+what was created is in the journal already through ``ctx.record``; ``adapters.phases`` starts no
+more steps and aborts the prepared ones). Leaving the block, it becomes ``TimedOut`` (a
+``DeployError``, exit 1) with the fix.
 
 ``point_of_no_return()`` disarms the timer: the runner calls it when steps start to take
 traffic, so a timeout never leaves a fleet half switched (switching takes seconds; the long
@@ -28,6 +30,15 @@ class TimedOut(DeployError):
     """The command's ``--timeout`` expired before the new release took traffic (exit 1)."""
 
 
+class Expired(BaseException):
+    """Raised by the timer inside the block (see the module's contract); ``reason`` is what the
+    journal records for the attempt it stopped."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _can_arm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
@@ -41,18 +52,22 @@ def within(seconds: float | None, what: str, *, ends_at_switch: bool = True) -> 
         yield
         return
 
+    message = f"{what} timed out after {seconds:g} s (--timeout)"
+
     def expired(signum, frame) -> None:
         if not _armed:          # disarmed while the signal was in flight
             return
         _armed.clear()
-        raise TimedOut(f"{what} timed out after {seconds:g} s (--timeout)",
-                       fix=f"raise --timeout (it was {seconds:g}); the previous release keeps "
-                           "serving and what was started for the new one was stopped")
+        raise Expired(message)
     previous = signal.signal(signal.SIGALRM, expired)
     _armed[:] = [ends_at_switch]
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except Expired:
+        raise TimedOut(message, fix=f"raise --timeout (it was {seconds:g}); the previous release "
+                                    "keeps serving and what was started for the new one was "
+                                    "stopped") from None
     finally:
         _disarm()
         signal.signal(signal.SIGALRM, previous)

@@ -152,8 +152,9 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         state.finish_release(seq, FAILED, reason=exc.message)
         state.event(ctx.target_name, "deploy-failed", exc.message)
         raise
-    except BaseException as exc:
-        state.finish_release(seq, FAILED, reason=f"interrupted: {type(exc).__name__}")
+    except BaseException as exc:     # Ctrl-C, SIGTERM, --timeout (``deadline.Expired``)
+        state.finish_release(seq, FAILED, reason=getattr(exc, "reason", None)
+                             or f"interrupted: {type(exc).__name__}")
         raise
     if not changed:
         state.discard_release(seq)

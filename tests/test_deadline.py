@@ -192,3 +192,52 @@ def test_no_timeout_once_hosts_switch():
 
 def test_timed_out_is_an_mlserve_error():
     assert issubclass(deadline.TimedOut, MlserveError)
+
+
+# -- the ssh provider: a real sshd on loopback ------------------------------------------------
+def _processes_of(release: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and release.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if _alive(pid)]
+
+
+@pytest.mark.slow
+def test_ssh_deploy_timeout_stops_the_loading_release_and_keeps_the_old(sshd_host, tmp_path):
+    from tests.ssh_models import edit, make, predict, set_version, target_for, wait_until
+    state = tmp_path / "state"
+    manifest = make(tmp_path, target_for(sshd_host, tmp_path / "remote", free_port()))
+    model = manifest.parent / "model.py"
+    model.write_text(model.read_text().replace(
+        "    def load(self) -> None:\n",
+        "    def load(self) -> None:\n"
+        "        import time; time.sleep(float(os.environ.get('LOAD_SECONDS', '0')))\n"))
+    args = ["box", "-f", str(manifest), "--state", str(state)]
+    try:
+        first = run_process("deploy", *args, "--json")
+        assert first.code == 0, first.err
+        url = json.loads(first.out)["url"]
+        edit(manifest, env={"FACTOR": "2", "LOAD_SECONDS": "120"})
+        set_version(manifest, "v2")
+        started = time.monotonic()
+        timed_out = run_process("deploy", *args, "--timeout", "5", "--json")
+        assert timed_out.code == 1, timed_out.err
+        assert time.monotonic() - started < 60, timed_out.err
+        assert "timed out after 5 s" in json.loads(timed_out.out)["message"]
+        assert predict(url)["version"] == "v1"
+        from mlserve.state import State
+        journal = State.for_reading(state)
+        try:
+            attempt = journal.releases("box")[-1]
+        finally:
+            journal.close()
+        assert attempt.outcome.value == "failed" and "timed out" in attempt.reason
+        wait_until(lambda: not _processes_of(attempt.release_id), 30,
+                   "the timed-out release's processes to stop")
+        assert predict(url)["version"] == "v1"
+    finally:
+        run_process("delete", *args, "--yes")
