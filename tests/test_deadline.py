@@ -241,3 +241,26 @@ def test_ssh_deploy_timeout_stops_the_loading_release_and_keeps_the_old(sshd_hos
         assert predict(url)["version"] == "v1"
     finally:
         run_process("delete", *args, "--yes")
+
+
+# -- the docker provider: the private dockerd and the local base image (root) -----------------
+@pytest.mark.slow
+def test_docker_deploy_timeout_removes_the_new_container_and_keeps_the_old(tmp_path, dockerd,
+                                                                            base_image):
+    from tests.test_docker_provider import _ours, _predict, _project as docker_project, _write
+    project = docker_project(tmp_path, free_port(), free_port())
+    env = dockerd.env()
+    args = ["box", "-f", str(project / "mlserve.yaml"), "--state", str(tmp_path / "state")]
+    try:
+        first = run_process("deploy", *args, "--json", env=env)
+        assert first.code == 0, first.err
+        url = json.loads(first.out)["url"]
+        _write(project, "v2", load="import time; time.sleep(120)")
+        timed_out = run_process("deploy", *args, "--timeout", "20", "--json", env=env)
+        assert timed_out.code == 1, timed_out.err
+        assert "timed out after 20 s" in json.loads(timed_out.out)["message"]
+        assert _predict(url)["version"] == "v1"
+        assert [c.labels["org.mlserve.release"] for c in _ours(dockerd, "box")] == [
+            json.loads(first.out)["release"]], "the timed-out release's container was left"
+    finally:
+        run_process("delete", *args, "--yes", env=env)
