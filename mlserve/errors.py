@@ -13,6 +13,7 @@ Exit codes (documented in README.md):
 1     a deploy or provider operation failed (previous release keeps serving)
 2     invalid input: manifest, arguments, usage
 3     a missing dependency (pip extra, system tool) or missing credentials
+130   interrupted (Ctrl-C): what was started for a new release is stopped
 ====  =====================================================
 """
 
@@ -22,6 +23,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
 EXIT_MISSING = 3
+EXIT_INTERRUPTED = 130
 
 
 class MlserveError(Exception):

@@ -152,8 +152,9 @@ def _roll(ctx: Context, state: State, adapter, spec: ReleaseSpec, bundle_hash: s
         state.finish_release(seq, FAILED, reason=exc.message)
         state.event(ctx.target_name, "deploy-failed", exc.message)
         raise
-    except BaseException as exc:
-        state.finish_release(seq, FAILED, reason=f"interrupted: {type(exc).__name__}")
+    except BaseException as exc:     # Ctrl-C, SIGTERM, --timeout (``deadline.Expired``)
+        state.finish_release(seq, FAILED, reason=getattr(exc, "reason", None)
+                             or f"interrupted: {type(exc).__name__}")
         raise
     if not changed:
         state.discard_release(seq)
@@ -174,12 +175,13 @@ def _run_steps(ctx: Context, state: State, adapter: Adapter, spec: ReleaseSpec, 
     results = phases.run(steps, spec.release_id, getattr(options, "max_parallel", 1),
                          getattr(options, "max_unavailable", 1))
     changed = phases.changed(results)
-    extra = dict(recorded) if changed else dict(ctx.current.extra if ctx.current else {})
-    extra.update(adapter.outcome(ctx, steps, results))
+    outcome = adapter.outcome(ctx, steps, results)
     error = phases.failure(spec.release_id, results)
-    if error is not None:
-        state.update_extra(seq, extra)          # where each step stands, for the next command
+    if error is not None:       # where each step stands, and what this attempt started
+        state.update_extra(seq, {**recorded, **outcome})
         raise error
+    extra = dict(recorded) if changed else dict(ctx.current.extra if ctx.current else {})
+    extra.update(outcome)
     if not changed:
         _smoke_unchanged(ctx, adapter, spec, observed)
     return observed.url, extra, changed

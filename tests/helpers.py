@@ -41,6 +41,16 @@ def run_process(*args: str, env: dict | None = None, cwd: Path | None = None,
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
+
+
 def kill_at_point(argv: list[str], reached, name: str, timeout: float, also=lambda: None) -> None:
     """Start ``argv``, SIGKILL it as soon as ``reached()`` is true (then run ``also``, e.g. to
     kill its helpers too), and fail if it finished first or never got there."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXAMPLES, run_process
+from tests.helpers import EXAMPLES, pid_alive as _pid_alive, run_process
 from tests.infra.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -76,15 +76,6 @@ class Poller(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - every failure counts
                 self.failures.append(repr(exc))
             time.sleep(0.005)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
 def _port_open(port: int) -> bool:

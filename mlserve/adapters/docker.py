@@ -264,7 +264,11 @@ class DockerStep:
             return False
         self.image, self.digest = self._image()
         self._run()
-        reason = self._check()
+        try:
+            reason = self._check()
+        except BaseException:       # Ctrl-C or --timeout while it loads: not left running
+            self.abort()
+            raise
         if reason is not None:
             tail = _tail(self.new)
             self.abort()

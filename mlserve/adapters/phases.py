@@ -16,7 +16,9 @@ process, later one endpoint. Contract of ``run(steps, release, max_parallel, max
 
 A step whose ``prepare`` or ``activate`` raises cleans up what it made itself (only it knows how
 far it got): the runner aborts only steps that were prepared and not activated. An interrupt
-(Ctrl-C) aborts those and finishes the steps already activated, then propagates.
+(Ctrl-C, or ``--timeout`` through ``mlserve.deadline``, whose timer is disarmed when activation
+starts) skips the steps not started, aborts the prepared ones and finishes the steps already
+activated, then propagates.
 Every step's optional ``close()`` is called when the run ends.
 A step already serving the release is ``unchanged`` (``prepare`` returned False) and takes part
 in neither later phase. Failures are ``MlserveError`` (any other exception is wrapped);
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..deadline import point_of_no_return
 from ..errors import DeployError, MlserveError
 from .base import Step
 
@@ -57,8 +60,14 @@ def parallel(fn: Callable, items: Iterable, max_parallel: int) -> list:
     items = list(items)
     if len(items) <= 1 or max_parallel <= 1:
         return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(max_parallel, len(items))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(max_parallel, len(items)))
+    try:
         return list(pool.map(fn, items))
+    except BaseException:   # interrupted or timed out: start nothing more, let running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def run(steps: list[Step], release: str, max_parallel: int = 1,
@@ -93,7 +102,12 @@ def run(steps: list[Step], release: str, max_parallel: int = 1,
         results[id(step)].status, results[id(step)].release = DEPLOYED, release
 
     try:
-        parallel(prepare, steps, max_parallel)
+        try:
+            parallel(prepare, steps, max_parallel)
+        except BaseException:   # Ctrl-C or --timeout: steps still queued are skipped
+            stop.set()
+            raise
+        point_of_no_return()        # a --timeout never interrupts a switch half-way
         ready = [s for s in steps if results[id(s)].status == _READY]
         wave = max(1, min(max_unavailable, max_parallel))
         for start in range(0, len(ready), wave):

@@ -48,6 +48,17 @@ StateOpt = Annotated[Optional[Path], typer.Option(
     help="State directory. Default: .mlserve beside the manifest.")]
 JsonOpt = Annotated[bool, typer.Option("--json",
                                        help="Print one JSON object on stdout.")]
+def _positive(value: Optional[float]) -> Optional[float]:
+    import math
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter("must be a number of seconds greater than 0 (e.g. 600)")
+    return value
+
+
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", metavar="SECONDS", callback=_positive, show_default=False,
+    help="Give up after SECONDS (exit 1): what was started for the new release is stopped and "
+         "the previous one keeps serving. Default: no limit.")]
 TargetArg = Annotated[Optional[str], typer.Argument(
     metavar="TARGET", show_default=False,
     help="Target name from the manifest. Default: the only target, or `local`.")]

@@ -62,13 +62,32 @@ def _split_debug(args: list[str]) -> tuple[list[str], bool]:
     return kept, len(kept) != len(args)
 
 
+def _error(kind: str, message: str, exit_code: int, fix: str | None = None) -> dict:
+    """The error object (``mlserve schema --output error``) for failures outside the error tree."""
+    from .output import clean
+    return {"error": kind, "message": clean(message).strip(), "where": None, "fix": fix,
+            "exit_code": exit_code}
+
+
+def _fail(obj: dict | None, exit_code: int) -> None:
+    """Exit with ``exit_code``; under ``--json``, scripts get the error as data too, on stdout."""
+    if obj is not None:
+        from .output import emit_json
+        try:
+            emit_json(obj)
+        except BrokenPipeError:
+            pass
+    sys.exit(exit_code)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turn every error into one message and an exit code."""
     global _DEBUG
     args, debug_flag = _split_debug(sys.argv[1:] if argv is None else list(argv))
     _DEBUG = debug_flag or os.environ.get("MLSERVE_DEBUG", "") not in ("", "0")
     hints.reset()
-    from ..errors import EXIT_FAILURE, EXIT_INVALID, MlserveError
+    from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, MlserveError
+    as_json = "--json" in args[:args.index("--") if "--" in args else len(args)]
     try:
         code = app(args=args, prog_name="mlserve", standalone_mode=False)
     except MlserveError as exc:
@@ -78,26 +97,40 @@ def run(argv: list[str] | None = None) -> None:
         exc.fix = hints.with_user_options(exc.fix)
         exc.details = hints.with_user_options(exc.details)
         _print_error(exc.render(), exc.exit_code)
-        if "--json" in args:   # scripts get the error as data too, on stdout
-            from .output import emit_json
-            emit_json(exc.to_dict())
-        sys.exit(exc.exit_code)
+        _fail(exc.to_dict() if as_json else None, exc.exit_code)
     except click_exceptions.ClickException as exc:  # usage errors: exit 2
         _show_usage_error(exc)
-        sys.exit(EXIT_INVALID if exc.exit_code == 2 else exc.exit_code)
-    except typer.Abort:  # a confirmation answered "no"
+        code = EXIT_INVALID if exc.exit_code == 2 else exc.exit_code
+        _fail(_error("UsageError", exc.format_message(), code,
+                     fix="see `mlserve --help` or `mlserve COMMAND --help`") if as_json else None,
+              code)
+    except typer.Abort as exc:  # a confirmation answered "no", or Ctrl-C in older Click
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _interrupted(as_json)
         sys.stderr.write("aborted: nothing was changed\n")
-        sys.exit(EXIT_FAILURE)
+        _fail(_error("Aborted", "aborted: nothing was changed", EXIT_FAILURE) if as_json else None,
+              EXIT_FAILURE)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        _interrupted(as_json)
     except BrokenPipeError:  # `mlserve ... | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except Exception as exc:  # a bug in mlserve: say so, without local variables
         if _DEBUG:
             raise
-        _print_error(f"internal error: {type(exc).__name__}: {exc}\nRun again with --debug for a "
-                     "traceback, and report it.", EXIT_FAILURE)
-        sys.exit(EXIT_FAILURE)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        fix = "run again with --debug for a traceback, and report it"
+        _print_error(f"{message}\nRun again with --debug for a traceback, and report it.",
+                     EXIT_FAILURE)
+        _fail(_error("InternalError", message, EXIT_FAILURE, fix=fix) if as_json else None,
+              EXIT_FAILURE)
+    if code == EXIT_INTERRUPTED:    # Typer turns KeyboardInterrupt into Exit(130) itself
+        _interrupted(as_json)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(as_json: bool) -> None:
+    from ..errors import EXIT_INTERRUPTED
+    sys.stderr.write("interrupted\n")
+    _fail(_error("Interrupted", "interrupted", EXIT_INTERRUPTED) if as_json else None,
+          EXIT_INTERRUPTED)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import JsonOpt, ManifestOpt, StateOpt, app
+from .app import JsonOpt, ManifestOpt, StateOpt, TimeoutOpt, app
 from .output import RichReporter, clean, emit_json, interactive, plain, result_line
 
 
@@ -35,7 +35,7 @@ def migrate(
         "(blank lines and lines starting with # are skipped), besides the smoke cases.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y",
                                       help="Do not ask before deleting the source.")] = False,
-    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Move the model from one target to another: deploy it to --to, send the same inputs to
     both and compare the outputs, then delete --from (unless --keep-source).
@@ -49,7 +49,7 @@ def migrate(
     with RichReporter(quiet=as_json) as reporter:
         result = run_migration(file, source, dest, state, keep_source=keep_source,
                                dry_run=dry_run, rtol=rtol, atol=atol, inputs=inputs,
-                               reporter=reporter)
+                               reporter=reporter, timeout=timeout)
     if as_json:
         emit_json(result)
     elif result["status"] == "planned":

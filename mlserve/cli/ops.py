@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
+from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, TimeoutOpt, app
 from .output import RichReporter, clean, emit_json, interactive, plain, result_line, say, table
 from .payload import read_input
 
@@ -38,10 +38,11 @@ def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
            image: Annotated[Optional[str], typer.Option(
                "--image", metavar="REF",
                help="Run this image, built earlier (docker targets): nothing is built.")] = None,
-           as_json: JsonOpt = False) -> None:
+           timeout: TimeoutOpt = None, as_json: JsonOpt = False) -> None:
     """Deploy the model to TARGET; the previous release keeps serving unless the new one is healthy."""
     from .. import service
-    with RichReporter(quiet=as_json) as reporter:
+    from ..deadline import within
+    with RichReporter(quiet=as_json) as reporter, within(timeout, "the deploy"):
         result = service.deploy(file, target, state, reporter, image=image)
     _show_result(result, as_json, "deployed")
 
@@ -49,10 +50,12 @@ def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
 @app.command()
 def rollback(target: TargetArg = None, to: Annotated[Optional[str], typer.Option(
         "--to", help="Release id (or prefix) to return to. Default: the previous one.")] = None,
-        file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+        file: ManifestOpt = None, state: StateOpt = None, timeout: TimeoutOpt = None,
+        as_json: JsonOpt = False) -> None:
     """Serve an earlier release again (health and smoke checked first)."""
     from .. import service
-    with RichReporter(quiet=as_json) as reporter:
+    from ..deadline import within
+    with RichReporter(quiet=as_json) as reporter, within(timeout, "the rollback"):
         result = service.rollback(file, target, state, to=to, reporter=reporter)
     _show_result(result, as_json, "rolled back")
 

@@ -42,8 +42,12 @@ def validate(target: TargetArg = None, file: ManifestOpt = None, as_json: JsonOp
     for gap in gaps:
         warning(f"{gap} (commands on that target refuse it)")
     if as_json:
+        from ..providers import extras
+        named = [project.target(target)[0]] if target is not None else list(m.targets)
         emit_json({"valid": True, "file": str(project.path), "name": m.name,
-                   "targets": {k: v.provider for k, v in m.targets.items()}, "warnings": gaps})
+                   "targets": {k: v.provider for k, v in m.targets.items()},
+                   "extras": extras(m.targets[t].provider for t in named),
+                   "warnings": gaps})
         return
     targets = ", ".join(f"{k} ({v.provider})" for k, v in m.targets.items())
     result_line(f"[green]valid[/green]: {plain(project.located.file)} — model "
@@ -51,9 +55,22 @@ def validate(target: TargetArg = None, file: ManifestOpt = None, as_json: JsonOp
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of mlserve.yaml (for editors and CI checks)."""
+def schema(output: Annotated[Optional[str], typer.Option(
+        "--output", metavar="COMMAND", show_default=False,
+        help="Print instead the schema of COMMAND's --json output (`error`: the error object "
+             "every command prints under --json when it fails).")] = None) -> None:
+    """Print the JSON Schema of mlserve.yaml (for editors and CI checks), or of a command's
+    --json output."""
     import json
+    if output is not None:
+        from .. import schemas
+        try:
+            document = schemas.load(output)
+        except KeyError:
+            raise typer.BadParameter(f"no output schema {output!r}; one of: "
+                                     f"{', '.join(schemas.names())}", param_hint="--output") from None
+        typer.echo(json.dumps(document, indent=2))
+        return
     from ..manifest import json_schema
     typer.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
 

@@ -47,7 +47,11 @@ __all__ = ["migrate", "MigrateFailed", "Interrupted", "Clock"]
 def migrate(manifest: str | Path | None, source: str, dest: str,
             state_dir: str | Path | None = None, *, keep_source: bool = False,
             dry_run: bool = False, rtol: float = 1e-6, atol: float = 0.0,
-            inputs: str | Path | None = None, reporter: Reporter | None = None) -> dict:
+            inputs: str | Path | None = None, reporter: Reporter | None = None,
+            timeout: float | None = None) -> dict:
+    """``timeout``: seconds until the migration gives up (undone, exit 1); the source's
+    deletion, once the outputs agree, is not interrupted."""
+    from ..deadline import within
     from ..plan import plan       # here: the comparison modules stay cheap to import
     reporter = reporter or Reporter()
     clock = Clock()
@@ -63,17 +67,8 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
                 "timings": clock.timings}
     with signals_raise(), contextlib.ExitStack() as locks:
         try:
-            with clock("lock"):
-                for target in sorted({run.a, run.b}):
-                    locks.enter_context(run.lock(target))
-            with clock("check"):
-                run.check_targets()
-            with clock("deploy"):
-                run.deploy_b()
-            with clock("compare"):
-                run.compare()
-            with clock("record"):
-                run.record()
+            with within(timeout, f"migration from {run.a!r} to {run.b!r}", ends_at_switch=False):
+                _until_recorded(run, clock, locks)
         except BaseException as exc:
             failed = run.undo(exc)
             failed.result["timings"] = clock.timings
@@ -82,6 +77,21 @@ def migrate(manifest: str | Path | None, source: str, dest: str,
             run.remove_source()
     return {**run.summary(), "status": "migrated", "source": "kept" if keep_source else "deleted",
             "timings": clock.timings}
+
+
+def _until_recorded(run: Run, clock: "Clock", locks: contextlib.ExitStack) -> None:
+    """Steps 2-4 and the record: what ``Run.undo`` takes back when any of them fails."""
+    with clock("lock"):
+        for target in sorted({run.a, run.b}):
+            locks.enter_context(run.lock(target))
+    with clock("check"):
+        run.check_targets()
+    with clock("deploy"):
+        run.deploy_b()
+    with clock("compare"):
+        run.compare()
+    with clock("record"):
+        run.record()
 
 
 class Clock:

@@ -300,7 +300,7 @@ def reason(exc: BaseException) -> str:
         return "interrupted (SIGTERM)"
     if isinstance(exc, MlserveError):
         return exc.message
-    return f"{type(exc).__name__}: {exc}"
+    return getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"   # deadline.Expired
 
 
 @contextlib.contextmanager

@@ -38,6 +38,11 @@ def info(name: str) -> ProviderInfo:
                        fix=f"use one of: {', '.join(REGISTRY)}") from None
 
 
+def extras(providers) -> list[str]:
+    """The pip extras a deploy to these providers needs (``pip install 'mlserve[a,b]'``), sorted."""
+    return sorted({e for name in providers for e in info(name).extras})
+
+
 def formats() -> tuple[str, ...]:
     """The build formats providers use by default, in registry order (``mlserve build --format``)."""
     return tuple(dict.fromkeys(i.default_format for i in REGISTRY.values()))
@@ -64,7 +69,7 @@ def describe(provider: ProviderInfo) -> dict:
     return {
         "name": provider.name, "title": provider.title, "layer": provider.layer,
         "deploy": provider.deploys, "artifact": provider.artifact.value,
-        "default_format": provider.default_format,
+        "default_format": provider.default_format, "extras": list(provider.extras),
         "packaging": data.get("packaging", ""),
         "features": {f.value: why for f, why in provider.features.items()},
         "unsupported": provider.unsupported(),

@@ -69,6 +69,7 @@ class ProviderInfo:
     features: Mapping[Feature, str | None]   # None = supported; text = why not (shown to users)
     state_map: Mapping[str, DeployState] = field(default_factory=dict)
     adapter: str | None = None      # "mlserve.adapters.local:LocalProvider"; None = build only
+    extras: tuple[str, ...] = ()    # pip extras (pyproject) a deploy to it needs: `validate --json`
     price: PriceHook | None = None
 
     def __post_init__(self) -> None:

@@ -29,4 +29,5 @@ INFO = ProviderInfo(
                "exited": DeployState.FAILED, "dead": DeployState.FAILED,
                "removing": DeployState.DELETED},
     adapter="mlserve.adapters.docker:DockerAdapter",
+    extras=("docker",),
 )

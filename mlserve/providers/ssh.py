@@ -25,4 +25,5 @@ INFO = ProviderInfo(
     },
     state_map={**RUNTIME_STATES, "unreachable": DeployState.UNREACHABLE},
     adapter="mlserve.adapters.ssh:SSHAdapter",
+    extras=("ssh",),
 )
