@@ -73,6 +73,7 @@ QUICK = {
     "list": lambda a: ["list", *a],
     "delete": lambda a: ["delete", *a, "--yes"],
     "build": lambda a: ["build", *_no_state(a), "--format", "docker"],
+    "cost": lambda a: ["cost", "local", "aws-ec2", *a],
 }
 # Cases run by the lifecycle test below (a real local deployment).
 LIFECYCLE = ("deploy", "status", "list", "plan", "rollback", "migrate", "delete")
