@@ -20,8 +20,14 @@ anything (read paths have no side effects; opening and checking the file is
 ``mlserve.journal_file``). Writes are transactions, so a crash leaves the journal as it was.
 Every SQLite or OS failure becomes a ``JournalError`` (exit 1) naming the file and how to move
 it aside; a row that cannot be decoded is skipped with a warning (``State.warnings``).
-``lock(target)`` is an exclusive OS file lock held for the whole deploy; a crashed holder
-releases it automatically. Secret values are never written here.
+``lock(target)`` is an exclusive OS file lock held for the whole deploy (waiting up to
+``--lock-timeout`` for another holder); a crashed holder releases it automatically. Secret values
+are never written here.
+
+Every write is an operation (``mlserve.journal.ops``) applied in one transaction; the shared S3
+journal (``mlserve.journal.s3.S3State``, a subclass) appends the same operations to its log and
+replays them into this schema, so both read alike. Which journal a command uses:
+``mlserve.journal.locate``.
 """
 
 from __future__ import annotations

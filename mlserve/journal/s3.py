@@ -42,7 +42,7 @@ from .s3client import Absent, Conflict, client, translated
 
 __all__ = ["S3State", "CHECKPOINT_EVERY", "MAX_OBJECT"]
 
-CHECKPOINT_EVERY = 25
+CHECKPOINT_EVERY = 10
 MAX_OBJECT = 64 * 1024 * 1024        # a log object larger than this is not one mlserve wrote
 _DIGITS = 20
 
@@ -146,11 +146,17 @@ class S3State(State):
             self._warn(f"the checkpoint of the shared journal {self.url} was not saved ({exc})")
 
     def _sync(self) -> None:
-        """Apply every log object after the last one applied, in order."""
-        for key in self._new_keys():
-            index = int(key[-len(".json") - _DIGITS:-len(".json")])
-            self._apply_object(key)
-            self._index = index
+        """Apply every log object after the last one applied, in order (fetched in parallel)."""
+        keys = self._new_keys()
+        if len(keys) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(min(len(keys), 8)) as pool:
+                bodies = list(pool.map(self._fetch, keys))
+        else:
+            bodies = [self._fetch(k) for k in keys]
+        for key, body in zip(keys, bodies):
+            self._apply_object(key, body)
+            self._index = int(key[-len(".json") - _DIGITS:-len(".json")])
 
     def _new_keys(self) -> list[str]:
         keys, token = [], None
@@ -171,14 +177,22 @@ class S3State(State):
                 return keys
             token = page["NextContinuationToken"]
 
-    def _apply_object(self, key: str) -> None:
-        where = f"s3://{self.bucket}/{key}"
+    def _fetch(self, key: str) -> bytes | None:
+        """A log object's body; None when it was deleted since it was listed."""
         try:
             with translated(self.url, "cannot be read"):
                 got = self._client.get_object(Bucket=self.bucket, Key=key)
-                if got.get("ContentLength", 0) > MAX_OBJECT:
-                    raise ValueError(f"{got['ContentLength']} bytes, more than a journal write")
-                body = got["Body"].read(MAX_OBJECT + 1)
+                return got["Body"].read(MAX_OBJECT + 1)
+        except Absent:
+            return None
+
+    def _apply_object(self, key: str, body: bytes | None) -> None:
+        where = f"s3://{self.bucket}/{key}"
+        if body is None:
+            return
+        try:
+            if len(body) > MAX_OBJECT:
+                raise ValueError(f"more than {MAX_OBJECT} bytes, larger than any journal write")
             operation = ops.check(json.loads(body.decode("utf-8")))
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -187,8 +201,6 @@ class S3State(State):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        except Absent:
-            return                             # deleted since it was listed: nothing to apply
         except (ValueError, TypeError, KeyError, sqlite3.Error, InvalidInput) as exc:
             self._warn(f"the shared journal's log object {where} is not a journal write "
                        f"({str(exc)[:200]}); it was skipped (remove it if something else wrote "
@@ -201,8 +213,9 @@ class S3State(State):
                                fix="this is a bug in mlserve: report it")
         body = json.dumps({**operation, "by": {"host": socket.gethostname(),
                                                "pid": os.getpid()}}, sort_keys=True).encode()
-        for _ in range(1000):
-            self._sync()
+        for attempt in range(1000):
+            if attempt:
+                self._sync()                   # read what won the race, then the next number
             index = self._index + 1
             try:
                 with translated(self.url, "cannot be written"):
@@ -210,7 +223,7 @@ class S3State(State):
                                             Body=body, IfNoneMatch="*",
                                             ContentType="application/json")
             except Conflict:
-                continue                       # another writer took that number: read it, retry
+                continue                       # another writer took that number
             with self._tx() as db:
                 result = ops.apply(db, operation)
             self._index = index
@@ -321,9 +334,7 @@ class _Lease:
             self._thread.join()
         if self.lost or self.etag is None:
             return
-        with contextlib.suppress(Conflict, Absent, JournalError):
-            holder, etag, _ = self._read()
-            if etag == self.etag:                       # still ours
-                with translated(self.state.url, "cannot be written"):
-                    self.state._client.delete_object(Bucket=self.state.bucket, Key=self.key,
-                                                     IfMatch=etag)
+        with contextlib.suppress(Conflict, Absent, JournalError):   # only if still ours
+            with translated(self.state.url, "cannot be written"):
+                self.state._client.delete_object(Bucket=self.state.bucket, Key=self.key,
+                                                 IfMatch=self.etag)
