@@ -126,6 +126,9 @@ def test_deploy_status_rollback_through_s3(deployed, s3_store, tmp_path):
     status = run_process("status", *args, "--json", env=env)
     assert status.code == 0, status.err
     assert json.loads(status.out)["status"] == "READY"
+    planned = run_process("plan", *args, "--json", env=env)     # plan reads the shared journal
+    assert planned.code == 0, planned.err
+    assert (json.loads(planned.out)["action"], json.loads(planned.out)["current"]) == ("none", release2)
     # another "machine": a copy of the project elsewhere, no local state, same journal: it sees
     # the history (the local provider's process is this machine's, so it is not live there)
     laptop = tmp_path / "laptop"

@@ -36,41 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 from tests.infra.s3 import running_moto  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from work import deploy_work, read_work  # noqa: E402
+
 DEPLOY = """
 import sys, time
 started = time.perf_counter()
-from mlserve.journal import locate, open_state
-where = locate(__import__('pathlib').Path(sys.argv[2]), None, sys.argv[1])
-state = open_state(where)
-with state.lock("bench"):
-    seq = state.add_release("bench", "r-x", "local", "h", {"name": "bench"}, "http://x")
-    state.update_extra(seq, {"pid": 1})
-    state.finish_release(seq, "serving")
-state.close()
+sys.path[:0] = [sys.argv[3], sys.argv[4]]
+from pathlib import Path
+from mlserve.journal import locate
+from work import deploy_work
+deploy_work(locate(Path(sys.argv[2]), None, sys.argv[1]))
 print(time.perf_counter() - started)
 """
-
-
-def deploy_work(where) -> float:
-    from mlserve.journal import open_state
-    started = time.perf_counter()
-    state = open_state(where)
-    with state.lock("bench"):
-        seq = state.add_release("bench", "r-x", "local", "h", {"name": "bench"}, "http://x")
-        state.update_extra(seq, {"pid": 1})
-        state.finish_release(seq, "serving")
-    state.close()
-    return time.perf_counter() - started
-
-
-def read_work(where) -> float:
-    from mlserve.journal import open_state
-    started = time.perf_counter()
-    state = open_state(where, read_only=True)
-    state.current("bench")
-    state.releases("bench")
-    state.close()
-    return time.perf_counter() - started
 
 
 def median(values: list[float]) -> float:
@@ -87,7 +65,8 @@ def measure(where_text: str, workdir: Path, project: Path, runs: int, history: i
     read = [read_work(where) for _ in range(runs)]
     process, status = [], []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", DEPLOY, where_text, str(workdir)], env=env,
+        out = subprocess.run([sys.executable, "-c", DEPLOY, where_text, str(workdir), str(ROOT),
+                              str(Path(__file__).resolve().parent)], env=env,
                              capture_output=True, text=True, check=True).stdout
         process.append(float(out))
         started = time.perf_counter()
