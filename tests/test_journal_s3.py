@@ -595,3 +595,39 @@ def test_s3_journal_replays_to_what_sqlite_holds(journal, tmp_path_factory):
         assert shared_tables == expected
         assert export_journal(Location(local, prefix))["tables"] == expected
     check()
+
+
+def test_migrate_locks_and_records_in_the_shared_journal(tmp_path, journal, capsys):
+    from mlserve import service
+    from mlserve.errors import MlserveError
+    from mlserve.journal.s3 import S3State
+    from tests.helpers import run_cli
+    from tests.infra.net import free_port
+    from tests.test_migrate import _local, _project as migrate_project
+    url, _ = journal
+    project = migrate_project(tmp_path, {"a": _local(free_port()), "b": _local(free_port())})
+    try:
+        first = service.deploy(project, "a", url)
+        holder = S3State(url)
+        with holder.lock("b", "deploy"):            # another machine deploys the destination
+            busy = run_cli(capsys, "migrate", "--from", "a", "--to", "b", "-f", str(project),
+                           "--state", url, "--yes")
+        assert busy.code == 1 and "target 'b' is busy: deploy by pid" in busy.err
+        done = run_cli(capsys, "migrate", "--from", "a", "--to", "b", "-f", str(project),
+                       "--state", url, "--yes", "--json")
+        assert done.code == 0, done.err
+        assert json.loads(done.out)["release"] == first.release
+        reader = S3State.for_reading(url)
+        try:
+            assert reader.current("b").release_id == first.release
+            assert [e["kind"] for e in reader.events("b")][-1] == "migrated"
+            assert reader.current("a") is None            # deleted, recorded in the journal
+        finally:
+            reader.close()
+        holder.close()
+    finally:
+        for target in ("a", "b"):
+            try:
+                service.delete(project, target, url)
+            except MlserveError:
+                pass                                   # nothing deployed there
