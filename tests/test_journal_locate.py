@@ -75,19 +75,26 @@ def test_sqlite_lock_waits_up_to_the_timeout(tmp_path):
                 with waiter.lock("t"):
                     pass
             assert time.monotonic() - started >= 0.3
-            journal.set_lock_timeout(20)
-            took: list[float] = []
-
-            def wait() -> None:
-                begun = time.monotonic()
-                with waiter.lock("t"):
-                    took.append(time.monotonic() - begun)
-            thread = threading.Thread(target=wait)
-            thread.start()
-            time.sleep(0.5)
-            assert not took                     # still held: it waits
-        thread.join(20)
-        assert took and 0.4 < took[0] < 20
+        assert_waits_for_release(holder, waiter, "t")
     finally:
         holder.close()
         waiter.close()
+
+
+def assert_waits_for_release(holder, waiter, target: str) -> None:
+    """With --lock-timeout 20, ``waiter`` waits while ``holder`` holds ``target``, then takes it
+    (shared with the S3 journal's test)."""
+    journal.set_lock_timeout(20)
+    took: list[float] = []
+
+    def wait() -> None:
+        begun = time.monotonic()
+        with waiter.lock(target):
+            took.append(time.monotonic() - begun)
+    with holder.lock(target):
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.5)
+        assert not took                         # still held: it waits
+    thread.join(20)
+    assert took and 0.4 < took[0] < 20

@@ -292,26 +292,14 @@ def test_locks_of_different_targets_do_not_block(journal):
 
 
 def test_lock_waits_for_a_release_within_the_timeout(journal):
-    from mlserve import journal as settings
     from mlserve.journal.s3 import S3State
+    from tests.test_journal_locate import assert_waits_for_release
     url, _ = journal
     holder, waiter = S3State(url), S3State(url)
-    settings.set_lock_timeout(20)
     try:
-        with holder.lock("t"):
-            done: list[float] = []
-
-            def wait() -> None:
-                started = time.monotonic()
-                with waiter.lock("t"):
-                    done.append(time.monotonic() - started)
-            thread = threading.Thread(target=wait)
-            thread.start()
-            time.sleep(1.0)
-            assert not done                 # still held: the waiter waits
-        thread.join(30)
-        assert done and 0.9 < done[0] < 20
+        assert_waits_for_release(holder, waiter, "t")
     finally:
+        from mlserve import journal as settings
         settings.set_lock_timeout(None)
         holder.close()
         waiter.close()
