@@ -31,10 +31,13 @@ from .providers.check import feature_problems
 from .reqsets import FileProblem, project_file, read_small_file, requirement_problems
 from .strict import (ENV_NAME_RE, NAME_RE, PYTHON_RE, SECRET_RE, Strict, clean, given,
                      problem_text, shown)
+from .journal import S3_URL_RE
 from .targets import Target, TargetBase
 from .yamlpos import Located, display_name, find_manifest, invalid, read_located
 
 _MEMORY_RE = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?")          # used with fullmatch
+#: the journal: s3://bucket/prefix, or a directory (no control characters, no ':')
+STATE_RE = "^(" + S3_URL_RE[1:-1] + r"|[^\x00-\x1f\x7f:]+)$"
 _ENTRY_RE = re.compile(r"(?P<file>[^:]+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)")  # fullmatch
 
 
@@ -272,6 +275,13 @@ class Manifest(Strict):
     targets: dict[Annotated[str, Field(pattern=NAME_RE)], Target] = Field(
         min_length=1, description="Where this model can be deployed, by name.",
         examples=[{"local": {"provider": "local", "port": 8080}}])
+    state: str | None = Field(
+        None, pattern=STATE_RE, max_length=1024,
+        description="Where the journal lives: a directory (relative to the manifest), or "
+        "`s3://bucket/prefix` for a journal shared by CI runners and laptops (any S3-compatible "
+        "store; AWS credentials and endpoint from the usual AWS_* variables). `--state` and "
+        "MLSERVE_STATE override it. Default: `.mlserve` beside the manifest.",
+        examples=["s3://my-team-mlserve/hello", ".mlserve"])
 
     @model_validator(mode="after")
     def _secrets_apart(self) -> "Manifest":

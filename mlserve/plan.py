@@ -40,7 +40,9 @@ from .errors import MlserveError
 from .journal_file import JournalError
 from .manifest import Manifest, Project, load_project
 from .report import Reporter
-from .state import Release, State, default_state_dir, file_list, requirements_of
+from .journal import open_state
+from .session import journal_location
+from .state import Release, file_list, requirements_of
 from .vocab import Action, DeployState
 
 __all__ = ["plan", "ChangeKind", "DriftKind"]
@@ -91,9 +93,9 @@ def plan(manifest: str | Path | None = None, target: str | None = None,
     project = load_project(manifest)
     name, options = project.target(target)
     adapters.get(options.provider)                      # a build-only provider: exit 2
-    directory = Path(state_dir).absolute() if state_dir else default_state_dir(project.root)
-    current, history, warnings = _journal_side(manifest, target, state_dir, name, directory)
-    bundle = collect(project.root, extra_ignores=state_ignores(project.root, directory))
+    where = journal_location(project, state_dir)
+    current, history, warnings = _journal_side(manifest, target, state_dir, name, where)
+    bundle = collect(project.root, extra_ignores=state_ignores(project.root, where.local_dir))
     release_id = _release_id(project, bundle)
     changes = (_created(project, bundle) if current is None
                else _changes(project, name, options, current, history, bundle))
@@ -109,12 +111,12 @@ def plan(manifest: str | Path | None = None, target: str | None = None,
 
 
 def _journal_side(manifest, target, state_dir, name: str,
-                  directory: Path) -> tuple[Release | None, list[Release], list[str]]:
+                  where) -> tuple[Release | None, list[Release], list[str]]:
     """The journal's current release of ``name``, its history and the journal's warnings. A
     journal that cannot be used fails as ``status`` fails (the same error, with what the
     provider still says)."""
     try:
-        state = State.for_reading(directory)
+        state = open_state(where, read_only=True)
     except JournalError:
         service.status(manifest, target, state_dir, Reporter())    # raises it, with `known`
         raise

@@ -31,7 +31,8 @@ from .errors import DeployError, InvalidInput, MlserveError, NotFound
 from .manifest import Project, load_project
 from .release import release_id
 from .report import Reporter
-from .session import (_context, _describe, _live_row, _refresh, _state_dir,
+from .journal import open_state
+from .session import (_context, _describe, _live_row, _refresh, journal_location,
                       _without_extra, open_context, resolve_secrets)
 from .state import (FAILED, PENDING, SERVING, SUPERSEDED, DeploymentStatus, JournalError, Release,
                     State, file_list, requirements_of)
@@ -327,19 +328,19 @@ def list_deployments(manifest=None, state_dir=None, reporter: Reporter | None = 
     which release should be there; a provider that cannot be asked says so in its row)."""
     project = load_project(manifest)
     reporter = reporter or Reporter()
-    directory = _state_dir(project, state_dir)
+    where = journal_location(project, state_dir)
 
     def rows(state: State, journal: bool = True) -> list[dict]:
-        return [_live_row(_context(project, name, options, directory, Reporter(), state), state,
+        return [_live_row(_context(project, name, options, where, Reporter(), state), state,
                           journal) for name, options in project.manifest.targets.items()]
     state = None
     try:
-        state = State.for_reading(directory)
+        state = open_state(where, read_only=True)
         return [_without_extra(r) for r in rows(state)]
     except JournalError as exc:
         if exc.known is None:
             exc.known = {"deployments": [{**_without_extra(r), "journal": False}
-                                         for r in rows(State.empty(directory), journal=False)]}
+                                         for r in rows(State.empty(where.local_dir), journal=False)]}
             exc.details = "what is still known:\n" + "\n".join(
                 f"  {_describe(r)}" for r in exc.known["deployments"])
         raise

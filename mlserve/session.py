@@ -19,7 +19,8 @@ from .adapters.base import Context
 from .errors import InvalidInput, MissingCredentials, MlserveError
 from .manifest import Project, load_project
 from .report import Reporter
-from .state import DeploymentStatus, JournalError, State, default_state_dir
+from .journal import Location, locate, open_state
+from .state import DeploymentStatus, JournalError, State
 from .vocab import DeployState
 
 def resolve_secrets(names: list[str], environ: dict | None = None) -> dict[str, str]:
@@ -44,15 +45,16 @@ def resolve_secrets(names: list[str], environ: dict | None = None) -> dict[str, 
     return {n: environ[n] for n in names}
 
 
-def _state_dir(project: Project, state_dir: str | Path | None) -> Path:
-    """The journal's directory: ``--state``/``MLSERVE_STATE``, else ``.mlserve`` by the manifest."""
-    return Path(state_dir).absolute() if state_dir else default_state_dir(project.root)
+def journal_location(project: Project, state: str | Path | None) -> Location:
+    """The journal: ``--state``, ``MLSERVE_STATE``, the manifest's ``state:``, else ``.mlserve``
+    by the manifest (``mlserve.journal.locate``)."""
+    return locate(project.root, project.manifest.state, state)
 
 
-def _context(project: Project, name: str, options, directory: Path, reporter: Reporter,
+def _context(project: Project, name: str, options, where: Location, reporter: Reporter,
              state: State, secrets: dict | None = None) -> Context:
     ctx = Context(project=project, target_name=name, target=options, reporter=reporter,
-                  state_dir=directory, secrets=secrets or {})
+                  state_dir=where.local_dir, secrets=secrets or {})
     _refresh(ctx, state)
     return ctx
 
@@ -73,16 +75,16 @@ def open_context(manifest: str | Path | None, target: str | None, state_dir: str
     project = load_project(manifest)
     name, options = project.target(target)
     reporter = reporter or Reporter()
-    directory = _state_dir(project, state_dir)
+    where = journal_location(project, state_dir)
     state = None
     try:
         # Secrets first: a deploy refused for a missing or unmaskable secret creates nothing.
         secrets = resolve_secrets(project.manifest.secrets) if need_secrets else {}
-        state = State(directory) if writable else State.for_reading(directory)
-        yield _context(project, name, options, directory, reporter, state, secrets), state
+        state = open_state(where, read_only=not writable)
+        yield _context(project, name, options, where, reporter, state, secrets), state
     except JournalError as exc:
         if exc.known is None:
-            exc.known = _known(project, name, options, directory)
+            exc.known = _known(project, name, options, where)
             exc.details = f"what is still known: {_describe(exc.known)}"
         raise
     finally:
@@ -144,17 +146,17 @@ def _live_row(ctx: Context, state: State, journal: bool = True, raise_errors: bo
     return row
 
 
-def _known(project: Project, name: str, options, directory: Path) -> dict:
+def _known(project: Project, name: str, options, where: Location) -> dict:
     """What can still be said about a target when a command met a JournalError: with the
     journal if it can still be read (the problem was elsewhere, e.g. a lock), else without."""
     try:
-        state = State.for_reading(directory)
+        state = open_state(where, read_only=True)
     except JournalError:
-        state = State.empty(directory)
-        ctx = _context(project, name, options, directory, Reporter(), state)
+        state = State.empty(where.local_dir)
+        ctx = _context(project, name, options, where, Reporter(), state)
         return {**_live_row(ctx, state, journal=False), "journal": False}
     try:
-        ctx = _context(project, name, options, directory, Reporter(), state)
+        ctx = _context(project, name, options, where, Reporter(), state)
         return {**_live_row(ctx, state), "journal": True}
     finally:
         state.close()

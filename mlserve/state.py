@@ -20,8 +20,14 @@ anything (read paths have no side effects; opening and checking the file is
 ``mlserve.journal_file``). Writes are transactions, so a crash leaves the journal as it was.
 Every SQLite or OS failure becomes a ``JournalError`` (exit 1) naming the file and how to move
 it aside; a row that cannot be decoded is skipped with a warning (``State.warnings``).
-``lock(target)`` is an exclusive OS file lock held for the whole deploy; a crashed holder
-releases it automatically. Secret values are never written here.
+``lock(target)`` is an exclusive OS file lock held for the whole deploy (waiting up to
+``--lock-timeout`` for another holder); a crashed holder releases it automatically. Secret values
+are never written here.
+
+Every write is an operation (``mlserve.journal.ops``) applied in one transaction; the shared S3
+journal (``mlserve.journal.s3.S3State``, a subclass) appends the same operations to its log and
+replays them into this schema, so both read alike. Which journal a command uses:
+``mlserve.journal.locate``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import contextlib
 import enum
 import errno
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -39,12 +44,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import Busy, NotFound
+from .journal import ops
 from .reqsets import FileProblem, requirement_lines
 from .journal_file import (JournalError, check_extra, check_types, decode_files,
                            decode_requirements, guard, has_deleted_seq, json_dict, open_journal)
 
 __all__ = ["State", "Release", "Deployment", "ReleaseOutcome", "DeploymentStatus", "JournalError",
-           "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED", "default_state_dir",
+           "PENDING", "SERVING", "FAILED", "SUPERSEDED", "DELETED",
            "file_list", "requirements_of"]
 
 
@@ -120,9 +126,21 @@ def requirements_of(root: Path, requirements: Any) -> list[str] | None:
         return None
 
 
-def default_state_dir(manifest_dir: Path) -> Path:
-    env = os.environ.get("MLSERVE_STATE")
-    return Path(env).expanduser().absolute() if env else manifest_dir / ".mlserve"
+def _flock(fd: int, target: str) -> None:
+    """Take the OS lock, waiting up to ``--lock-timeout`` (``mlserve.journal.lock_timeout``)."""
+    from .journal import lock_timeout
+    deadline = time.monotonic() + lock_timeout()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise Busy(f"target {target!r} is busy: {holder}",
+                           fix="wait for it to finish, or run with --lock-timeout SECONDS to "
+                               "wait for it") from None
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
 
 
 class State:
@@ -190,17 +208,19 @@ class State:
                                if denied else f"move {bad} aside (mv {bad} {bad}.broken); it is "
                                               "recreated on the next deploy") from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise Busy(f"target {target!r} is busy: {holder}",
-                           fix="wait for it to finish, then run the command again") from None
+            _flock(fd, target)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{action} by pid {os.getpid()}".encode(), 0)
             yield
         finally:
             os.close(fd)
+
+    # -- writes: each one an operation (``ops``), applied in one transaction -----------------
+    def _write(self, op: dict) -> Any:
+        """Apply one write operation (``mlserve.journal.ops``); a shared journal also appends it
+        to its log first (``mlserve.journal.s3``)."""
+        with self._tx() as db:
+            return ops.apply(db, op)
 
     # -- releases --------------------------------------------------------------------------
     def add_release(self, target: str, release_id: str, provider: str, bundle_hash: str,
@@ -209,47 +229,19 @@ class State:
         """A pending attempt; ``files`` ({path: (sha256, executable, size)}: ``file_list(bundle)``)
         and ``requirements`` (lines) let ``plan`` show what
         the next deploy changes (None: not known, as for a rollback of an old row)."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO releases (target, release_id, provider, bundle_hash, manifest, url,"
-                " created_at, outcome, extra, files, requirements) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (target, release_id, provider, bundle_hash, json.dumps(manifest, sort_keys=True),
-                 url, time.time(), PENDING.value, json.dumps(extra or {}, sort_keys=True),
-                 None if files is None else json.dumps({p: list(v) for p, v in files.items()},
-                                                       sort_keys=True),
-                 None if requirements is None else json.dumps(list(requirements))))
-            return int(cur.lastrowid)
+        return int(self._write(ops.add_release(
+            target, release_id, provider, bundle_hash, manifest, url, extra, files, requirements)))
 
     def finish_release(self, seq: int, outcome: str, *, reason: str | None = None,
                        extra: dict | None = None, url: str | None = None) -> None:
-        outcome = ReleaseOutcome(outcome).value
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM releases WHERE seq=?", (seq,)).fetchone()
-            merged = {**json_dict(row["extra"]), **(extra or {})}
-            db.execute("UPDATE releases SET outcome=?, reason=?, extra=?, url=COALESCE(?, url)"
-                       " WHERE seq=?", (outcome, reason, json.dumps(merged, sort_keys=True), url, seq))
-            if outcome == SERVING:
-                name = json_dict(row["manifest"]).get("name")
-                db.execute("UPDATE releases SET outcome=? WHERE target=? AND outcome=? AND seq<>?",
-                           (SUPERSEDED.value, row["target"], SERVING.value, seq))
-                db.execute(
-                    "INSERT INTO deployments (target, provider, name, release_id, url, status,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(target) DO UPDATE SET"
-                    " provider=excluded.provider, name=excluded.name, release_id=excluded.release_id,"
-                    " url=excluded.url, status=excluded.status, updated_at=excluded.updated_at",
-                    (row["target"], row["provider"], name if isinstance(name, str) else "",
-                     row["release_id"], url or row["url"], DeploymentStatus.READY.value, time.time()))
+        self._write(ops.finish_release(seq, ReleaseOutcome(outcome).value, reason, extra, url))
 
     def discard_release(self, seq: int) -> None:
         """Forget an attempt that changed nothing (a no-op deploy leaves no release row)."""
-        with self._tx() as db:
-            db.execute("DELETE FROM releases WHERE seq=? AND outcome=?", (seq, PENDING.value))
+        self._write(ops.op("discard_release", seq=seq))
 
     def update_extra(self, seq: int, extra: dict) -> None:
-        with self._tx() as db:
-            row = db.execute("SELECT extra FROM releases WHERE seq=?", (seq,)).fetchone()
-            merged = {**json_dict(row["extra"] if row else "{}"), **extra}
-            db.execute("UPDATE releases SET extra=? WHERE seq=?", (json.dumps(merged, sort_keys=True), seq))
+        self._write(ops.op("update_extra", seq=seq, extra=extra))
 
     def releases(self, target: str, *, since_deletion: bool = False) -> list[Release]:
         """Every readable release row of ``target``, oldest first (unreadable rows are skipped
@@ -338,21 +330,11 @@ class State:
 
     def mark_deleted(self, target: str, provider: str = "", name: str = "") -> None:
         """Record that ``target`` was deleted; earlier release rows keep their outcomes."""
-        with self._tx() as db:
-            last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM releases WHERE target=?",
-                              (target,)).fetchone()[0]
-            db.execute(
-                "INSERT INTO deployments (target, provider, name, release_id, url, status,"
-                " updated_at, deleted_seq) VALUES (?,?,?,NULL,NULL,?,?,?) ON CONFLICT(target) DO"
-                " UPDATE SET status=excluded.status, url=NULL, updated_at=excluded.updated_at,"
-                " deleted_seq=excluded.deleted_seq",
-                (target, provider, name, DeploymentStatus.DELETED.value, time.time(), last))
+        self._write(ops.op("mark_deleted", target=target, provider=provider, name=name))
 
     # -- events ----------------------------------------------------------------------------
     def event(self, target: str, kind: str, message: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT INTO events (target, at, kind, message) VALUES (?,?,?,?)",
-                       (target, time.time(), kind, message))
+        self._write(ops.op("event", target=target, kind=kind, message=message))
 
     def events(self, target: str, limit: int = 50) -> list[dict]:
         rows = self._query("SELECT * FROM events WHERE target=? ORDER BY seq DESC LIMIT ?",

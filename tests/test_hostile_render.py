@@ -90,6 +90,7 @@ BASE = {
     "env": {"GREETING": "hi"},
     "secrets": ["API_TOKEN"],
     "smoke": [{"input": "in", "expect": "out"}],
+    "state": "s3://team-bucket/hostile",
     "targets": {
         "local": {"provider": "local", "host": "127.0.0.1"},
         "ssh": {"provider": "ssh", "hosts": ["u@h"], "identity_file": "k", "known_hosts": "kh",

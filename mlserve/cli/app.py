@@ -43,9 +43,24 @@ ManifestOpt = Annotated[Optional[Path], typer.Option(
     "--file", "-f", metavar="FILE", callback=hints.remember,
     help="Manifest (or its directory). Default: mlserve.yaml here or in the nearest parent "
          "directory.")]
-StateOpt = Annotated[Optional[Path], typer.Option(
-    "--state", envvar="MLSERVE_STATE", metavar="DIR", callback=hints.remember,
-    help="State directory. Default: .mlserve beside the manifest.")]
+StateOpt = Annotated[Optional[str], typer.Option(
+    "--state", envvar="MLSERVE_STATE", metavar="DIR|s3://BUCKET/PREFIX", callback=hints.remember,
+    help="The journal: a state directory, or s3://bucket/prefix for a journal shared by CI "
+         "runners and laptops. Default: the manifest's state:, else .mlserve beside the "
+         "manifest.")]
+
+
+def _lock_timeout(value: Optional[float]) -> Optional[float]:
+    from ..journal import set_lock_timeout
+    set_lock_timeout(value)
+    return value
+
+
+LockTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--lock-timeout", envvar="MLSERVE_LOCK_TIMEOUT", metavar="SECONDS", min=0, max=86400,
+    callback=_lock_timeout,
+    help="Wait up to SECONDS for a target another deploy holds (default 0: exit 1 at once, "
+         "naming the holder).")]
 JsonOpt = Annotated[bool, typer.Option("--json",
                                        help="Print one JSON object on stdout.")]
 def _positive(value: Optional[float]) -> Optional[float]:

@@ -17,7 +17,7 @@ try:  # Typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older Typer
     from click import exceptions as click_exceptions
 
-from . import build, cost, hints, migrate, ops, plan, project  # noqa: F401  (importing them registers the commands)
+from . import build, cost, hints, journal, migrate, ops, plan, project  # noqa: F401  (importing them registers the commands)
 from .app import app
 
 _DEBUG = False

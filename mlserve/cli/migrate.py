@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import JsonOpt, ManifestOpt, StateOpt, TimeoutOpt, app
+from .app import JsonOpt, LockTimeoutOpt, ManifestOpt, StateOpt, TimeoutOpt, app
 from .output import RichReporter, clean, emit_json, interactive, plain, result_line
 
 
@@ -21,7 +21,7 @@ def migrate(
                                         help="The target that serves now.")],
     dest: Annotated[str, typer.Option("--to", metavar="TARGET", show_default=False,
                                       help="The target to move it to (nothing deployed there).")],
-    file: ManifestOpt = None, state: StateOpt = None,
+    file: ManifestOpt = None, state: StateOpt = None, lock_timeout: LockTimeoutOpt = None,
     keep_source: Annotated[bool, typer.Option(
         "--keep-source", help="Leave the source serving after the migration.")] = False,
     dry_run: Annotated[bool, typer.Option(

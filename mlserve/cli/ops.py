@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, TimeoutOpt, app
+from .app import JsonOpt, LockTimeoutOpt, ManifestOpt, StateOpt, TargetArg, TimeoutOpt, app
 from .output import RichReporter, clean, emit_json, interactive, plain, result_line, say, table
 from .payload import read_input
 
@@ -38,7 +38,8 @@ def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
            image: Annotated[Optional[str], typer.Option(
                "--image", metavar="REF",
                help="Run this image, built earlier (docker targets): nothing is built.")] = None,
-           timeout: TimeoutOpt = None, as_json: JsonOpt = False) -> None:
+           timeout: TimeoutOpt = None, lock_timeout: LockTimeoutOpt = None,
+           as_json: JsonOpt = False) -> None:
     """Deploy the model to TARGET; the previous release keeps serving unless the new one is healthy."""
     from .. import service
     from ..deadline import within
@@ -51,6 +52,7 @@ def deploy(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt =
 def rollback(target: TargetArg = None, to: Annotated[Optional[str], typer.Option(
         "--to", help="Release id (or prefix) to return to. Default: the previous one.")] = None,
         file: ManifestOpt = None, state: StateOpt = None, timeout: TimeoutOpt = None,
+        lock_timeout: LockTimeoutOpt = None,
         as_json: JsonOpt = False) -> None:
     """Serve an earlier release again (health and smoke checked first)."""
     from .. import service
@@ -134,7 +136,8 @@ def delete(target: TargetArg = None,
                                              help="Do not ask for confirmation.")] = False,
            purge: Annotated[bool, typer.Option(
                "--purge", help="Also remove the target's images from the engine (docker).")] = False,
-           file: ManifestOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+           file: ManifestOpt = None, state: StateOpt = None, lock_timeout: LockTimeoutOpt = None,
+           as_json: JsonOpt = False) -> None:
     """Stop and remove a deployment (what mlserve created, nothing else).
 
     A target that was never deployed is not an error: there is nothing to delete (exit 0)."""

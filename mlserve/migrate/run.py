@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 from .. import service
 from ..errors import DeployError, MlserveError, NotFound
 from ..report import Reporter
-from ..state import State, default_state_dir
+from ..journal import open_state
+from ..session import journal_location
 from ..vocab import DeployState
 from .compare import MISSING, Difference, first_difference, shown
 from .inputs import Case
@@ -51,8 +52,7 @@ class Run:
     def __init__(self, manifest, state_dir, project, a: str, a_provider: str, b: str,
                  b_provider: str, cases: list[Case], rtol: float, atol: float) -> None:
         self.manifest, self.state_dir = manifest, state_dir
-        self.state_path = (Path(state_dir).absolute() if state_dir
-                           else default_state_dir(project.root))
+        self.journal = journal_location(project, state_dir)
         self.a, self.a_provider, self.b, self.b_provider = a, a_provider, b, b_provider
         self.cases, self.rtol, self.atol = cases, rtol, atol
         self.reporter: Reporter = Reporter()
@@ -74,7 +74,7 @@ class Run:
     # -- locks and journal -------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, target: str) -> Iterator[None]:
-        state = State(self.state_path)
+        state = open_state(self.journal)
         try:
             with state.lock(target, f"migrate {self.a} -> {self.b}"):
                 yield
@@ -82,7 +82,7 @@ class Run:
             state.close()
 
     def _event(self, target: str, kind: str, message: str) -> None:
-        state = State(self.state_path)
+        state = open_state(self.journal)
         try:
             state.event(target, kind, message)
         finally:
@@ -90,7 +90,7 @@ class Run:
 
     def _leftover(self) -> bool:
         """B holds what an interrupted migration of this pair created (no end recorded)."""
-        state = State.for_reading(self.state_path)
+        state = open_state(self.journal, read_only=True)
         try:
             events = [e for e in state.events(self.b, 1000)
                       if e["kind"] in (STARTED, FINISHED, FAILED, "deleted")]

@@ -8,6 +8,7 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``dockerd``, ``registry``, ``base_image``  (tests.infra.containers; dockerd/base_image root)
 - ``cloud_init_schema``              (tests.infra.cloudinit)
 - ``systemd_host``                   (tests.infra.systemd; root)
+- ``s3_store``, ``moto_s3_raw``       (tests.infra.s3: moto's S3 server)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -26,10 +27,12 @@ pytest_plugins = [
     "tests.infra.containers",
     "tests.infra.cloudinit",
     "tests.infra.systemd",
+    "tests.infra.s3",
 ]
 
 ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host"})
-SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry"}
+SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "s3_store",
+                                 "moto_s3_raw"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
