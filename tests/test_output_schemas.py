@@ -76,7 +76,8 @@ QUICK = {
     "cost": lambda a: ["cost", "local", "aws-ec2", *a],
 }
 # Cases run by the lifecycle test below (a real local deployment).
-LIFECYCLE = ("deploy", "status", "list", "plan", "rollback", "migrate", "delete")
+LIFECYCLE = ("deploy", "status", "list", "plan", "rollback", "migrate", "delete",
+             "journal import")
 
 
 def test_every_json_command_has_a_schema_and_a_case():
@@ -148,7 +149,8 @@ def test_errors_under_json_match_the_error_schema(tmp_path, case):
 
 @pytest.mark.slow
 def test_lifecycle_outputs_match_their_schemas(tmp_path):
-    """deploy, status, list, plan, rollback, migrate and delete on real local deployments."""
+    """deploy, status, list, plan, rollback, migrate, delete and journal import on real local
+    deployments."""
     args, project = _project(tmp_path, second_target=True)
     try:
         first = run_process("deploy", "local", *args, "--json")
@@ -180,6 +182,13 @@ def test_lifecycle_outputs_match_their_schemas(tmp_path):
         assert check("migrate", moved.out)["status"] == "migrated"
         gone = run_process("delete", "other", *args, "--yes", "--json")
         assert check("delete", gone.out)["status"] == "DELETED"
+        exported = tmp_path / "journal.json"
+        assert run_process("journal", "export", *args, "-o", str(exported)).code == 0
+        imported = run_process("journal", "import", str(exported), "--state",
+                               str(tmp_path / "copy"), "--json")
+        assert imported.code == 0, imported.err
+        counts = check("journal-import", imported.out)
+        assert counts["releases"] >= 2 and counts["deployments"] == 2, counts
     finally:
         for target in ("local", "other"):
             run_process("delete", target, *args, "--yes")
