@@ -193,7 +193,8 @@ def run(env: dict[str, str]) -> int:
     args = [str(mlserve) if mlserve.exists() else sys.executable, *([] if mlserve.exists() else
                                                                    ["-m", "mlserve.cli"])]
     proc = subprocess.run([*args, *argv(step)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                          env={**env, "CI": env.get("CI") or "true"})
+                          env={**{k: v for k, v in env.items() if k != "GITHUB_STEP_SUMMARY"},
+                               "CI": env.get("CI") or "true"})   # the step writes the summary
     raw = proc.stdout.decode("utf-8", "replace")
     sys.stdout.write(raw)
     try:

@@ -27,7 +27,7 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 from mlserve import ci_step
-from tests.helpers import EXAMPLES, REPO
+from tests.helpers import EXAMPLES, REPO, run_process
 from tests.infra.net import free_port
 
 _EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
@@ -178,6 +178,7 @@ def test_action_plans_deploys_and_deletes(workspace, tmp_path, step_venv):
     assert planned.code == 0, planned.log
     assert planned.outputs["changed"] == "true" and planned.outputs["release"].startswith("r-")
     assert "### mlserve plan: create" in planned.summary
+    assert planned.summary.count("### mlserve") == 1      # the step's, not mlserve's too
 
     (tmp_path / "deploy").mkdir()
     deployed = run_action({"command": "deploy", "manifest": "model", "extra-args": "--timeout 300"},
@@ -289,3 +290,49 @@ def test_github_outputs_cannot_be_forged_by_a_value(tmp_path_factory, values):
     clean = {k: v.replace("\r", "") for k, v in values.items()}
     ci_step.write_github_outputs(str(path), clean)
     assert parse_github_output(path.read_text()) == clean
+
+
+# -- plain mlserve honours $GITHUB_STEP_SUMMARY -------------------------------------------
+def _summary_project(tmp_path: Path) -> Path:
+    project = tmp_path / "model"
+    shutil.copytree(EXAMPLES / "hello", project)
+    return project
+
+
+def test_plain_cli_appends_its_outcome_to_the_job_summary(tmp_path):
+    project = _summary_project(tmp_path)
+    page = tmp_path / "summary.md"
+    page.write_text("earlier step\n")
+    env = {"GITHUB_STEP_SUMMARY": str(page)}
+    state = ["--state", str(tmp_path / "state")]
+    planned = run_process("plan", "-f", str(project), *state, env=env)
+    assert planned.code == 0, planned.err
+    refused = run_process("deploy", "nope", "-f", str(project), *state, env=env)
+    assert refused.code == 2, refused.err
+    shown = run_process("status", "-f", str(project), *state, env=env)   # not a summary command
+    assert shown.code == 0, shown.err
+    text = page.read_text()
+    assert text.startswith("earlier step\n")                            # appended, not replaced
+    assert text.count("### mlserve plan: create") == 1
+    assert text.count("### mlserve deploy: failed (exit 2)") == 1 and "nope" in text
+    assert text.count("### mlserve") == 2
+
+
+def test_step_writes_the_summary_once(tmp_path):
+    project = _summary_project(tmp_path)
+    page = tmp_path / "summary.md"
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(page), "INPUT_COMMAND": "plan",
+           "INPUT_MANIFEST": str(project),
+           "INPUT_EXTRA_ARGS": f"--state {tmp_path / 'state'}"}
+    proc = subprocess.run([sys.executable, "-m", "mlserve.ci_step", "run"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert page.read_text().count("### mlserve plan: create") == 1
+
+
+def test_an_unwritable_summary_only_warns(tmp_path):
+    project = _summary_project(tmp_path)
+    planned = run_process("plan", "-f", str(project), "--state", str(tmp_path / "state"),
+                          env={"GITHUB_STEP_SUMMARY": str(tmp_path / "no" / "such" / "dir")})
+    assert planned.code == 0, planned.err
+    assert "cannot write the job summary" in planned.err and "Traceback" not in planned.err

@@ -97,6 +97,9 @@ def run(argv: list[str] | None = None) -> None:
         exc.fix = hints.with_user_options(exc.fix)
         exc.details = hints.with_user_options(exc.details)
         _print_error(exc.render(), exc.exit_code)
+        from .output import step_summary
+        step_summary(next((a for a in args if not a.startswith("-")), ""), exc.exit_code,
+                     exc.to_dict())
         _fail(exc.to_dict() if as_json else None, exc.exit_code)
     except click_exceptions.ClickException as exc:  # usage errors: exit 2
         _show_usage_error(exc)

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JsonOpt, LockTimeoutOpt, ManifestOpt, StateOpt, TimeoutOpt, app
-from .output import RichReporter, clean, emit_json, interactive, plain, result_line
+from .output import (RichReporter, clean, emit_json, interactive, plain, result_line,
+                     step_summary)
 
 
 @app.command()
@@ -50,6 +51,7 @@ def migrate(
         result = run_migration(file, source, dest, state, keep_source=keep_source,
                                dry_run=dry_run, rtol=rtol, atol=atol, inputs=inputs,
                                reporter=reporter, timeout=timeout)
+    step_summary("migrate", 0, result)
     if as_json:
         emit_json(result)
     elif result["status"] == "planned":

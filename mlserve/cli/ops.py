@@ -13,11 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JsonOpt, LockTimeoutOpt, ManifestOpt, StateOpt, TargetArg, TimeoutOpt, app
-from .output import RichReporter, clean, emit_json, interactive, plain, result_line, say, table
+from .output import (RichReporter, clean, emit_json, interactive, plain, result_line, say,
+                     step_summary, table)
 from .payload import read_input
 
 
 def _show_result(result, as_json: bool, verb: str) -> None:
+    step_summary("rollback" if verb == "rolled back" else "deploy", 0, result.to_dict())
     if as_json:
         emit_json(result.to_dict())
         return
@@ -148,6 +150,7 @@ def delete(target: TargetArg = None,
                       abort=True, err=True)
     with RichReporter(quiet=as_json) as reporter:
         info = service.delete(file, target, state, reporter, purge=purge)
+    step_summary("delete", 0, info)
     if as_json:
         emit_json(info)
     elif info.get("status") == "DELETED":

@@ -179,3 +179,23 @@ class RichReporter(Reporter):
         columns.append(TimeElapsedColumn())
         with Bar(*columns, console=console(), transient=True) as bar:
             yield _RichProgress(bar, bar.add_task(plain(description), total=total))
+
+
+#: commands whose outcome goes to the CI job's summary page when ``$GITHUB_STEP_SUMMARY`` is set
+SUMMARY_COMMANDS = ("deploy", "plan", "migrate", "delete", "rollback")
+
+
+def step_summary(command: str, code: int, result: Any) -> None:
+    """Append ``command``'s outcome (``result``: its ``--json`` object, or the error's) as
+    Markdown to ``$GITHUB_STEP_SUMMARY`` when GitHub Actions set it; the same text the action
+    writes (``mlserve.ci_step``, which unsets the variable for the mlserve it runs)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path or command not in SUMMARY_COMMANDS:
+        return
+    from ..ci_step import outputs, summary
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(summary(command, code, result, outputs(command, code, result)))
+    except OSError as exc:     # the summary is a courtesy: never fail the command for it
+        print(f"warning: cannot write the job summary {path}: {exc.strerror or exc}",
+              file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .app import JsonOpt, ManifestOpt, StateOpt, TargetArg, app
-from .output import RichReporter, emit_json, plain, result_line, table
+from .output import RichReporter, emit_json, plain, result_line, step_summary, table
 
 _COLOUR = {"none": "green", "create": "cyan", "update": "yellow"}
 
@@ -22,6 +22,7 @@ def plan(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt = N
     from ..plan import plan as make_plan
     with RichReporter(quiet=as_json) as reporter:
         result = make_plan(file, target, state, reporter)
+    step_summary("plan", 0, result)
     if as_json:
         emit_json(result)
         return
