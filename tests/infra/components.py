@@ -8,6 +8,8 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``dockerd``, ``registry``, ``base_image``  (tests.infra.containers; dockerd/base_image root)
 - ``cloud_init_schema``              (tests.infra.cloudinit)
 - ``systemd_host``                   (tests.infra.systemd; root)
+- ``moto_server``, ``sagemaker_emulator``, ``sagemaker_env``  (tests.infra.sagemaker; the
+  emulator runs containers: root)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -26,10 +28,12 @@ pytest_plugins = [
     "tests.infra.containers",
     "tests.infra.cloudinit",
     "tests.infra.systemd",
+    "tests.infra.sagemaker",
 ]
 
-ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host"})
-SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry"}
+ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host",
+                           "sagemaker_emulator", "sagemaker_env"})
+SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "moto_server"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
