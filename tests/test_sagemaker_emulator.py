@@ -22,13 +22,11 @@ from tests.infra.sagemaker import ACCOUNT, REGION, aws_environment
 ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 
 
-def _build(tmp: Path, dockerd, registry, base_image, name: str, model_tail: str = "") -> str:
-    """examples/hello (plus ``model_tail`` appended to model.py) built and pushed to
-    ``registry`` as mlsv-sm/NAME; the pushed reference."""
+def _build(tmp: Path, dockerd, registry, base_image, name: str) -> str:
+    """examples/hello built by mlserve's image builder and pushed to ``registry`` as
+    mlsv-sm/NAME; the pushed reference."""
     root = tmp / name
     shutil.copytree(EXAMPLES / "hello", root)
-    if model_tail:
-        (root / "model.py").write_text((root / "model.py").read_text() + model_tail)
     manifest = root / "mlserve.yaml"
     manifest.write_text(manifest.read_text().replace(
         "targets:\n", "targets:\n  img: {provider: docker, image: "
@@ -43,15 +41,15 @@ def _build(tmp: Path, dockerd, registry, base_image, name: str, model_tail: str 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, dockerd, registry, base_image) -> dict[str, str]:
-    """``hello`` (doubles x; FACTOR from the environment) and ``broken`` (its load() raises, so
-    it never passes /ping), both pushed; "ecr" names hello by its ECR-style URL."""
-    tmp = tmp_path_factory.mktemp("sm-images")
-    hello = _build(tmp, dockerd, registry, base_image, "hello")
-    broken = _build(tmp, dockerd, registry, base_image, "broken",
-                    "\n\nclass Broken(Model):\n    def load(self):\n"
-                    "        raise RuntimeError('weights missing')\n\n\nModel = Broken\n")
-    return {"hello": hello, "broken": broken,
-            "ecr": hello.replace(registry.address, ECR, 1)}
+    """examples/hello built and pushed once: ``hello`` by its registry reference, ``ecr`` by an
+    ECR URL (the emulator pulls those from the registry standing in for ECR)."""
+    hello = _build(tmp_path_factory.mktemp("sm-images"), dockerd, registry, base_image, "hello")
+    return {"hello": hello, "ecr": hello.replace(registry.address, ECR, 1)}
+
+
+#: hello's load() reads int(FACTOR): this environment makes it raise, so the runtime exits and
+#: the instance never passes /ping (a real image whose model cannot load).
+BROKEN = {"FACTOR": "weights-missing"}
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -168,9 +166,8 @@ def test_update_is_blue_green_with_no_failed_invocation(sagemaker_env, images):
     with _poller(runtime, "bg") as poller:
         time.sleep(0.2)
         sm.update_endpoint(EndpointName="bg", EndpointConfigName="bg-c2", DeploymentConfig={
-            "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE"},
-                                      "TerminationWaitInSeconds": 0},
-            "AutoRollbackConfiguration": {"Alarms": []}})
+            "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+                "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}, "TerminationWaitInSeconds": 0}})
         found, seen = _wait_after_update(sm, "bg")
         time.sleep(0.3)
     assert seen[0] == "Updating" and seen[-1] == "InService", seen
@@ -202,7 +199,7 @@ def _wait_after_update(sm, name: str) -> tuple[dict, list[str]]:
 def test_update_to_an_image_failing_ping_rolls_back_and_the_old_variant_serves(sagemaker_env, images):
     sm, runtime = sagemaker_env.client("sagemaker"), sagemaker_env.client("sagemaker-runtime")
     _endpoint(sm, sagemaker_env, "rb", images["hello"])
-    _model(sm, sagemaker_env, "rb-m2", images["broken"])
+    _model(sm, sagemaker_env, "rb-m2", images["hello"], **BROKEN)
     _config(sm, "rb-c2", "rb-m2", InstanceType="ml.m5.large", InitialInstanceCount=1,
             ContainerStartupHealthCheckTimeoutInSeconds=60)
     with _poller(runtime, "rb") as poller:
@@ -218,12 +215,12 @@ def test_update_to_an_image_failing_ping_rolls_back_and_the_old_variant_serves(s
     # the broken model's traceback is in its instance's log stream
     events = sagemaker_env.client("logs").filter_log_events(
         logGroupName="/aws/sagemaker/Endpoints/rb")["events"]
-    assert any("weights missing" in e["message"] for e in events)
+    assert any("weights-missing" in e["message"] for e in events), events
 
 
 def test_create_with_an_image_failing_ping_is_failed_and_can_be_deleted(sagemaker_env, images):
     sm = sagemaker_env.client("sagemaker")
-    _model(sm, sagemaker_env, "bad-m1", images["broken"])
+    _model(sm, sagemaker_env, "bad-m1", images["hello"], **BROKEN)
     _config(sm, "bad-c1", "bad-m1")
     sm.create_endpoint(EndpointName="bad", EndpointConfigName="bad-c1")
     found, seen = _wait(sm, "bad", {"InService", "Failed"})
@@ -252,9 +249,9 @@ def _gone(sm, name: str) -> None:
 def test_a_server_bound_to_loopback_only_fails_ping(sagemaker_env, images):
     """SageMaker reaches the container on its own address: 127.0.0.1 only never answers."""
     sm = sagemaker_env.client("sagemaker")
+    sagemaker_env.faults(startup_seconds=5)        # SageMaker's minimum to set is 60 s
     _model(sm, sagemaker_env, "lo-m1", images["hello"], MLSERVE_HOST="127.0.0.1")
-    _config(sm, "lo-c1", "lo-m1", InstanceType="ml.m5.large", InitialInstanceCount=1,
-            ContainerStartupHealthCheckTimeoutInSeconds=5)
+    _config(sm, "lo-c1", "lo-m1")
     sm.create_endpoint(EndpointName="lo", EndpointConfigName="lo-c1")
     found, _ = _wait(sm, "lo", {"InService", "Failed"})
     assert found["EndpointStatus"] == "Failed"
@@ -388,8 +385,8 @@ def test_throttling_and_5xx_are_retried_by_boto3_then_surface(sagemaker_env, cod
     import boto3
     import botocore.config
 
-    sm = boto3.client("sagemaker", config=botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": 3}))
+    sm = boto3.client("sagemaker", config=botocore.config.Config(   # 3 attempts in all
+        retries={"mode": "standard", "total_max_attempts": 3}))
     sagemaker_env.faults(errors=[{"operation": "ListEndpoints", "code": code, "count": 2}])
     assert sm.list_endpoints()["Endpoints"] == []          # two failures, then the answer
     assert [c["code"] for c in sagemaker_env.calls()] == [code, code, None]

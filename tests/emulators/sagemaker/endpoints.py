@@ -158,7 +158,7 @@ class Lifecycle:
         count = 1 if serverless else int(variant.get("InitialInstanceCount", 1))
         memory = serverless.get("MemorySizeInMB") if serverless else None
         timeout = float(variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
-                        or self.startup_timeout)
+                        or self.store.faults.startup_seconds or self.startup_timeout)
         for _ in range(count):
             instance = self.docker.start(endpoint.name, variant["VariantName"],
                                          self.resolve(image), container.get("Environment") or {},
@@ -222,14 +222,14 @@ class Lifecycle:
                 endpoint.pending = result
             result = self._shift(endpoint, result, deployment)
         self._hold(began)
-        with self.store.lock:
-            if isinstance(result, str):
-                endpoint.status = "RollingBack"
         if isinstance(result, str):
-            self.stop(endpoint.pending)
+            with self.store.lock:          # traffic back to the old fleet first, then stop
+                endpoint.status, started = "RollingBack", endpoint.pending
+                endpoint.pending, endpoint.shifted = [], 0.0
+            self.stop(started, drain_seconds=60)
             time.sleep(0.2)          # RollingBack is visible to a poller
             with self.store.lock:
-                endpoint.pending, endpoint.shifted, endpoint.pending_config = [], 0.0, None
+                endpoint.pending_config = None
                 endpoint.status, endpoint.failure_reason = "InService", result
                 endpoint.modified = time.time()
             return

@@ -12,6 +12,9 @@ paths run against the same server as its happy paths.
 ``{"ping_fail": ["substring-of-image"]}``
     instances of a matching image never pass the ping check (a shortcut: a real image whose
     model fails to load does the same).
+``{"startup_seconds": 5}``
+    how long an instance has to pass ``/ping`` when its variant sets no
+    ContainerStartupHealthCheckTimeoutInSeconds (whose minimum, 60 s, is long for a test).
 ``{"transition_seconds": 2.5}``
     an endpoint stays at least this long in Creating / Updating (to interrupt a deploy there).
 
@@ -58,11 +61,13 @@ class Faults:
     quotas: dict[str, int] = field(default_factory=dict)
     ping_fail: list[str] = field(default_factory=list)
     transition_seconds: float = 0.0
+    startup_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def update(self, spec: dict) -> None:
         """Apply a ``POST /_emulator/faults`` body (``ValueError`` naming what is wrong)."""
-        unknown = set(spec) - {"errors", "quotas", "ping_fail", "transition_seconds"}
+        unknown = set(spec) - {"errors", "quotas", "ping_fail", "transition_seconds",
+                               "startup_seconds"}
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
         with self._lock:
@@ -81,6 +86,8 @@ class Faults:
                 self.ping_fail = [str(s) for s in spec["ping_fail"]]
             if "transition_seconds" in spec:
                 self.transition_seconds = float(spec["transition_seconds"])
+            if "startup_seconds" in spec:
+                self.startup_seconds = float(spec["startup_seconds"])
 
     def take(self, operation: str) -> tuple[str, int, str] | None:
         """The (code, status, message) this call must fail with, consuming one count."""
@@ -102,4 +109,5 @@ class Faults:
         with self._lock:
             return {"errors": [vars(f) for f in self.errors], "quotas": dict(self.quotas),
                     "ping_fail": list(self.ping_fail),
-                    "transition_seconds": self.transition_seconds}
+                    "transition_seconds": self.transition_seconds,
+                    "startup_seconds": self.startup_seconds}

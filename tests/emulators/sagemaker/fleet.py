@@ -194,9 +194,14 @@ class Docker:
             time.sleep(0.01)
         instance.stopped.set()
         try:
+            instance.container.reload()
+            if instance.container.status != "running" and instance.shipper:
+                instance.shipper.join(5)        # an exited container's last words are read
             instance.container.remove(force=True)
         except Exception:  # already gone
             pass
+        if instance.shipper:
+            instance.shipper.join(5)            # ...and sent to CloudWatch Logs
 
     def remove_all(self) -> None:
         for container in self.client.containers.list(all=True, filters={"label": self.label}):
@@ -248,8 +253,10 @@ class Docker:
                 except Exception:
                     pass
 
+        done = threading.Event()
+
         def ticker() -> None:
-            while not instance.stopped.wait(0.2):
+            while not done.wait(0.2):
                 flush()
             flush()
 
@@ -269,7 +276,7 @@ class Docker:
             with lock:
                 pending.append({"timestamp": int(time.time() * 1000),
                                 "message": buffer.decode(errors="replace")})
-        instance.stopped.set()
+        done.set()
         tick.join(5)
 
 
