@@ -1,0 +1,227 @@
+"""The ``sagemaker`` provider end to end: the real CLI and real boto3 against the SageMaker
+emulator (tests/emulators/sagemaker: it runs each endpoint's image with ``docker run IMAGE
+serve`` on the private dockerd and proxies InvokeEndpoint to its /invocations) and moto
+(Application Auto Scaling, CloudWatch Logs). Images are built FROM the local base image and
+pushed to the private registry standing in for ECR.
+
+One deployment walks through what users do, polled through InvokeEndpoint in a thread with zero
+failed invocations: deploy (autoscaling registered), a no-op deploy (read calls only), an update
+(blue/green), a release whose model fails to load (SageMaker rolls the update back, the old
+variant serves, exit 1 with the FailureReason), rollback, logs, and delete with the journal
+removed (found by tags). Then serverless, each AWS error shape (faults set on the emulator), and
+a deploy killed while the endpoint is Creating.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import MLSERVE, Poller, run_cli
+from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
+
+MODEL = '''
+VERSION = "{version}"
+
+
+class Model:
+    def load(self):
+        {load}
+
+    def predict(self, payload):
+        print("predicting", payload, flush=True)
+        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
+'''
+MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
+
+
+def write_model(project: Path, version: str, load: str = "pass") -> None:
+    (project / "model.py").write_text(MODEL.format(version=version, load=load))
+
+
+def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
+    project = root / "proj"
+    project.mkdir(parents=True, exist_ok=True)
+    if not (project / "model.py").exists():
+        write_model(project, "v1")
+    manifest = {"name": "smh", "model": {"entrypoint": "model.py:Model", "python": "3.11"},
+                "smoke": [{"input": {"x": [1, 2]}}],
+                "targets": {"sm": {"provider": "sagemaker",
+                                   "role": "arn:aws:iam::123456789012:role/mlsv-sagemaker-execution",
+                                   "repository": f"{registry.address}/mlsv-sm-hello",
+                                   "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+                                   "health_timeout": 240, **(target or {})}}, **top}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return project
+
+
+def cli(capsys, project: Path, state: Path, *args: str):
+    return run_cli(capsys, *args, "-f", str(project / "mlserve.yaml"), "--state", str(state))
+
+
+def invoke(env, name: str = "smh-sm") -> dict:
+    reply = env.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, Body=json.dumps({"input": {"x": [1, 2]}}),
+        ContentType="application/json")
+    return json.loads(reply["Body"].read())["output"]
+
+
+def operations(env, since: int = 0) -> list[str]:
+    return [c["operation"] for c in env.calls()[since:]]
+
+
+READS = ("Describe", "List")
+
+
+@pytest.fixture
+def sm(sagemaker_env, base_image):
+    return sagemaker_env
+
+
+def test_deploy_noop_update_failed_update_rollback_logs_and_delete(tmp_path, capsys, sm):
+    project = make_project(tmp_path, sm.registry,
+                           scaling={"min_replicas": 1, "max_replicas": 3, "concurrency": 4})
+    state = tmp_path / "state"
+    first = cli(capsys, project, state, "deploy", "sm", "--json")
+    assert first.code == 0, first.err
+    assert invoke(sm)["version"] == "v1"
+    described = sm.client("sagemaker").describe_endpoint(EndpointName="smh-sm")
+    assert described["EndpointStatus"] == "InService"
+    scalable = sm.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in scalable] == [
+        ("endpoint/smh-sm/variant/AllTraffic", 1, 3)]
+    policies = sm.client("application-autoscaling").describe_scaling_policies(
+        ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert policies[0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 240.0
+
+    status = cli(capsys, project, state, "status", "sm", "--json")
+    assert status.code == 0 and json.loads(status.out)["status"] == "READY", status.out
+    predicted = cli(capsys, project, state, "predict", "sm", "--input", '{"x": [3]}')
+    assert predicted.code == 0 and '"y": [6]' in predicted.out, predicted.out + predicted.err
+
+    seen = len(sm.calls())
+    again = cli(capsys, project, state, "deploy", "sm", "--json")
+    assert again.code == 0 and json.loads(again.out)["changed"] is False, again.err
+    assert all(op.startswith(READS) for op in operations(sm, seen)), operations(sm, seen)
+
+    with Poller(lambda: invoke(sm)["version"], interval=0.05) as poll:
+        write_model(project, "v2")
+        update = cli(capsys, project, state, "deploy", "sm")
+        assert update.code == 0, update.err
+        assert invoke(sm)["version"] == "v2"
+
+        write_model(project, "v3", MUST_NOT_LOAD)
+        broken = cli(capsys, project, state, "deploy", "sm")
+        assert broken.code == 1, broken.err
+        text = " ".join(broken.err.split())
+        assert "rolled the update back" in text and "ping" in text.lower(), text
+        assert "Traceback" not in broken.err
+        assert invoke(sm)["version"] == "v2"
+
+        back = cli(capsys, project, state, "rollback", "sm")
+        assert back.code == 0, back.err
+        assert invoke(sm)["version"] == "v1"
+    assert poll.failures == [] and set(poll.answers) >= {"v1", "v2"}, poll.failures[:3]
+    assert "v3" not in poll.answers
+
+    logs = cli(capsys, project, state, "logs", "sm", "--lines", "500")
+    assert logs.code == 0 and "predicting" in logs.out, logs.out[-2000:] + logs.err
+
+    shutil.rmtree(state)                                   # the journal is gone
+    gone = run_cli(capsys, "delete", "sm", "-f", str(project / "mlserve.yaml"), "--state",
+                   str(state), "--yes")
+    assert gone.code == 0, gone.err
+    client = sm.client("sagemaker")
+    assert client.list_endpoints()["Endpoints"] == []
+    assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert client.list_models()["Models"] == []
+    assert sm.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_serverless_endpoint_and_delete(tmp_path, capsys, sm):
+    project = make_project(tmp_path, sm.registry,
+                           {"serverless": {"memory_mb": 2048, "max_concurrency": 3}},
+                           scaling={"min_replicas": 0, "max_replicas": 4})
+    state = tmp_path / "state"
+    result = cli(capsys, project, state, "deploy", "sm")
+    assert result.code == 0, result.err
+    client = sm.client("sagemaker")
+    config = client.describe_endpoint(EndpointName="smh-sm")["EndpointConfigName"]
+    (variant,) = client.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 3}
+    assert "InstanceType" not in variant
+    assert sm.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert invoke(sm)["version"] == "v1"
+    assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
+    assert client.list_endpoints()["Endpoints"] == []
+
+
+@pytest.mark.parametrize("faults, target, code, words", [
+    ({"errors": [{"operation": "CreateModel", "code": "AccessDeniedException", "count": None}]},
+     {}, 3, ["AccessDeniedException", "CreateModel", "IAM"]),
+    ({"quotas": {"ml.m5.large": 0}}, {}, 1,
+     ["ml.m5.large for endpoint usage", "Service Quotas"]),
+    ({}, {"instance_type": "ml.nope.large"}, 2, ["ValidationException", "instanceType"]),
+    ({"errors": [{"operation": "CreateEndpoint", "code": "ThrottlingException", "count": None}]},
+     {}, 1, ["ThrottlingException", "5 attempts"]),
+    ({"errors": [{"operation": "CreateEndpointConfig", "code": "InternalFailure",
+                  "count": None}]}, {}, 1, ["InternalFailure", "5 attempts"]),
+    ({"errors": [{"operation": "CreateEndpoint", "code": "ThrottlingException", "count": 2}]},
+     {}, 0, []),
+])
+def test_aws_errors_are_one_message_with_the_documented_exit_code(tmp_path, capsys, sm, faults,
+                                                                   target, code, words):
+    project = make_project(tmp_path, sm.registry, target)
+    if faults:
+        sm.faults(**faults)
+    result = cli(capsys, project, tmp_path / "state", "deploy", "sm")
+    assert result.code == code, result.err
+    text = " ".join(result.err.split())
+    assert all(w in text for w in words), text
+    assert "Traceback" not in result.err and "botocore" not in result.err
+    client = sm.client("sagemaker")
+    if code:        # nothing the failed deploy created is left behind
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+        assert client.list_models()["Models"] == []
+    else:
+        assert invoke(sm)["version"] == "v1"
+
+
+def test_a_deploy_killed_while_creating_is_reattached_by_the_next(tmp_path, capsys, sm):
+    project = make_project(tmp_path, sm.registry)
+    state = tmp_path / "state"
+    sm.faults(transition_seconds=6)
+    argv = [*MLSERVE, "deploy", "sm", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **sm.env})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "CreateEndpoint" in operations(sm):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the deploy ended before the endpoint was created"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sm.client("sagemaker").describe_endpoint(EndpointName="smh-sm")[
+        "EndpointStatus"] == "Creating"
+    again = cli(capsys, project, state, "deploy", "sm")
+    assert again.code == 0, again.err
+    assert "an earlier command" in again.err
+    assert invoke(sm)["version"] == "v1"
+    assert operations(sm).count("CreateEndpoint") == 1
+    assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
