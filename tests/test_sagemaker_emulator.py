@@ -328,6 +328,37 @@ def test_canary_update_rolls_back_when_an_alarm_fires(sagemaker_env, images):
     assert poller.failures == [] and {tuple(a) for a in poller.answers[tail:]} == {(2, 4)}
 
 
+def test_autoscaled_variant_keeps_its_instance_type_and_is_deregistered_on_delete(sagemaker_env,
+                                                                                 images):
+    """SageMaker's rules for endpoints with auto scaling (developer guide, "Update or delete
+    endpoints that use auto scaling"), with the scalable target registered in moto."""
+    sm, scaling = sagemaker_env.client("sagemaker"), sagemaker_env.client("application-autoscaling")
+    _endpoint(sm, sagemaker_env, "as", images["hello"])
+    resource = "endpoint/as/variant/AllTraffic"
+    scaling.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource, MinCapacity=1, MaxCapacity=3,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+    scaling.put_scaling_policy(
+        PolicyName="as-invocations", ServiceNamespace="sagemaker", ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={"TargetValue": 8.0, "PredefinedMetricSpecification": {
+            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+    _model(sm, sagemaker_env, "as-m2", images["hello"], FACTOR="3")
+    _config(sm, "as-c2", "as-m2", InstanceType="ml.c5.large", InitialInstanceCount=1)
+    with pytest.raises(sm.exceptions.ClientError) as excinfo:
+        sm.update_endpoint(EndpointName="as", EndpointConfigName="as-c2")
+    code, message, _ = _error(excinfo)
+    assert code == "ValidationException" and "DeregisterScalableTarget" in message
+    _config(sm, "as-c3", "as-m2")                      # same instance type, new model: allowed
+    sm.update_endpoint(EndpointName="as", EndpointConfigName="as-c3")
+    found, _ = _wait_after_update(sm, "as")
+    assert found["EndpointConfigName"] == "as-c3"
+    sm.delete_endpoint(EndpointName="as")
+    _gone(sm, "as")
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
+
+
 # -- error shapes ----------------------------------------------------------------------------
 
 def test_validation_errors_are_sagemakers(sagemaker_env, images):

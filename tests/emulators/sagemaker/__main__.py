@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
            "aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
     docker = Docker(args.docker_host, boto3.client("logs", **aws), args.label)
     store = Store(docker, args.region, args.ecr_registry, args.startup_timeout,
-                  cloudwatch=boto3.client("cloudwatch", **aws))
+                  cloudwatch=boto3.client("cloudwatch", **aws),
+                  autoscaling=boto3.client("application-autoscaling", **aws))
     server = make_server(store, args.host, args.port)
     port = server.server_address[1]
     if args.port_file:

@@ -27,11 +27,12 @@ class Store:
     """The emulator's state. ``region`` is the region ARNs are made in."""
 
     def __init__(self, docker: Docker, region: str, ecr_registry: str | None,
-                 startup_timeout: float, cloudwatch: Any = None) -> None:
+                 startup_timeout: float, cloudwatch: Any = None, autoscaling: Any = None) -> None:
         self.lock = threading.RLock()
         self.region = region
         self.ecr_registry = ecr_registry
-        self.cloudwatch = cloudwatch
+        self.cloudwatch = cloudwatch            # boto3 clients against moto, or None
+        self.autoscaling = autoscaling
         self.models: dict[str, dict] = {}
         self.configs: dict[str, dict] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -80,6 +81,30 @@ class Store:
         except Exception:
             return []
         return [a["AlarmName"] for a in found if a.get("StateValue") == "ALARM"]
+
+    def scaled_variants(self, endpoint: str) -> list[str]:
+        """Variants of ``endpoint`` registered as Application Auto Scaling targets (in moto)."""
+        if self.autoscaling is None:
+            return []
+        found = self.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")
+        prefix = f"endpoint/{endpoint}/variant/"
+        return [t["ResourceId"][len(prefix):] for t in found["ScalableTargets"]
+                if t["ResourceId"].startswith(prefix)]
+
+    def deregister_scaling(self, endpoint: str) -> None:
+        """What SageMaker has Application Auto Scaling do when an endpoint is deleted: its
+        variants' scaling policies and scalable targets go too."""
+        for variant in self.scaled_variants(endpoint):
+            resource = f"endpoint/{endpoint}/variant/{variant}"
+            dimension = "sagemaker:variant:DesiredInstanceCount"
+            policies = self.autoscaling.describe_scaling_policies(
+                ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+            for policy in policies:
+                self.autoscaling.delete_scaling_policy(
+                    PolicyName=policy["PolicyName"], ServiceNamespace="sagemaker",
+                    ResourceId=resource, ScalableDimension=dimension)
+            self.autoscaling.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension)
 
     def reset(self) -> None:
         with self.lock:
@@ -254,14 +279,32 @@ def update_endpoint(store: Store, p: dict) -> dict:
                          f'"{p["EndpointConfigName"]}". Use a different endpoint configuration.')
     if (p.get("DeploymentConfig") or {}).get("RollingUpdatePolicy"):
         raise validation("RollingUpdatePolicy is not modelled by this emulator (see its README).")
+    _check_scaled_variants(store, endpoint, config)
     _check_quota(store, config)
     store.lifecycle.update(endpoint, p["EndpointConfigName"], p.get("DeploymentConfig"))
     return {"EndpointArn": endpoint.arn}
 
 
+def _check_scaled_variants(store: Store, endpoint: Endpoint, config: dict) -> None:
+    """SageMaker refuses an update that changes the instance type of, or removes, a variant
+    registered for auto scaling (the model may change): "Update endpoints that use auto
+    scaling" in the developer guide. The wording here is the emulator's."""
+    current = {v["VariantName"]: v for v in
+               store.configs.get(endpoint.config_name, {}).get("ProductionVariants", [])}
+    new = {v["VariantName"]: v for v in config["ProductionVariants"]}
+    for variant in store.scaled_variants(endpoint.name):
+        before, after = current.get(variant, {}), new.get(variant)
+        if after is None or after.get("InstanceType") != before.get("InstanceType"):
+            raise validation(
+                f"The variant {variant} of endpoint {endpoint.name} is registered with "
+                "Application Auto Scaling; an update may not remove it or change its instance "
+                "type. Delete its scaling policies and call DeregisterScalableTarget first.")
+
+
 def delete_endpoint(store: Store, p: dict) -> dict:
     endpoint = _endpoint(store, p["EndpointName"])
     check_deletable(endpoint)
+    store.deregister_scaling(endpoint.name)
     store.tags.pop(endpoint.arn, None)
     store.lifecycle.delete(endpoint)
     return {}
