@@ -81,6 +81,12 @@ def operations(env, since: int = 0) -> list[str]:
 READS = ("Describe", "List")
 
 
+def scaling_targets(env) -> list[tuple]:
+    found = env.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"]
+    return [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in found]
+
+
 @pytest.fixture
 def sm(sagemaker_env, base_image):
     return sagemaker_env
@@ -95,10 +101,7 @@ def test_deploy_noop_update_failed_update_rollback_logs_and_delete(tmp_path, cap
     assert invoke(sm)["version"] == "v1"
     described = sm.client("sagemaker").describe_endpoint(EndpointName="smh-sm")
     assert described["EndpointStatus"] == "InService"
-    scalable = sm.client("application-autoscaling").describe_scalable_targets(
-        ServiceNamespace="sagemaker")["ScalableTargets"]
-    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in scalable] == [
-        ("endpoint/smh-sm/variant/AllTraffic", 1, 3)]
+    assert scaling_targets(sm) == [("endpoint/smh-sm/variant/AllTraffic", 1, 3)]
     policies = sm.client("application-autoscaling").describe_scaling_policies(
         ServiceNamespace="sagemaker")["ScalingPolicies"]
     assert policies[0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 240.0
@@ -126,6 +129,7 @@ def test_deploy_noop_update_failed_update_rollback_logs_and_delete(tmp_path, cap
         assert "rolled the update back" in text and "ping" in text.lower(), text
         assert "Traceback" not in broken.err
         assert invoke(sm)["version"] == "v2"
+        assert scaling_targets(sm) == [("endpoint/smh-sm/variant/AllTraffic", 1, 3)]
 
         back = cli(capsys, project, state, "rollback", "sm")
         assert back.code == 0, back.err
@@ -225,3 +229,48 @@ def test_a_deploy_killed_while_creating_is_reattached_by_the_next(tmp_path, caps
     assert invoke(sm)["version"] == "v1"
     assert operations(sm).count("CreateEndpoint") == 1
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
+
+
+def test_migrate_local_to_sagemaker_to_docker(tmp_path, capsys, sm):
+    """Migrate deploys the destination, compares its answers with the source's, and only then
+    removes the source: local -> sagemaker (answers through InvokeEndpoint), sagemaker ->
+    docker (the endpoint, configs and models removed by tag)."""
+    from tests.infra.net import free_port
+    local_port, docker_port = free_port(), free_port()
+    project = make_project(tmp_path, sm.registry)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["here"] = {"provider": "local", "port": local_port, "health_timeout": 60}
+    manifest["targets"]["box"] = {"provider": "docker", "image": "mlserve-test/smh-box",
+                                  "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+                                  "port": docker_port, "health_timeout": 60}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state"
+
+    def migrate(*args: str) -> dict:
+        result = run_cli(capsys, "migrate", *args, "-f", str(project / "mlserve.yaml"),
+                         "--state", str(state), "--json", "--yes")
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+    try:
+        assert cli(capsys, project, state, "deploy", "here").code == 0
+        moved = migrate("--from", "here", "--to", "sm")
+        assert moved["providers"] == {"from": "local", "to": "sagemaker"}
+        assert moved["compared"] >= 1 and moved["mismatches"] == []
+        assert invoke(sm)["version"] == "v1"
+
+        moved = migrate("--from", "sm", "--to", "box")
+        assert moved["providers"] == {"from": "sagemaker", "to": "docker"}
+        assert moved["compared"] >= 1 and moved["mismatches"] == []
+        client = sm.client("sagemaker")
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_models()["Models"] == []
+        predicted = cli(capsys, project, state, "predict", "box", "--input", '{"x": [4]}')
+        assert predicted.code == 0 and '"y": [8]' in predicted.out, predicted.err
+    finally:
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        for target in ("here", "sm", "box"):
+            try:
+                service.delete(project / "mlserve.yaml", target, state)
+            except MlserveError:
+                pass

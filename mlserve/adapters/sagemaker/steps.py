@@ -52,14 +52,17 @@ def scaling_resource(endpoint: str) -> str:
     return f"endpoint/{endpoint}/variant/{VARIANT}"
 
 
-def deregister_scaling(aws: Aws, endpoint: str) -> None:
-    """Remove the variant's scalable target (its policies go with it), if there is one."""
+def deregister_scaling(aws: Aws, endpoint: str) -> bool:
+    """Remove the variant's scalable target (its policies go with it), if there is one; True
+    when there was."""
     found = aws.call("application-autoscaling", "DescribeScalableTargets",
                      ServiceNamespace="sagemaker", ResourceIds=[scaling_resource(endpoint)])
-    if found.get("ScalableTargets"):
-        aws.call("application-autoscaling", "DeregisterScalableTarget",
-                 ServiceNamespace="sagemaker", ResourceId=scaling_resource(endpoint),
-                 ScalableDimension=SCALABLE_DIMENSION)
+    if not found.get("ScalableTargets"):
+        return False
+    aws.call("application-autoscaling", "DeregisterScalableTarget",
+             ServiceNamespace="sagemaker", ResourceId=scaling_resource(endpoint),
+             ScalableDimension=SCALABLE_DIMENSION)
+    return True
 
 
 def wait_status(aws: Aws, endpoint: str, ctx: Context, moving: tuple[str, ...],
@@ -115,6 +118,7 @@ class SageMakerStep:
         self.created: list[tuple[str, str]] = []     # (kind, name) made by this step
         self.created_endpoint = False
         self.updated = False
+        self.descaled = False       # the serving variant's scaling was removed for the update
 
     # -- prepare ---------------------------------------------------------------------------
     def prepare(self) -> bool:
@@ -254,7 +258,7 @@ class SageMakerStep:
         if target.rollback_alarms:
             deployment["AutoRollbackConfiguration"] = {
                 "Alarms": [{"AlarmName": a} for a in target.rollback_alarms]}
-        deregister_scaling(self.aws, self.endpoint)
+        self.descaled = deregister_scaling(self.aws, self.endpoint) or self.descaled
         ctx.reporter.step(f"{what} endpoint {self.endpoint} to {config or self.config} "
                           "(blue/green: the current fleet serves until the new one is healthy)")
         self.aws.call("sagemaker", "UpdateEndpoint", EndpointName=self.endpoint,
@@ -304,6 +308,7 @@ class SageMakerStep:
     def _register_scaling(self, snapshot: dict) -> None:
         scaling = snapshot.get("scaling") or {}
         low, high = max(1, int(scaling.get("min_replicas", 1))), int(scaling.get("max_replicas", 1))
+        self.descaled = False
         if self.ctx.target.serverless is not None or high <= low:
             return
         resource = scaling_resource(self.endpoint)
@@ -332,6 +337,8 @@ class SageMakerStep:
             self.created_endpoint = False
         elif self.updated:
             self._undo_update()
+        if self.descaled:          # the update never happened or was rolled back
+            self._register_scaling(self.old_snapshot())
         for kind, name in reversed(self.created):
             op, key = (("DeleteEndpointConfig", "EndpointConfigName") if kind == "endpoint-config"
                        else ("DeleteModel", "ModelName"))
