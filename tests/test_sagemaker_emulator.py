@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tests.helpers import EXAMPLES, Poller, run_process
-from tests.infra.sagemaker import ACCOUNT, REGION, aws_environment
+from tests.infra.sagemaker import ACCOUNT, REGION
 
 ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 
@@ -54,8 +54,9 @@ BROKEN = {"FACTOR": "weights-missing"}
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _error(excinfo) -> tuple[str, str, int]:
-    response = excinfo.value.response
+def _error(caught) -> tuple[str, str, int]:
+    """(code, message, HTTP status) of a botocore ClientError or pytest's ExceptionInfo of one."""
+    response = getattr(caught, "value", caught).response
     return (response["Error"]["Code"], response["Error"]["Message"],
             response["ResponseMetadata"]["HTTPStatusCode"])
 
@@ -261,18 +262,37 @@ def test_a_server_bound_to_loopback_only_fails_ping(sagemaker_env, images):
 def test_serverless_variant_runs_with_its_memory_size(sagemaker_env, images):
     sm, runtime = sagemaker_env.client("sagemaker"), sagemaker_env.client("sagemaker-runtime")
     _model(sm, sagemaker_env, "sl-m1", images["hello"])
-    _config(sm, "sl-c1", "sl-m1", ServerlessConfig={"MemorySizeInMB": 2048, "MaxConcurrency": 2})
+    _config(sm, "sl-c1", "sl-m1", ServerlessConfig={"MemorySizeInMB": 2048, "MaxConcurrency": 1})
     sm.create_endpoint(EndpointName="sl", EndpointConfigName="sl-c1")
     found, _ = _wait(sm, "sl", {"InService", "Failed"})
     assert found["EndpointStatus"] == "InService", found
     variant = found["ProductionVariants"][0]
-    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 2}
+    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 1}
     assert "CurrentInstanceCount" not in variant
     assert _invoke(runtime, "sl", [4])["body"] == {"output": {"y": [8]}}
     (container,) = _containers(sagemaker_env, "sl")
     assert container.attrs["HostConfig"]["Memory"] == 2048 * 1024 * 1024
     described = sm.describe_endpoint_config(EndpointConfigName="sl-c1")
-    assert described["ProductionVariants"][0]["ServerlessConfig"]["MaxConcurrency"] == 2
+    assert described["ProductionVariants"][0]["ServerlessConfig"]["MaxConcurrency"] == 1
+
+    # a request beyond MaxConcurrency in flight is throttled: one long request (a large x)
+    # is in flight while short ones are sent
+    import boto3
+    import botocore.config
+    once = boto3.client("sagemaker-runtime", config=botocore.config.Config(
+        retries={"mode": "standard", "total_max_attempts": 1}))
+    long_call = Poller(lambda: _invoke(runtime, "sl", list(range(400_000))), interval=60)
+    throttled = []
+    with long_call:
+        deadline = time.monotonic() + 30
+        while not long_call.answers and not long_call.failures and time.monotonic() < deadline:
+            try:
+                _invoke(once, "sl", [1])
+            except once.exceptions.ClientError as exc:
+                throttled.append(_error(exc))
+    assert long_call.failures == [] and len(long_call.answers) == 1
+    assert throttled and throttled[0][0] == "ThrottlingException", throttled
+    assert _invoke(once, "sl", [1])["body"] == {"output": {"y": [2]}}
 
 
 def test_two_instances_share_the_traffic(sagemaker_env, images):
@@ -508,24 +528,34 @@ def test_list_filters_pagination_and_tags(sagemaker_env, images):
 
 # -- hostile input (no containers: these never get past validation) --------------------------
 
-@settings(max_examples=60)
-@given(name=st.text(max_size=80))
-def test_any_model_name_is_answered_never_a_500(sagemaker_emulator, moto_server, dockerd,
-                                                tmp_path_factory, name):
+def _raw_client(emulator, service: str):
+    """A boto3 client straight at the emulator that sends what it is given (no client-side
+    validation, no retries)."""
     import boto3
     import botocore.config
-    import botocore.exceptions
 
-    env = aws_environment(sagemaker_emulator, moto_server, dockerd, tmp_path_factory.getbasetemp())
-    sm = boto3.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL_SAGEMAKER"],
-                      region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s",
-                      config=botocore.config.Config(retries={"max_attempts": 1},
-                                                    parameter_validation=False))
-    try:
+    return boto3.client(service, endpoint_url=emulator.url, region_name=REGION,
+                        aws_access_key_id="k", aws_secret_access_key="s",
+                        config=botocore.config.Config(retries={"total_max_attempts": 1},
+                                                      parameter_validation=False))
+
+
+@settings(max_examples=60)
+@given(name=st.text(max_size=80))
+def test_any_model_name_is_answered_never_a_500(sagemaker_emulator, name):
+    sm = _raw_client(sagemaker_emulator, "sagemaker")
+    with pytest.raises(sm.exceptions.ClientError) as excinfo:     # no model exists
         sm.describe_model(ModelName=name)
-    except botocore.exceptions.ClientError as exc:
-        assert exc.response["Error"]["Code"] == "ValidationException", exc.response
-        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert _error(excinfo)[0] == "ValidationException" and _error(excinfo)[2] == 400
+
+
+@settings(max_examples=60)
+@given(name=st.text(min_size=1, max_size=80), body=st.binary(max_size=200))
+def test_any_endpoint_name_to_invoke_is_answered_never_a_500(sagemaker_emulator, name, body):
+    runtime = _raw_client(sagemaker_emulator, "sagemaker-runtime")
+    with pytest.raises(runtime.exceptions.ClientError) as excinfo:   # no endpoint exists
+        runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType="application/json")
+    assert _error(excinfo)[0] == "ValidationError" and _error(excinfo)[2] == 400
 
 
 @settings(max_examples=60)

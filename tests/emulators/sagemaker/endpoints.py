@@ -299,6 +299,11 @@ class Lifecycle:
             if not fleets:
                 raise ApiError("ValidationError", f"Endpoint {endpoint.name} is not in service.")
             fleet = random.choices(fleets, weights=[max(f.weight, 0.0001) for f in fleets])[0]
+            limit = (fleet.variant.get("ServerlessConfig") or {}).get("MaxConcurrency")
+            if limit and sum(i.inflight for i in fleet.instances) >= limit:
+                # Serverless Inference answers requests beyond MaxConcurrency with throttling
+                raise ApiError("ThrottlingException", f"Rate exceeded: variant {fleet.name} of "
+                               f"endpoint {endpoint.name} is at its MaxConcurrency ({limit}).")
             instance = fleet.pick()
             instance.lease(True)          # the caller gives it back once answered
             return fleet, instance

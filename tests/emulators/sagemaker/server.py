@@ -34,6 +34,9 @@ _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without TCP_NODELAY a kept-alive client's delayed
+    # ACK holds the body back ~40 ms per answer
+    disable_nagle_algorithm = True
     server_version = "sagemaker-emulator"
     store: api.Store      # set on the subclass the server makes
 
