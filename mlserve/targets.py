@@ -210,6 +210,10 @@ class SageMakerTarget(TargetBase):
         "all-at-once", description="How an update shifts traffic to the new fleet (blue/green, "
         "rolled back automatically when it fails): all at once, or 10% first.",
         examples=["canary"])
+    canary_wait: int = Field(
+        300, ge=0, le=3600, description="With `deployment: canary`: seconds the new fleet takes "
+        "10% of the traffic before it takes the rest (SageMaker's WaitIntervalInSeconds).",
+        examples=[300])
     rollback_alarms: list[Annotated[str, Field(min_length=1, max_length=255,
                                                pattern=r"^[^\x00-\x1f\x7f]+$")]] = Field(
         [], max_length=10, description="CloudWatch alarms that roll an update back when one fires "

@@ -274,3 +274,66 @@ def test_migrate_local_to_sagemaker_to_docker(tmp_path, capsys, sm):
                 service.delete(project / "mlserve.yaml", target, state)
             except MlserveError:
                 pass
+
+
+def test_a_failed_smoke_puts_the_old_config_back_then_a_canary_update(tmp_path, capsys, sm):
+    """The smoke cases run through InvokeEndpoint once the update is InService: a failing case
+    updates the endpoint back (the old release serves, exit 1). A canary update shifts 10% of
+    the traffic first, then the rest; invocations never fail."""
+    project = make_project(tmp_path, sm.registry, {"deployment": "canary", "canary_wait": 2},
+                           smoke=[{"input": {"x": [1, 2]},
+                                   "expect": {"y": [2, 4], "version": "v1"}}])
+    state = tmp_path / "state"
+    assert cli(capsys, project, state, "deploy", "sm").code == 0
+    with Poller(lambda: invoke(sm)["version"], interval=0.05) as poll:
+        write_model(project, "v2")
+        refused = cli(capsys, project, state, "deploy", "sm")
+        assert refused.code == 1, refused.err
+        text = " ".join(refused.err.split())
+        assert "smoke case 1" in text and "the previous release serves again" in text, text
+        assert invoke(sm)["version"] == "v1"
+        assert operations(sm).count("UpdateEndpoint") == 2
+
+        data = yaml.safe_load((project / "mlserve.yaml").read_text())
+        data["smoke"][0]["expect"]["version"] = "v2"
+        (project / "mlserve.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        canary = cli(capsys, project, state, "deploy", "sm")
+        assert canary.code == 0, canary.err
+        assert invoke(sm)["version"] == "v2"
+    assert poll.failures == [] and {"v1", "v2"} <= set(poll.answers), poll.failures[:3]
+    last = sm.client("sagemaker").describe_endpoint(EndpointName="smh-sm")
+    routing = last["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "CANARY" and routing["CanarySize"]["Value"] == 10
+    assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
+
+
+def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_path, capsys, sm,
+                                                                           monkeypatch):
+    secret = "sm-secret-value-5f1d"
+    monkeypatch.setenv("MLSV_SM_TOKEN", secret)
+    project = make_project(tmp_path, sm.registry, secrets=["MLSV_SM_TOKEN"])
+    state = tmp_path / "state"
+    refused = cli(capsys, project, state, "deploy", "sm")
+    assert refused.code == 2 and "secrets: environment" in " ".join(refused.err.split())
+    assert sm.calls() == []                              # refused before any AWS call
+
+    project = make_project(tmp_path, sm.registry, {"secrets": "environment"},
+                           secrets=["MLSV_SM_TOKEN"])
+    deployed = cli(capsys, project, state, "deploy", "sm", "--json")
+    assert deployed.code == 0, deployed.err
+    client = sm.client("sagemaker")
+    config = client.describe_endpoint(EndpointName="smh-sm")["EndpointConfigName"]
+    model = client.describe_model(ModelName=config)
+    assert model["PrimaryContainer"]["Environment"]["MLSV_SM_TOKEN"] == secret   # as documented
+    assert invoke(sm)["version"] == "v1"
+    shown = [deployed.out, deployed.err]
+    for command in (("status", "sm", "--json"), ("logs", "sm", "--lines", "500"),
+                    ("plan", "sm", "--json")):
+        result = cli(capsys, project, state, *command)
+        assert result.code == 0, result.err
+        shown += [result.out, result.err]
+    assert not any(secret in text for text in shown)
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0

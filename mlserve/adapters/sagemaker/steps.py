@@ -43,7 +43,7 @@ from .api import Aws
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 #: Seconds between DescribeEndpoint polls: quick at first, then every MAX_POLL seconds.
 FIRST_POLL, MAX_POLL = 0.2, 10.0
-CANARY_PERCENT, CANARY_WAIT = 10, 300
+CANARY_PERCENT = 10
 #: Statuses an endpoint passes through on its own (a command waits them out).
 MOVING = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
@@ -251,7 +251,7 @@ class SageMakerStep:
         ctx, target = self.ctx, self.ctx.target
         routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
         if target.deployment == "canary":
-            routing = {"Type": "CANARY", "WaitIntervalInSeconds": CANARY_WAIT,
+            routing = {"Type": "CANARY", "WaitIntervalInSeconds": target.canary_wait,
                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": CANARY_PERCENT}}
         deployment = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
                                                 "TerminationWaitInSeconds": 0}}
