@@ -167,8 +167,34 @@ def test_serverless_endpoint_and_delete(tmp_path, capsys, sm):
     assert sm.client("application-autoscaling").describe_scalable_targets(
         ServiceNamespace="sagemaker")["ScalableTargets"] == []
     assert invoke(sm)["version"] == "v1"
+    follow = subprocess.Popen([*MLSERVE, "logs", "sm", "--follow", "-f",
+                               str(project / "mlserve.yaml"), "--state", str(state)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, **sm.env})
+    try:
+        time.sleep(3)                      # it has read what is there and follows
+        sm.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="smh-sm", Body=json.dumps({"input": {"x": [424242]}}),
+            ContentType="application/json")
+        seen = _read_until(follow, "424242", timeout=60)
+        assert "424242" in seen, seen[-2000:]
+    finally:
+        follow.kill()
+        follow.wait()
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
     assert client.list_endpoints()["Endpoints"] == []
+
+
+def _read_until(proc, word: str, timeout: float) -> str:
+    """What ``proc`` printed until a line holds ``word`` (or ``timeout`` seconds passed)."""
+    import selectors
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    text, deadline = "", time.monotonic() + timeout
+    while word not in text and time.monotonic() < deadline and proc.poll() is None:
+        if selector.select(timeout=0.5):
+            text += proc.stdout.readline()
+    return text
 
 
 @pytest.mark.parametrize("faults, target, code, words", [

@@ -318,7 +318,7 @@ def invoker(aws: Aws, name: str) -> Call:
                 status = int(exc.response.get("OriginalStatusCode") or 500)
                 return status, _json(exc.response.get("OriginalMessage") or
                                      exc.response.get("Error", {}).get("Message", ""))
-            raise aws.translate(exc, "InvokeEndpoint") from None
+            raise aws.translate(exc, "InvokeEndpoint", "sagemaker-runtime") from None
         except aws._botocore.exceptions.BotoCoreError as exc:
             raise ProviderError(f"InvokeEndpoint {name} failed: {aws.blank(str(exc))}") from None
         return 200, _json(reply["Body"].read().decode("utf-8", "replace"))

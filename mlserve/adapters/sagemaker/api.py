@@ -99,7 +99,7 @@ class Aws:
         try:
             return method(**params)
         except self._botocore.exceptions.ClientError as exc:
-            raise self.translate(exc, operation) from None
+            raise self.translate(exc, operation, service) from None
         except (self._botocore.exceptions.NoCredentialsError,
                 self._botocore.exceptions.PartialCredentialsError):
             raise MissingCredentials("no AWS credentials found for the sagemaker target",
@@ -115,13 +115,14 @@ class Aws:
     def code(self, exc) -> str:
         return str(exc.response.get("Error", {}).get("Code", ""))
 
-    def translate(self, exc, operation: str):
+    def translate(self, exc, operation: str, service: str = "sagemaker"):
         """The ``MlserveError`` of a botocore ``ClientError`` (see the module docstring)."""
         code = self.code(exc)
         said = self.blank(str(exc.response.get("Error", {}).get("Message", "")))[:500]
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        text = f"SageMaker refused {operation} ({code}): {said}" if said else \
-            f"SageMaker refused {operation} ({code})"
+        who = _SERVICES.get(service, service)
+        text = f"{who} refused {operation} ({code}): {said}" if said else \
+            f"{who} refused {operation} ({code})"
         if code in _DENIED:
             return MissingCredentials(text, fix=f"allow the AWS identity to call {operation} "
                                       "(an IAM policy), or use credentials that may")
@@ -140,12 +141,16 @@ class Aws:
                                  f"backoff ({code or status}): {said}",
                                  fix="run the command again later; the previous release keeps "
                                      "serving")
-        return ProviderError(text, fix="see SageMaker's message above")
+        return ProviderError(text, fix=f"see {who}'s message above")
 
     def blank(self, text: str) -> str:
         for value in self.secrets:
             text = text.replace(value, "***")
         return text
+
+
+_SERVICES = {"sagemaker": "SageMaker", "sagemaker-runtime": "SageMaker Runtime",
+             "application-autoscaling": "Application Auto Scaling", "logs": "CloudWatch Logs"}
 
 
 def _snake(operation: str) -> str:
