@@ -409,6 +409,15 @@ def test_validation_errors_are_sagemakers(sagemaker_env, images):
          "Value '1500' at 'memorySizeInMB' failed to satisfy constraint: Member must be one of "
          "[1024, 2048, 3072, 4096, 5120, 6144]"),
     ]
+    ec2_only = sagemaker_env.client("iam").create_role(RoleName="ec2-only", AssumeRolePolicyDocument=
+        json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                           "Principal": {"Service": "ec2.amazonaws.com"}}]})
+    )["Role"]["Arn"]
+    for role in (f"arn:aws:iam::{ACCOUNT}:role/absent", ec2_only):
+        cases.append((lambda role=role: sm.create_model(
+            ModelName="v-m4", ExecutionRoleArn=role, PrimaryContainer={"Image": images["hello"]}),
+            f"Could not assume role {role}. Please ensure that the role exists and allows "
+            "principal 'sagemaker.amazonaws.com' to assume the role."))
     for call, expected in cases:
         with pytest.raises(sm.exceptions.ClientError) as excinfo:
             call()

@@ -8,7 +8,8 @@ Fixtures:
 - ``moto_server`` (session): ``MotoServer`` on 127.0.0.1:<free port>; ``url``, ``reset()``.
 - ``sagemaker_emulator`` (session, root: it runs containers): ``SageMakerEmulator``; ``url``,
   ``faults(**spec)``, ``reset()``, ``calls()``, ``log_path``.
-- ``sagemaker_env`` (per test): both reset, the process environment pointed at them through
+- ``sagemaker_env`` (per test): both reset, an execution role (``ROLE_ARN``, trusting
+  sagemaker.amazonaws.com) created in moto, the process environment pointed at them through
   boto3's documented overrides (``AWS_ENDPOINT_URL`` for moto, ``AWS_ENDPOINT_URL_SAGEMAKER``
   and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` for the emulator, test credentials, region
   us-east-1, no shared config files) and DOCKER_HOST at the private engine; yields
@@ -175,6 +176,22 @@ def sagemaker_emulator(dockerd: DockerEngine, registry: Registry,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+#: The trust policy SageMaker needs on an execution role (the emulator's CreateModel checks it).
+SAGEMAKER_TRUST = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]}
+
+
+def create_execution_role(moto: MotoServer, name: str = ROLE_ARN.rsplit("/", 1)[-1]) -> str:
+    """An IAM role in moto that SageMaker may assume; its ARN."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=moto.url, region_name=REGION,
+                       aws_access_key_id="mlsvtestkey", aws_secret_access_key="mlsvtestsecret")
+    return iam.create_role(RoleName=name,
+                           AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST))["Role"]["Arn"]
+
+
 def aws_environment(emulator: SageMakerEmulator, moto: MotoServer, dockerd: DockerEngine,
                     home: Path) -> dict[str, str]:
     """What points boto3 (and the docker SDK) at the local stand-ins: botocore's documented
@@ -204,6 +221,7 @@ def sagemaker_env(sagemaker_emulator: SageMakerEmulator, moto_server: MotoServer
     after, the environment set through ``monkeypatch`` (and in ``.env`` for subprocesses)."""
     sagemaker_emulator.reset()
     moto_server.reset()
+    create_execution_role(moto_server)
     env = aws_environment(sagemaker_emulator, moto_server, dockerd, tmp_path)
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
                  "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_SECURITY_TOKEN"):

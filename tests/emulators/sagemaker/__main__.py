@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     docker = Docker(args.docker_host, boto3.client("logs", **aws), args.label)
     store = Store(docker, args.region, args.ecr_registry, args.startup_timeout,
                   cloudwatch=boto3.client("cloudwatch", **aws),
-                  autoscaling=boto3.client("application-autoscaling", **aws))
+                  autoscaling=boto3.client("application-autoscaling", **aws),
+                  iam=boto3.client("iam", **aws))
     server = make_server(store, args.host, args.port)
     port = server.server_address[1]
     if args.port_file:

@@ -28,12 +28,14 @@ class Store:
     """The emulator's state. ``region`` is the region ARNs are made in."""
 
     def __init__(self, docker: Docker, region: str, ecr_registry: str | None,
-                 startup_timeout: float, cloudwatch: Any = None, autoscaling: Any = None) -> None:
+                 startup_timeout: float, cloudwatch: Any = None, autoscaling: Any = None,
+                 iam: Any = None) -> None:
         self.lock = threading.RLock()
         self.region = region
         self.ecr_registry = ecr_registry
         self.cloudwatch = cloudwatch            # boto3 clients against moto, or None
         self.autoscaling = autoscaling
+        self.iam = iam
         self.models: dict[str, dict] = {}
         self.configs: dict[str, dict] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -83,6 +85,28 @@ class Store:
             return []
         return [a["AlarmName"] for a in found if a.get("StateValue") == "ALARM"]
 
+    def role_assumable(self, arn: str) -> bool:
+        """Whether the IAM role (in moto) exists and trusts sagemaker.amazonaws.com, which
+        SageMaker checks when CreateModel names it."""
+        if self.iam is None:
+            return True
+        try:
+            role = self.iam.get_role(RoleName=arn.rsplit("/", 1)[-1])["Role"]
+        except self.iam.exceptions.NoSuchEntityException:
+            return False
+        document = role.get("AssumeRolePolicyDocument") or {}
+        if isinstance(document, str):
+            import json
+            import urllib.parse
+            document = json.loads(urllib.parse.unquote(document))
+        for statement in _listed(document.get("Statement")):
+            services = _listed((statement.get("Principal") or {}).get("Service"))
+            actions = _listed(statement.get("Action"))
+            if statement.get("Effect") == "Allow" and "sagemaker.amazonaws.com" in services \
+                    and ("sts:AssumeRole" in actions or "sts:*" in actions):
+                return True
+        return False
+
     def scaled_variants(self, endpoint: str) -> list[str]:
         """Variants of ``endpoint`` registered as Application Auto Scaling targets (in moto)."""
         if self.autoscaling is None:
@@ -119,6 +143,10 @@ class Store:
         self.docker.forget_groups()
 
 
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
 # -- handlers ---------------------------------------------------------------------------------
 
 def _tags_in(store: Store, arn: str, tags: list[dict] | None) -> None:
@@ -134,6 +162,10 @@ def create_model(store: Store, p: dict) -> dict:
     containers = [p["PrimaryContainer"]] if p.get("PrimaryContainer") else p.get("Containers") or []
     if not containers:
         raise validation("Either PrimaryContainer or Containers must be specified.")
+    role = p.get("ExecutionRoleArn")
+    if role and not store.role_assumable(role):
+        raise validation(f"Could not assume role {role}. Please ensure that the role exists and "
+                         "allows principal 'sagemaker.amazonaws.com' to assume the role.")
     for container in containers:
         image = container.get("Image")
         if not image:
