@@ -229,10 +229,8 @@ def test_aws_errors_are_one_message_with_the_documented_exit_code(tmp_path, caps
         assert invoke(sm)["version"] == "v1"
 
 
-def test_a_deploy_killed_while_creating_is_reattached_by_the_next(tmp_path, capsys, sm):
-    project = make_project(tmp_path, sm.registry)
-    state = tmp_path / "state"
-    sm.faults(transition_seconds=6)
+def kill_deploy_once_creating(sm, project: Path, state: Path) -> None:
+    """Start ``mlserve deploy`` and SIGKILL it as soon as it has called CreateEndpoint."""
     argv = [*MLSERVE, "deploy", "sm", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **sm.env})
@@ -247,6 +245,13 @@ def test_a_deploy_killed_while_creating_is_reattached_by_the_next(tmp_path, caps
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_deploy_killed_while_creating_is_reattached_by_the_next(tmp_path, capsys, sm):
+    project = make_project(tmp_path, sm.registry)
+    state = tmp_path / "state"
+    sm.faults(transition_seconds=30)      # still Creating when the next command looks, even
+    kill_deploy_once_creating(sm, project, state)      # on a loaded machine
     assert sm.client("sagemaker").describe_endpoint(EndpointName="smh-sm")[
         "EndpointStatus"] == "Creating"
     again = cli(capsys, project, state, "deploy", "sm")
@@ -362,4 +367,25 @@ def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_pa
     for path in state.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+    assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
+
+
+def test_an_endpoint_a_killed_deploy_left_failed_is_replaced_by_the_next(tmp_path, capsys, sm):
+    project = make_project(tmp_path, sm.registry)
+    state = tmp_path / "state"
+    sm.faults(transition_seconds=3, ping_fail=["mlsv-sm-hello"])
+    kill_deploy_once_creating(sm, project, state)
+    client = sm.client("sagemaker")
+    deadline = time.monotonic() + 120
+    while client.describe_endpoint(EndpointName="smh-sm")["EndpointStatus"] == "Creating":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert client.describe_endpoint(EndpointName="smh-sm")["EndpointStatus"] == "Failed"
+    status = cli(capsys, project, state, "status", "sm", "--json")
+    assert json.loads(status.out)["status"] == "FAILED", status.out
+    sm.faults(transition_seconds=0, ping_fail=[])
+    again = cli(capsys, project, state, "deploy", "sm")
+    assert again.code == 0, again.err
+    assert "left Failed by an earlier command" in " ".join(again.err.split())
+    assert invoke(sm)["version"] == "v1"
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
