@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -73,6 +74,33 @@ def _wait(sm, name: str, until: set[str], timeout: float = 120) -> tuple[dict, l
         if found["EndpointStatus"] in until:
             return found, seen
         assert time.monotonic() < deadline, f"{name} stuck at {seen}"
+        time.sleep(0.05)
+
+
+def _wait_after_update(sm, name: str) -> tuple[dict, list[str]]:
+    """Like ``_wait`` for InService, but InService counts only once Updating was seen."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while True:
+        found = sm.describe_endpoint(EndpointName=name)
+        if not seen or seen[-1] != found["EndpointStatus"]:
+            seen.append(found["EndpointStatus"])
+        if found["EndpointStatus"] in ("InService", "Failed") and len(seen) > 1:
+            return found, seen
+        assert time.monotonic() < deadline, f"{name} stuck at {seen}"
+        time.sleep(0.05)
+
+
+def _gone(sm, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sm.describe_endpoint(EndpointName=name)
+        except sm.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Message"] == (
+                f'Could not find endpoint "arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name.lower()}".')
+            return
+        assert time.monotonic() < deadline
         time.sleep(0.05)
 
 
@@ -183,20 +211,6 @@ def test_update_is_blue_green_with_no_failed_invocation(sagemaker_env, images):
         "BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
 
 
-def _wait_after_update(sm, name: str) -> tuple[dict, list[str]]:
-    """Like ``_wait`` for InService, but InService counts only once Updating was seen."""
-    seen: list[str] = []
-    deadline = time.monotonic() + 120
-    while True:
-        found = sm.describe_endpoint(EndpointName=name)
-        if not seen or seen[-1] != found["EndpointStatus"]:
-            seen.append(found["EndpointStatus"])
-        if found["EndpointStatus"] in ("InService", "Failed") and len(seen) > 1:
-            return found, seen
-        assert time.monotonic() < deadline, f"{name} stuck at {seen}"
-        time.sleep(0.05)
-
-
 def test_update_to_an_image_failing_ping_rolls_back_and_the_old_variant_serves(sagemaker_env, images):
     sm, runtime = sagemaker_env.client("sagemaker"), sagemaker_env.client("sagemaker-runtime")
     _endpoint(sm, sagemaker_env, "rb", images["hello"])
@@ -232,19 +246,6 @@ def test_create_with_an_image_failing_ping_is_failed_and_can_be_deleted(sagemake
     assert _error(excinfo)[0] == "ValidationException"
     sm.delete_endpoint(EndpointName="bad")
     _gone(sm, "bad")
-
-
-def _gone(sm, name: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            sm.describe_endpoint(EndpointName=name)
-        except sm.exceptions.ClientError as exc:
-            assert exc.response["Error"]["Message"] == (
-                f'Could not find endpoint "arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name.lower()}".')
-            return
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_a_server_bound_to_loopback_only_fails_ping(sagemaker_env, images):
