@@ -15,9 +15,7 @@ into the container's network namespace (the emulator's own overhead is the diffe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -28,11 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.infra import containers, sagemaker  # noqa: E402
-
-
-def _started(fixture, *args):
-    return contextlib.contextmanager(fixture.__wrapped__)(*args)
+from tests.infra import sagemaker  # noqa: E402
 
 
 def _build(tmp: Path, engine, registry, base: str) -> str:
@@ -130,14 +124,9 @@ def main() -> None:
     import boto3
 
     with tempfile.TemporaryDirectory() as tmp_name, \
-            _started(containers.dockerd) as engine, _started(containers.registry) as registry, \
-            _started(sagemaker.moto_server) as moto, \
-            _started(sagemaker.sagemaker_emulator, engine, registry, moto) as emulator:
-        tmp = Path(tmp_name)
-        base = containers.base_image.__wrapped__(engine)
-        image = _build(tmp, engine, registry, base.ref)
-        env = sagemaker.aws_environment(emulator, moto, engine, tmp)
-        os.environ.update(env)
+            sagemaker.running_aws_stack(Path(tmp_name)) as stack:
+        engine, emulator = stack.dockerd, stack.emulator
+        image = _build(Path(tmp_name), engine, stack.registry, stack.base_image.ref)
         sm, runtime = boto3.client("sagemaker"), boto3.client("sagemaker-runtime")
 
         def pid_of(name: str) -> int:

@@ -15,10 +15,13 @@ Fixtures:
   us-east-1, no shared config files) and DOCKER_HOST at the private engine; yields
   ``SageMakerEnv`` (``env`` mapping for child processes, ``client(service)``, ``registry``,
   ``emulator``, ``moto``, ``faults(...)``, ``calls()``).
+
+Outside pytest (benchmarks): ``running_aws_stack(tmp)`` starts the same components.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -232,3 +235,40 @@ def sagemaker_env(sagemaker_emulator: SageMakerEmulator, moto_server: MotoServer
         yield SageMakerEnv(sagemaker_emulator, moto_server, registry, dockerd, env)
     finally:
         sagemaker_emulator.reset()
+
+
+@dataclass
+class AwsStack:
+    """What ``running_aws_stack`` started (for benchmarks and scripts outside pytest)."""
+
+    dockerd: DockerEngine
+    registry: Registry
+    base_image: Any                 # tests.infra.containers.BaseImage
+    moto: MotoServer
+    emulator: SageMakerEmulator
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def running_aws_stack(tmp: Path) -> Iterator[AwsStack]:
+    """The session fixtures behind ``sagemaker_env`` as one context manager (private dockerd,
+    registry, base image, moto with the execution role, the emulator), with ``os.environ``
+    pointed at them until it exits. Root, like the fixtures."""
+    from tests.infra import containers
+
+    def started(fixture, *args):
+        return contextlib.contextmanager(fixture.__wrapped__)(*args)
+
+    saved = dict(os.environ)
+    with started(containers.dockerd) as engine, started(containers.registry) as registry, \
+            started(moto_server) as moto, \
+            started(sagemaker_emulator, engine, registry, moto) as emulator:
+        base = containers.base_image.__wrapped__(engine)
+        create_execution_role(moto)
+        env = aws_environment(emulator, moto, engine, tmp)
+        os.environ.update(env)
+        try:
+            yield AwsStack(engine, registry, base, moto, emulator, env)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
