@@ -91,6 +91,7 @@ def main() -> None:
             _started(sagemaker.sagemaker_emulator, engine, registry, moto) as emulator:
         tmp = Path(tmp_name)
         base = containers.base_image.__wrapped__(engine)
+        sagemaker.create_execution_role(moto)       # the emulator checks it as SageMaker does
         os.environ.update(sagemaker.aws_environment(emulator, moto, engine, tmp))
         root = tmp / "hello"
         shutil.copytree(REPO / "examples" / "hello", root,
