@@ -3,7 +3,9 @@
 ``plan(manifest=None, target=None, state_dir=None, reporter=None) -> dict`` (the CLI and
 ``migrate --dry-run`` call it; the signature is stable). Keys: ``target``, ``provider``,
 ``action``, ``reasons``, ``release``, ``current``, ``changes``, ``drift``, ``live`` (what the
-provider said: ``{state, release, url, detail}``) and ``warnings`` (unreadable journal rows):
+provider said: ``{state, release, url, detail}``), ``warnings`` (unreadable journal rows) and
+``calls`` (the provider API calls a deploy would make, in order, for adapters that say:
+``planned_calls(options, manifest, action, live)``; empty for the others):
 
 - ``action``: ``Action.CREATE`` when neither the journal nor the provider knows a release of the
   target, ``Action.NONE`` when the project matches the journal's current release and the provider
@@ -92,7 +94,7 @@ def plan(manifest: str | Path | None = None, target: str | None = None,
     """What ``deploy`` would do to ``target`` (see the module docstring)."""
     project = load_project(manifest)
     name, options = project.target(target)
-    adapters.get(options.provider)                      # a build-only provider: exit 2
+    adapter = adapters.get(options.provider)            # a build-only provider: exit 2
     where = journal_location(project, state_dir)
     current, history, warnings = _journal_side(manifest, target, state_dir, name, where)
     bundle = collect(project.root, extra_ignores=state_ignores(project.root, where.local_dir))
@@ -104,10 +106,12 @@ def plan(manifest: str | Path | None = None, target: str | None = None,
     live = _observe(manifest, target, state_dir)
     drift = _drift(current, live)
     action, reasons = _action(current, release_id, changes, drift, live)
+    planned = getattr(adapter, "planned_calls", None)     # providers whose deploy is API calls
     return {"target": name, "provider": options.provider, "action": action.value,
             "reasons": reasons, "release": release_id,
             "current": current.release_id if current else None,
-            "changes": changes, "drift": drift, "live": live, "warnings": warnings}
+            "changes": changes, "drift": drift, "live": live, "warnings": warnings,
+            "calls": planned(options, project.manifest, action, live) if planned else []}
 
 
 def _journal_side(manifest, target, state_dir, name: str,

@@ -154,6 +154,85 @@ class VMTarget(TargetBase):
                                    examples=["https://example.com/bundles/hello.tar.gz"])
 
 
+_ROLE_RE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+_INSTANCE_TYPE_RE = re.compile(r"ml\.[a-z0-9]{2,12}\.[0-9]{0,2}x?(?:large|medium|small|xlarge)")
+_ENDPOINT_NAME_RE = re.compile(r"[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,49}")
+
+
+def _matching(pattern: re.Pattern, what: str):
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{shown(value)} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+class SageMakerServerless(Strict):
+    """SageMaker Serverless Inference: scales to zero, CPU only, no autoscaling policy to set."""
+
+    memory_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144] = Field(
+        2048, description="Memory of each serverless instance (SageMaker's MemorySizeInMB).",
+        examples=[2048])
+    max_concurrency: int = Field(
+        5, ge=1, le=200, description="Invocations served at once across the endpoint "
+        "(MaxConcurrency); SageMaker throttles beyond it.", examples=[5])
+
+
+class SageMakerTarget(TargetBase):
+    """An AWS SageMaker real-time endpoint (or Serverless Inference) running the release's image."""
+
+    provider: Literal["sagemaker"] = Field(description="Deploy to an AWS SageMaker endpoint.",
+                                           examples=["sagemaker"])
+    role: Annotated[str, _matching(_ROLE_RE, "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")] \
+        = Field(description="Execution role SageMaker assumes to pull the image from ECR and "
+                "write CloudWatch logs.",
+                examples=["arn:aws:iam::123456789012:role/SageMakerExecution"])
+    region: Annotated[str, _matching(_REGION_RE, "an AWS region (us-east-1)")] | None = Field(
+        None, description="AWS region; AWS_REGION, AWS_DEFAULT_REGION or the profile's when absent.",
+        examples=["us-east-1"])
+    repository: str = Field(
+        pattern=IMAGE_REPOSITORY_RE, max_length=255,
+        description="ECR repository the image is pushed to (no tag: the release id is the tag).",
+        examples=["123456789012.dkr.ecr.us-east-1.amazonaws.com/hello"])
+    instance_type: Annotated[str, _matching(_INSTANCE_TYPE_RE, "a SageMaker instance type "
+                                            "(ml.m5.large)")] | None = Field(
+        None, description="Instance type of the production variant; from `resources` when absent "
+        "(a GPU request picks that GPU's instance family).", examples=["ml.g5.xlarge"])
+    serverless: SageMakerServerless | None = Field(
+        None, description="Deploy to Serverless Inference instead of instances (CPU only; scales "
+        "to zero).", examples=[{"memory_mb": 2048, "max_concurrency": 5}])
+    endpoint_name: Annotated[str, _matching(_ENDPOINT_NAME_RE, "an endpoint name (letters, digits "
+                                            "and dashes, at most 50)")] | None = Field(
+        None, description="Endpoint name; `NAME-TARGET` from the manifest when absent.",
+        examples=["hello-prod"])
+    deployment: Literal["all-at-once", "canary"] = Field(
+        "all-at-once", description="How an update shifts traffic to the new fleet (blue/green, "
+        "rolled back automatically when it fails): all at once, or 10% first.",
+        examples=["canary"])
+    canary_wait: int = Field(
+        300, ge=0, le=3600, description="With `deployment: canary`: seconds the new fleet takes "
+        "10% of the traffic before it takes the rest (SageMaker's WaitIntervalInSeconds).",
+        examples=[300])
+    rollback_alarms: list[Annotated[str, Field(min_length=1, max_length=255,
+                                               pattern=r"^[^\x00-\x1f\x7f]+$")]] = Field(
+        [], max_length=10, description="CloudWatch alarms that roll an update back when one fires "
+        "during it (SageMaker's AutoRollbackConfiguration); a new fleet that fails its health "
+        "checks is rolled back without them.", examples=[["hello-5xx"]])
+    secrets: Literal["refuse", "environment"] = Field(
+        "refuse", description="SageMaker has no secret references: `environment` passes the "
+        "manifest's secrets as the model's environment, readable by anyone who can describe the "
+        "model; `refuse` refuses a manifest with secrets.", examples=["environment"])
+    base_image: str | None = Field(None, description="Base image of the built image; a slim "
+                                   "Python image by default, a CUDA image when a GPU is requested.",
+                                   examples=["python:3.11-slim"])
+    health_timeout: float = Field(
+        1800.0, gt=0, le=7200,
+        description="Seconds to wait for the endpoint to reach InService (SageMaker takes "
+                    "minutes) before the deploy fails and the previous release keeps serving.",
+        examples=[1800])
+
+
 def _options_models() -> tuple[type[TargetBase], ...]:
     """Each registered provider's options model, in registry order; each is defined above (the
     registry names them as "mlserve.targets:Class"), and its ``provider`` is the provider's name."""

@@ -68,3 +68,33 @@ def kill_at_point(argv: list[str], reached, name: str, timeout: float, also=lamb
     finally:
         proc.kill()
         proc.wait()
+
+
+class Poller:
+    """Calls ``call()`` every ``interval`` seconds in a thread while the ``with`` block runs:
+    ``answers`` holds what it returned, ``failures`` every exception (repr) — the zero-downtime
+    tests' witness. ``len(answers) + len(failures)`` is the number of calls made."""
+
+    def __init__(self, call, interval: float = 0.01) -> None:
+        import threading
+        self.call, self.interval = call, interval
+        self.answers: list = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.answers.append(self.call())
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(exc))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)

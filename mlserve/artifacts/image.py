@@ -138,8 +138,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _repository(project: "Project", target_name: str) -> tuple[str, Any]:
     name, target = project.target(target_name)
-    repository = getattr(target, "image", None)
-    if target.provider != "docker" or not repository:
+    # docker targets name it `image`, sagemaker targets `repository` (their ECR repository)
+    repository = getattr(target, "image", None) or getattr(target, "repository", None)
+    if target.provider not in ("docker", "sagemaker") or not repository:
         raise InvalidInput(f"target {name!r} builds no image (provider {target.provider})",
                            fix="build a target with provider: docker and an image repository")
     return repository, target
@@ -289,7 +290,7 @@ def build_and_push(manifest: str | Path | None, target: str | None, reporter: Re
     from ..manifest import load_project
     project = load_project(manifest)
     repository, options = _repository(project, target)
-    push = options.push if push is None else push
+    push = getattr(options, "push", True) if push is None else push
     # Credentials first: a build of minutes is not wasted on a push that cannot happen.
     credentials = registries.credentials_for(registries.registry_of(repository)) if push else None
     image = build_image(project, target, reporter, docker_host=docker_host)

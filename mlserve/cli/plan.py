@@ -37,6 +37,8 @@ def plan(target: TargetArg = None, file: ManifestOpt = None, state: StateOpt = N
               [[c["kind"], c["subject"], _shown(c["kind"], c["before"]),
                 _shown(c["kind"], c["after"])]
                for c in result["changes"]])
+    if result.get("calls"):
+        result_line(f"calls: {plain(', '.join(result['calls']))}")
     for drift in result["drift"]:
         result_line(f"[red]drift[/red] {plain(drift['kind'])}: {plain(drift['detail'])}")
 

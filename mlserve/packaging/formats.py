@@ -112,7 +112,7 @@ def render_truss(spec: Spec, ctx: BuildContext) -> None:
 
 def base_image(spec: Spec) -> tuple[str, bool]:
     """The base image, and whether python3 must be installed on it (the CUDA default)."""
-    chosen = spec.option("docker", "base_image")
+    chosen = getattr(spec.target, "base_image", None)    # docker and sagemaker targets
     if chosen:
         return _sourced(spec, chosen, "targets", spec.target_name, "base_image"), False
     if spec.manifest.resources.gpu is not None:

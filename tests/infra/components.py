@@ -9,6 +9,8 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``cloud_init_schema``              (tests.infra.cloudinit)
 - ``systemd_host``                   (tests.infra.systemd; root)
 - ``s3_store``, ``moto_s3_raw``       (tests.infra.s3: moto's S3 server)
+- ``moto_server``, ``sagemaker_emulator``, ``sagemaker_env``  (tests.infra.sagemaker; the
+  emulator runs containers: root)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -28,11 +30,13 @@ pytest_plugins = [
     "tests.infra.cloudinit",
     "tests.infra.systemd",
     "tests.infra.s3",
+    "tests.infra.sagemaker",
 ]
 
-ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host"})
+ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host",
+                           "sagemaker_emulator", "sagemaker_env"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "s3_store",
-                                 "moto_s3_raw"}
+                                 "moto_s3_raw", "moto_server"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
