@@ -244,15 +244,18 @@ def test_extras_are_those_of_the_step_targets(tmp_path):
     manifest.write_text(manifest.read_text().replace(
         "  local: {provider: local, port: 8480}\n",
         "  local: {provider: local, port: 8480}\n  box: {provider: ssh, hosts: [u@h]}\n"
-        "  box2: {provider: docker, image: reg.example/m}\n"))
-    cases = {"local": "", "box": "ssh", "box2": "docker", "box:box2": "docker,ssh"}
+        "  box2: {provider: docker, image: reg.example/m}\n"
+        "  sm: {provider: sagemaker, role: 'arn:aws:iam::123456789012:role/S', region: us-east-1,"
+        " repository: 123456789012.dkr.ecr.us-east-1.amazonaws.com/m}\n"))
+    cases = {"local": "", "box": "ssh", "box2": "docker", "box:box2": "docker,ssh",
+             "sm": "aws,docker", "sm:box": "aws,docker,ssh"}
     for target, extras in cases.items():
         command = "migrate" if ":" in target else "deploy"
         got = _step(tmp_path, "extras", command=command, target=target, manifest="p")
         assert (got.returncode, got.stdout.strip()) == (0, extras), got.stderr
     validated = subprocess.run([sys.executable, "-m", "mlserve.cli", "validate", "-f", str(project),
                                 "--json"], capture_output=True, text=True)
-    assert json.loads(validated.stdout)["extras"] == ["docker", "ssh"]
+    assert json.loads(validated.stdout)["extras"] == ["aws", "docker", "ssh"]
 
 
 @pytest.mark.parametrize("inputs, message", [

@@ -33,6 +33,7 @@ INFO = ProviderInfo(
                "Deleting": DeployState.DELETED, "Failed": DeployState.FAILED,
                "UpdateRollbackFailed": DeployState.FAILED},
     adapter="mlserve.adapters.sagemaker:SageMakerAdapter",
+    extras=("aws", "docker"),           # boto3 for the API, the docker SDK to build and push
 )
 
 #: ``resources.gpu.type`` -> the SageMaker instance family that has it, and the size to ask for
