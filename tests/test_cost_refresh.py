@@ -339,15 +339,24 @@ def test_a_large_offer_file_is_read_as_a_stream(lists, tmp_path):
         f.write('"G5": ' + json.dumps(_aws_term("G5", "1.2340000000")) + "}}}")
     assert big.stat().st_size > 50 * 2**20
     lists.big_offer = big
-    proc = subprocess.Popen([sys.executable, "-m", "mlserve.cli", "cost",
-                             "aws-ec2/g5.xlarge/us-east-1", "--refresh", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
-    out = proc.stdout.read()
-    proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0
-    assert _rows(json.loads(out))["aws-ec2/g5.xlarge/us-east-1"]["usd"] == 1.234
-    peak_mb = usage.ru_maxrss / 1024
+    # The child's own peak: VmHWM of its address space, read as it exits. Not wait4's ru_maxrss:
+    # that also counts the parent's resident memory at fork (the process's maxrss survives
+    # exec), which is pytest's own, hundreds of MB late in a full run.
+    peak_file = tmp_path / "peak"
+    measured = (
+        "import atexit, runpy, sys\n"
+        "def _peak():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        f"            open({str(peak_file)!r}, 'w').write(line.split()[1])\n"
+        "atexit.register(_peak)\n"
+        "sys.argv = ['mlserve', *sys.argv[1:]]\n"
+        "runpy.run_module('mlserve.cli', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", measured, "cost", "aws-ec2/g5.xlarge/us-east-1",
+                           "--refresh", "--json"], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert _rows(json.loads(done.stdout))["aws-ec2/g5.xlarge/us-east-1"]["usd"] == 1.234
+    peak_mb = int(peak_file.read_text()) / 1024
     # json.load of this document peaks at ~350 MB; the interpreter and mlserve take ~60 MB
     assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"

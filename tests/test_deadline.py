@@ -265,4 +265,4 @@ def test_docker_deploy_timeout_removes_the_new_container_and_keeps_the_old(tmp_p
         assert [c.labels["org.mlserve.release"] for c in _ours(dockerd, "box")] == [
             json.loads(first.out)["release"]], "the timed-out release's container was left"
     finally:
-        run_process("delete", *args, "--yes", env=env)
+        run_process("delete", *args, "--yes", "--purge", env=env)   # its images too: test_docker_provider counts them

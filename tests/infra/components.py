@@ -8,7 +8,7 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``dockerd``, ``registry``, ``base_image``  (tests.infra.containers; dockerd/base_image root)
 - ``cloud_init_schema``              (tests.infra.cloudinit)
 - ``systemd_host``                   (tests.infra.systemd; root)
-- ``s3_store``, ``moto_s3_raw``       (tests.infra.s3: moto's S3 server)
+- ``s3_store``                       (tests.infra.s3: moto's S3 server)
 - ``moto_server``, ``sagemaker_emulator``, ``sagemaker_env``  (tests.infra.sagemaker; the
   emulator runs containers: root)
 
@@ -36,7 +36,7 @@ pytest_plugins = [
 ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host",
                            "sagemaker_emulator", "sagemaker_env"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "s3_store",
-                                 "moto_s3_raw", "moto_server"}
+                                 "moto_server"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,9 +1,9 @@
 """An S3-compatible store on loopback for the shared journal: moto's server in a subprocess.
 
-Fixtures (session-scoped): ``s3_store`` (moto serialized to one request at a time, so
-conditional writes are atomic as on AWS S3/MinIO/R2: see ``tests.infra.moto_s3``) and
-``moto_s3_raw`` (moto as it ships, for the test that documents its race). Each test makes its own
-bucket with ``store.bucket()``. MinIO's server is not installable here (not on PyPI, npm or in
+Fixture (session-scoped): ``s3_store`` (moto serialized to one request at a time, so
+conditional writes are atomic as on AWS S3/MinIO/R2: see ``tests.infra.moto_s3``). Each test
+makes its own bucket with ``store.bucket()``. ``race_rounds`` races conditional puts against a
+store: the serialized one in the tests, moto as it ships in ``benchmarks/journal/moto_race.py``. MinIO's server is not installable here (not on PyPI, npm or in
 Debian 12; PyPI's ``minio`` is the client SDK).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,8 +90,35 @@ def s3_store() -> Iterator[S3Store]:
         yield store
 
 
-@pytest.fixture(scope="session")
-def moto_s3_raw() -> Iterator[S3Store]:
-    """moto's S3 as it ships (conditional writes not atomic under concurrency)."""
-    with running_moto(serialize=False) as store:
-        yield store
+def race_rounds(store: S3Store, rounds: int, writers: int = 8,
+                seconds: float = 90) -> tuple[int, int]:
+    """Rounds where ``writers`` threads put one new key with ``If-None-Match: *`` at once:
+    (rounds run, rounds where more than one put succeeded). Stops early at the first doubled
+    round of an unserialized store, or after ``seconds``."""
+    import boto3
+    import botocore.config
+    client = boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1",
+                          aws_access_key_id="t", aws_secret_access_key="t",
+                          config=botocore.config.Config(max_pool_connections=writers * 2))
+    bucket = store.bucket()
+    doubled, deadline = 0, time.monotonic() + seconds
+    for number in range(rounds):
+        wins, barrier = [], threading.Barrier(writers)
+
+        def put(i: int) -> None:
+            barrier.wait()
+            try:
+                client.put_object(Bucket=bucket, Key=f"k{number}", Body=b"%d" % i, IfNoneMatch="*")
+                wins.append(i)
+            except client.exceptions.ClientError:
+                pass
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wins, "no conditional put succeeded"
+        doubled += len(wins) > 1
+        if (doubled and not store.serialized) or time.monotonic() > deadline:
+            return number + 1, doubled
+    return rounds, doubled
