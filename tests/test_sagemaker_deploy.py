@@ -307,6 +307,40 @@ def test_migrate_local_to_sagemaker_to_docker(tmp_path, capsys, sm):
                 pass
 
 
+def test_deploy_image_built_for_a_docker_target(tmp_path, capsys, sm):
+    """``deploy sm --image REF`` runs an image built earlier (here for a docker target) even after
+    the code changed: its release is the one the image carries, and the image is copied into the
+    target's repository (SageMaker pulls only from ECR), then pulled by the endpoint."""
+    from tests.infra.net import free_port
+    project = make_project(tmp_path, sm.registry)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["box"] = {"provider": "docker", "image": "mlserve-test/smh-img",
+                                  "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+                                  "port": free_port(), "health_timeout": 60}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state"
+    try:
+        built = cli(capsys, project, state, "deploy", "box", "--json")
+        assert built.code == 0, built.err
+        v1 = json.loads(built.out)
+        write_model(project, "v2")
+        moved = cli(capsys, project, state, "deploy", "sm", "--image", v1["extra"]["image"],
+                    "--json")
+        assert moved.code == 0, moved.err
+        assert json.loads(moved.out)["release"] == v1["release"]
+        assert invoke(sm)["version"] == "v1"
+        model = sm.client("sagemaker").list_models()["Models"][0]["ModelName"]
+        image = sm.client("sagemaker").describe_model(ModelName=model)["PrimaryContainer"]["Image"]
+        assert image == f"{sm.registry.address}/mlsv-sm-hello:{v1['release']}"
+        missing = cli(capsys, project, state, "deploy", "sm", "--image", "mlserve-test/nope:r-0")
+        assert missing.code != 0 and "Traceback" not in missing.err
+        assert "mlserve-test/nope:r-0" in missing.err
+        assert invoke(sm)["version"] == "v1"
+    finally:
+        for target in ("sm", "box"):
+            cli(capsys, project, state, "delete", target, "--yes", "--purge")
+
+
 def test_a_failed_smoke_puts_the_old_config_back_then_a_canary_update(tmp_path, capsys, sm):
     """The smoke cases run through InvokeEndpoint once the update is InService: a failing case
     updates the endpoint back (the old release serves, exit 1). A canary update shifts 10% of

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from mlserve.adapters.sagemaker import SageMakerAdapter, endpoint_name, release_of
 from mlserve.errors import ManifestError
 from mlserve.manifest import load_project
-from mlserve.providers.sagemaker import GPU_INSTANCES, instance_type_for
+from mlserve.providers.sagemaker import instance_table, instance_type_for
 from mlserve.vocab import Action
 from tests.helpers import REPO, run_cli, run_process
 
@@ -103,9 +103,16 @@ def test_instance_type_from_resources(cpu, memory, gpu, count, expected):
     assert instance_type_for(cpu, memory, gpu, count) == expected
 
 
-def test_every_gpu_family_has_a_size_for_one_gpu_or_a_full_box():
-    for family, sizes in GPU_INSTANCES.values():
-        assert family.startswith("ml.") and sizes and all(n >= 1 for n in sizes)
+def test_the_table_is_read_from_the_providers_data_file():
+    """providers/sagemaker.yaml's instances decide: every GPU kind and CPU row it lists is what
+    instance_type_for answers (no second copy of the table in code)."""
+    data = yaml.safe_load((REPO / "providers" / "sagemaker.yaml").read_text())["instances"]
+    assert instance_table().gpu.keys() == {k.upper() for k in data["gpu"]}
+    for kind, row in data["gpu"].items():
+        for count, size in row["sizes"].items():
+            assert instance_type_for(1, 1, kind.lower(), count) == f"{row['family']}.{size}"
+    for row in data["cpu"]:
+        assert instance_type_for(row["cpu"], row["memory_gib"], None) == row["type"]
 
 
 def test_unknown_gpu_without_instance_type_is_refused_before_aws(tmp_path, capsys):

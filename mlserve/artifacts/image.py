@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import InvalidInput, MissingCredentials, ProviderError, missing_extra
+from ..errors import InvalidInput, MissingCredentials, NotFound, ProviderError, missing_extra
 from ..report import Reporter
 from . import registry as registries
 
@@ -165,6 +165,18 @@ def find_image(ref: str, *, docker_host: str | None = None) -> ImageRef | None:
     repository, _, release = ref.rpartition(":")
     digests = image.attrs.get("RepoDigests") or []
     return ImageRef(ref, repository, release, image.id, digests[0] if digests else None)
+
+
+def tag_image(source: str, ref: str, *, docker_host: str | None = None) -> None:
+    """Tag the engine's image ``source`` as ``ref`` (``REPOSITORY:TAG``)."""
+    docker = _sdk()
+    client = engine(docker_host)
+    repository, _, tag = ref.rpartition(":")
+    try:
+        client.images.get(source).tag(repository, tag)
+    except docker.errors.ImageNotFound:
+        raise NotFound(f"image {source} is not on the engine",
+                       fix="build it with `mlserve build TARGET --image`, or pull it") from None
 
 
 def build_image(project: "Project", target_name: str | None, reporter: Reporter | None = None, *,

@@ -23,6 +23,10 @@ REGISTRY: dict[str, ProviderInfo] = {m.INFO.name: m.INFO
 #: What a ``providers/<name>.yaml`` may say: prose for people. What code decides on (features,
 #: states, formats, the adapter) is in the provider's Python module, said once.
 PROSE_KEYS = ("name", "packaging", "credentials", "examples", "used_by", "notes")
+#: Data tables a provider's module reads from its ``providers/<name>.yaml`` (and validates):
+#: ``instances``, the instance types ``resources`` map to, kept beside the provider's prose so
+#: they are updated in one data file as a cloud adds instance families.
+TABLE_KEYS = ("instances",)
 
 
 def names() -> tuple[str, ...]:
@@ -56,11 +60,11 @@ def prose(name: str) -> dict:
     path = providers_dir() / f"{name}.yaml"
     data = yaml.load(path.read_text(encoding="utf-8"),
                      Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    extra = sorted(set(data) - set(PROSE_KEYS))
+    extra = sorted(set(data) - set(PROSE_KEYS) - set(TABLE_KEYS))
     if data.get("name") != name or extra:
         raise ValueError(f"{path}: name must be {name!r}; keys other than "
-                         f"{', '.join(PROSE_KEYS)} belong in mlserve/providers/{name}.py "
-                         f"(found: {', '.join(extra) or 'none'})")
+                         f"{', '.join(PROSE_KEYS + TABLE_KEYS)} belong in "
+                         f"mlserve/providers/{name}.py (found: {', '.join(extra) or 'none'})")
     return data
 
 

@@ -1,6 +1,10 @@
 """``sagemaker``: an AWS SageMaker real-time endpoint (or Serverless Inference) running the
 release's container image, deployed through boto3 (the ``aws`` extra, imported only by the
-adapter, ``mlserve.adapters.sagemaker``)."""
+adapter, ``mlserve.adapters.sagemaker``). The instance types ``resources`` map to are a table in
+``providers/sagemaker.yaml`` (``instance_table``), read when a target has no ``instance_type``."""
+
+from functools import lru_cache
+from typing import NamedTuple
 
 from ..vocab import ArtifactKind, DeployState, Feature
 from .base import ProviderInfo
@@ -36,30 +40,45 @@ INFO = ProviderInfo(
     extras=("aws", "docker"),           # boto3 for the API, the docker SDK to build and push
 )
 
-#: ``resources.gpu.type`` -> the SageMaker instance family that has it, and the size to ask for
-#: each GPU count (SageMaker's instance types; a count between two sizes takes the larger).
-GPU_INSTANCES: dict[str, tuple[str, dict[int, str]]] = {
-    "T4": ("ml.g4dn", {1: "xlarge", 4: "12xlarge"}),
-    "A10G": ("ml.g5", {1: "xlarge", 4: "12xlarge", 8: "48xlarge"}),
-    "L4": ("ml.g6", {1: "xlarge", 4: "12xlarge", 8: "48xlarge"}),
-    "L40S": ("ml.g6e", {1: "xlarge", 4: "12xlarge", 8: "48xlarge"}),
-    "V100": ("ml.p3", {1: "2xlarge", 4: "8xlarge", 8: "16xlarge"}),
-    "A100": ("ml.p4d", {8: "24xlarge"}),
-    "H100": ("ml.p5", {8: "48xlarge"}),
-}
-#: CPU instances (ml.m5: 4 GiB per vCPU): the smallest that holds ``resources`` cpu and memory.
-CPU_INSTANCES = (("ml.m5.large", 2, 8), ("ml.m5.xlarge", 4, 16), ("ml.m5.2xlarge", 8, 32),
-                 ("ml.m5.4xlarge", 16, 64), ("ml.m5.12xlarge", 48, 192),
-                 ("ml.m5.24xlarge", 96, 384))
+class InstanceTable(NamedTuple):
+    """``providers/sagemaker.yaml``'s ``instances``: ``gpu`` maps ``resources.gpu.type`` (upper
+    case) to its instance family and the size to ask for each GPU count; ``cpu`` lists
+    (type, vCPUs, GiB) from the smallest up."""
+    gpu: dict[str, tuple[str, dict[int, str]]]
+    cpu: tuple[tuple[str, float, float], ...]
+
+
+@lru_cache(maxsize=1)
+def instance_table() -> InstanceTable:
+    """The instance table, read from ``providers/sagemaker.yaml`` and checked (a malformed table
+    is a bug in the shipped data file: ValueError naming the entry)."""
+    from . import prose
+    data = prose("sagemaker").get("instances")
+    where = "providers/sagemaker.yaml: instances"
+    try:
+        gpu = {str(kind).upper(): (str(row["family"]), {int(n): str(size)
+                                                        for n, size in row["sizes"].items()})
+               for kind, row in data["gpu"].items()}
+        cpu = tuple((str(row["type"]), float(row["cpu"]), float(row["memory_gib"]))
+                    for row in data["cpu"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
+    for kind, (family, sizes) in gpu.items():
+        if not family.startswith("ml.") or not sizes or min(sizes) < 1:
+            raise ValueError(f"{where}.gpu.{kind}: a family ml.* with sizes for 1 or more GPUs")
+    if list(cpu) != sorted(cpu, key=lambda row: (row[1], row[2])):
+        raise ValueError(f"{where}.cpu: list the types from the smallest up")
+    return InstanceTable(gpu, cpu)
 
 
 def instance_type_for(cpu: float, memory_gib: float, gpu_type: str | None,
                       gpu_count: int = 1) -> str | None:
     """The instance type a target without ``instance_type`` gets, or None when no instance in
     the tables fits (the adapter then asks for ``instance_type``)."""
+    table = instance_table()
     if gpu_type is not None:
-        family, sizes = GPU_INSTANCES.get(gpu_type.upper(), (None, {}))
+        family, sizes = table.gpu.get(gpu_type.upper(), (None, {}))
         size = next((sizes[n] for n in sorted(sizes) if n >= gpu_count), None)
         return f"{family}.{size}" if family and size else None
-    return next((name for name, cores, gib in CPU_INSTANCES if cores >= cpu and gib >= memory_gib),
+    return next((name for name, cores, gib in table.cpu if cores >= cpu and gib >= memory_gib),
                 None)

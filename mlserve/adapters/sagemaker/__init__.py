@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import Iterator
 
-from ...errors import InvalidInput, MlserveError, ProviderError
+from ...errors import InvalidInput, MlserveError, ProviderError, missing_extra
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
 from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
@@ -123,6 +123,27 @@ class SageMakerAdapter(Adapter):
         if self.aws is None:
             self.aws = Aws(ctx.target.region, ctx.secrets)
         return self.aws
+
+    @staticmethod
+    def check_image(ref: str) -> None:
+        """``--image REF`` is an image reference, else InvalidInput (no engine asked)."""
+        try:
+            from ..docker_image import check_ref
+        except ImportError:
+            raise missing_extra("docker", "docker") from None
+        check_ref(ref)
+
+    def image_release(self, ctx: Context, ref: str) -> str | None:
+        """The release id image ``ref`` carries (``deploy --image``), read on the local engine
+        (pulled if need be). The deploy tags it ``REPOSITORY:RELEASE`` and pushes that."""
+        from ...artifacts.image import engine
+        from ..docker_image import release_of_image
+        self.check_image(ref)
+        client = engine()
+        try:
+            return release_of_image(client, ref)
+        finally:
+            client.close()
 
     def check(self, ctx: Context) -> None:
         """What the manifest asks that this target cannot do (exit 2), then boto3, region and

@@ -134,7 +134,7 @@ class SageMakerStep:
 
     def _prepare(self) -> bool:
         ctx, rid = self.ctx, self.release.release_id
-        self.image = self.release.snapshot.get("image") or image_ref(ctx, rid)
+        self.image = image_ref(ctx, rid)     # what SageMaker pulls: the target's repository
         self.config = resource_name(ctx, self.release, self.image)
         status = self.observed.extra.get("status")
         reattached = status in MOVING
@@ -184,14 +184,17 @@ class SageMakerStep:
         return bool(self.previous) and self.observed.extra.get("status") in ANSWERING
 
     def _push(self) -> None:
-        """Build (when the engine lacks it) and push ``REPOSITORY:RELEASE``; a rollback or a
-        ``--image`` deploy pushes nothing."""
-        if self.release.bundle is None or self.release.snapshot.get("image"):
+        """Build (when the engine lacks it) and push ``REPOSITORY:RELEASE``. A ``--image``
+        deploy tags the image it names as ``REPOSITORY:RELEASE`` and pushes that (SageMaker pulls
+        only from ECR, so an image built for another target is copied into the target's
+        repository); a rollback pushes nothing (its image is in the registry already)."""
+        if self.release.bundle is None:
             return
-        from ...artifacts.image import build_image, find_image, push_image
-        ctx = self.ctx
-        have = find_image(self.image)
-        if have is None:
+        from ...artifacts.image import build_image, find_image, push_image, tag_image
+        ctx, source = self.ctx, self.release.snapshot.get("image")
+        if source:
+            tag_image(source, self.image)
+        elif find_image(self.image) is None:
             have = build_image(ctx.project, ctx.target_name, ctx.reporter,
                                base_image=ctx.target.base_image)
             if have.ref != self.image:
@@ -205,6 +208,9 @@ class SageMakerStep:
         if self.ctx.target.secrets == "environment":
             env.update(self.ctx.secrets)
         env["MLSERVE_RELEASE"] = self.release.release_id
+        # SageMaker's container contract: serve on 8080, whatever port the image was built with
+        # (an image built for a docker target bakes that target's port in: `deploy --image`).
+        env["MLSERVE_PORT"] = "8080"
         return env
 
     def _exists(self, operation: str, **params) -> bool:
