@@ -74,12 +74,32 @@ def targets_of(step: dict[str, str]) -> list[str | None]:
     return [step["target"] or None]
 
 
+def _state_arg(step: dict[str, str]) -> str | None:
+    """The ``--state`` the step's extra-args give, if any."""
+    try:
+        words = shlex.split(step["extra-args"])
+    except ValueError:
+        return None              # argv() reports it
+    for index, word in enumerate(words):
+        if word == "--state" and index + 1 < len(words):
+            return words[index + 1]
+        if word.startswith("--state="):
+            return word.split("=", 1)[1]
+    return None
+
+
 def needed_extras(step: dict[str, str]) -> list[str]:
-    """The pip extras the step's targets need (what ``mlserve validate --json`` reports)."""
+    """The pip extras the step needs: its targets' (what ``mlserve validate --json`` reports),
+    and ``aws`` when its journal is on S3 (``--state``, ``MLSERVE_STATE`` or the manifest's
+    ``state:``)."""
+    from .journal import locate
     from .manifest import load_project
     from .providers import extras
     project = load_project(step["manifest"] or None)
-    return extras(project.target(t)[1].provider for t in targets_of(step))
+    needed = set(extras(project.target(t)[1].provider for t in targets_of(step)))
+    if locate(project.root, project.manifest.state, _state_arg(step)).url:
+        needed.add("aws")
+    return sorted(needed)
 
 
 def _extras_or_none(step: dict[str, str]) -> list[str]:

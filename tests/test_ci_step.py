@@ -256,6 +256,20 @@ def test_extras_are_those_of_the_step_targets(tmp_path):
     validated = subprocess.run([sys.executable, "-m", "mlserve.cli", "validate", "-f", str(project),
                                 "--json"], capture_output=True, text=True)
     assert json.loads(validated.stdout)["extras"] == ["aws", "docker", "ssh"]
+    # a journal on S3 needs the aws extra (its S3 client), however it is named
+    for how in ({"extra_args": "--state s3://team-bucket/m"},
+                {"extra_args": "--timeout 60 --state=s3://team-bucket/m"}):
+        got = _step(tmp_path, "extras", command="deploy", target="box", manifest="p", **how)
+        assert (got.returncode, got.stdout.strip()) == (0, "aws,ssh"), got.stderr
+    os.environ["MLSERVE_STATE"] = "s3://team-bucket/m"
+    try:
+        got = _step(tmp_path, "extras", command="deploy", target="local", manifest="p")
+    finally:
+        del os.environ["MLSERVE_STATE"]
+    assert (got.returncode, got.stdout.strip()) == (0, "aws"), got.stderr
+    manifest.write_text("state: s3://team-bucket/m\n" + manifest.read_text())
+    got = _step(tmp_path, "extras", command="deploy", target="local", manifest="p")
+    assert (got.returncode, got.stdout.strip()) == (0, "aws"), got.stderr
 
 
 @pytest.mark.parametrize("inputs, message", [

@@ -110,7 +110,9 @@ def test_deploy_status_rollback_through_s3(deployed, s3_store, tmp_path):
     keys = s3_store.keys(bucket)
     assert any(k.startswith("team/hello/journal/log/") for k in keys)
     assert not (project / ".mlserve" / "state.db").exists()
-    assert not any("/locks/" in k for k in keys), "a lock was left behind"
+    locks = [k for k in keys if "/locks/" in k and not k.endswith("/.clock")]
+    assert all(json.loads(s3_store.client().get_object(Bucket=bucket, Key=k)["Body"].read())
+               == {"released": True} for k in locks), "a lock was left held"
 
 
 def test_manifest_state_and_mlserve_state_choose_the_journal(tmp_path, journal, s3_store,

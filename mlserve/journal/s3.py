@@ -14,8 +14,11 @@ Keys under ``s3://bucket/prefix/``:
 - ``locks/<target>.json``: the lock of one target. Taken with ``If-None-Match: *``; holds the
   holder (host, pid, CI job URL, action) and its lease. The holder renews it (``If-Match`` its
   ETag) every third of the lease; a lock not renewed for a whole lease (its holder died) is taken
-  over with ``If-Match`` of the ETag read, so two waiters cannot both take it. Expiry is judged on
-  the store's clock (the object's Last-Modified against the response's Date), not this machine's.
+  over with ``If-Match`` of the ETag read, so two waiters cannot both take it. Released by
+  overwriting it, ``If-Match`` its ETag, with ``{"released": true}``, which the next taker
+  overwrites the same way (no conditional DELETE: not every S3-compatible store has one). Expiry
+  is judged on the store's clock (the lock's Last-Modified against the Last-Modified of
+  ``locks/.clock``, written once by a waiter to measure the offset), not this machine's.
 
 A log object that is not a well-formed operation (written by something else, damaged) is skipped
 with a warning, as the SQLite journal skips an unreadable row.
@@ -24,7 +27,6 @@ with a warning, as the SQLite journal skips an unreadable row.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 import socket
@@ -38,7 +40,8 @@ from ..errors import Busy, InvalidInput
 from ..state import State
 from ..journal_file import SCHEMA, SCHEMA_VERSION, JournalError, _text
 from . import lock_lease, lock_timeout, ops, parse_s3
-from .s3client import Absent, Conflict, client, translated
+from . import s3client as s3
+from .s3client import Absent, Conflict, translated
 
 __all__ = ["S3State", "CHECKPOINT_EVERY", "MAX_OBJECT"]
 
@@ -80,7 +83,7 @@ class S3State(State):
         self._has_deleted_seq = True
         self._index = 0                     # the last log number applied
         self._db = self._fresh()
-        self._client = client()
+        self._store = s3.store(self.bucket, url)
         self._load_checkpoint()
         self._sync()
 
@@ -109,9 +112,9 @@ class S3State(State):
     def _load_checkpoint(self) -> None:
         try:
             with translated(self.url, "cannot be read"):
-                got = self._client.get_object(Bucket=self.bucket, Key=self._key("checkpoint.db"))
-                index = int(got["Metadata"].get("log-index", "x"))
-                data = got["Body"].read(MAX_OBJECT)
+                got = s3.get(self._store, self._key("checkpoint.db"), MAX_OBJECT)
+            index = int(got.metadata.get("log-index", "x"))
+            data = got.body
         except Absent:
             return
         except ValueError:
@@ -139,9 +142,8 @@ class S3State(State):
         """Best effort: a checkpoint only saves readers time."""
         try:
             with translated(self.url, "cannot be written"):
-                self._client.put_object(Bucket=self.bucket, Key=self._key("checkpoint.db"),
-                                        Body=self._db.serialize(),
-                                        Metadata={"log-index": str(self._index)})
+                s3.put(self._store, self._key("checkpoint.db"), self._db.serialize(),
+                       metadata={"log-index": str(self._index)})
         except (Conflict, Absent, JournalError) as exc:
             self._warn(f"the checkpoint of the shared journal {self.url} was not saved ({exc})")
 
@@ -159,30 +161,24 @@ class S3State(State):
             self._index = int(key[-len(".json") - _DIGITS:-len(".json")])
 
     def _new_keys(self) -> list[str]:
-        keys, token = [], None
+        keys = []
         start = self._log_key(self._index) if self._index else self._key("log/")
-        while True:
-            kw = {"ContinuationToken": token} if token else {"StartAfter": start}
-            with translated(self.url, "cannot be read"):
-                page = self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key("log/"),
-                                                    **kw)
-            for item in page.get("Contents", []):
-                name = item["Key"][len(self._key("log/")):]
-                if len(name) == _DIGITS + 5 and name.endswith(".json") and name[:_DIGITS].isdigit():
-                    keys.append(item["Key"])
-                else:
-                    self._warn(f"the shared journal {self.url} holds an object that is not mlserve's "
-                               f"(log/{name[:80]!r}); it was ignored")
-            if not page.get("IsTruncated"):
-                return keys
-            token = page["NextContinuationToken"]
+        with translated(self.url, "cannot be read"):
+            found = s3.keys_after(self._store, self._key("log/"), start)
+        for key in found:
+            name = key[len(self._key("log/")):]
+            if len(name) == _DIGITS + 5 and name.endswith(".json") and name[:_DIGITS].isdigit():
+                keys.append(key)
+            else:
+                self._warn(f"the shared journal {self.url} holds an object that is not mlserve's "
+                           f"(log/{name[:80]!r}); it was ignored")
+        return keys
 
     def _fetch(self, key: str) -> bytes | None:
         """A log object's body; None when it was deleted since it was listed."""
         try:
             with translated(self.url, "cannot be read"):
-                got = self._client.get_object(Bucket=self.bucket, Key=key)
-                return got["Body"].read(MAX_OBJECT + 1)
+                return s3.get(self._store, key, MAX_OBJECT).body
         except Absent:
             return None
 
@@ -219,9 +215,7 @@ class S3State(State):
             index = self._index + 1
             try:
                 with translated(self.url, "cannot be written"):
-                    self._client.put_object(Bucket=self.bucket, Key=self._log_key(index),
-                                            Body=body, IfNoneMatch="*",
-                                            ContentType="application/json")
+                    s3.put(self._store, self._log_key(index), body, create=True)
             except Conflict:
                 continue                       # another writer took that number
             with self._tx() as db:
@@ -264,12 +258,13 @@ class _Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._body = b""
+        self._offset: float | None = None     # the store's clock minus this machine's
 
-    def _put(self, **condition: str) -> str:
+    def _put(self, *, create: bool = False, etag: str | None = None,
+             body: bytes | None = None) -> str | None:
         with translated(self.state.url, "cannot be written"):
-            return self.state._client.put_object(Bucket=self.state.bucket, Key=self.key,
-                                                 Body=self._body, ContentType="application/json",
-                                                 **condition)["ETag"]
+            return s3.put(self.state._store, self.key, self._body if body is None else body,
+                          create=create, etag=etag)
 
     def acquire(self, target: str, action: str, timeout: float) -> None:
         self._body = json.dumps({"action": action, "host": socket.gethostname(),
@@ -278,14 +273,14 @@ class _Lease:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.etag = self._put(IfNoneMatch="*")
+                self.etag = self._put(create=True)
                 break
             except Conflict:
                 pass
             holder, etag, expired = self._read()
             if etag is not None and expired:
                 try:
-                    self.etag = self._put(IfMatch=etag)       # a dead holder's lease
+                    self.etag = self._put(etag=etag)      # released, or a dead holder's lease
                     break
                 except (Conflict, Absent):
                     continue
@@ -301,27 +296,35 @@ class _Lease:
         self._thread.start()
 
     def _read(self) -> tuple[Any, str | None, bool]:
-        """(holder, ETag, expired) of the lock object; ETag None when there is none."""
+        """(holder, ETag, expired) of the lock object; ETag None when there is none. A released
+        lock counts as expired: whoever puts If-Match its ETag first takes it."""
         try:
             with translated(self.state.url, "cannot be read"):
-                got = self.state._client.get_object(Bucket=self.state.bucket, Key=self.key)
-                body = got["Body"].read(65536)
+                got = s3.get(self.state._store, self.key, 65536)
         except Absent:
             return None, None, False
         try:
-            holder = json.loads(body)
+            holder = json.loads(got.body)
+            if holder.get("released") is True:
+                return holder, got.etag, True
             lease = float(holder["lease"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             holder, lease = None, self.lease            # unreadable: the waiter's own lease
-        date = got["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-        now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
-        expired = got["LastModified"].timestamp() + lease < now
-        return holder, got["ETag"], expired
+        return holder, got.etag, got.modified.timestamp() + lease < self._store_clock()
+
+    def _store_clock(self) -> float:
+        """Now on the store's clock (Last-Modified is the store's, this machine's may be off):
+        this machine's time plus the offset measured once, by writing a tiny object."""
+        if self._offset is None:
+            with translated(self.state.url, "cannot be written"):
+                now = s3.server_now(self.state._store, f"{self.state.prefix}locks/.clock")
+            self._offset = now.timestamp() - time.time()
+        return time.time() + self._offset
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease / 3):
             try:
-                self.etag = self._put(IfMatch=self.etag)
+                self.etag = self._put(etag=self.etag)
             except (Conflict, Absent):
                 self.lost = True
                 return
@@ -334,7 +337,7 @@ class _Lease:
             self._thread.join()
         if self.lost or self.etag is None:
             return
-        with contextlib.suppress(Conflict, Absent, JournalError):   # only if still ours
-            with translated(self.state.url, "cannot be written"):
-                self.state._client.delete_object(Bucket=self.state.bucket, Key=self.key,
-                                                 IfMatch=self.etag)
+        # Only if still ours (If-Match): a released marker, not a conditional DELETE, which
+        # S3-compatible stores and obstore do not all offer; the next taker overwrites it.
+        with contextlib.suppress(Conflict, Absent, JournalError):
+            self._put(etag=self.etag, body=json.dumps({"released": True}).encode())
