@@ -582,3 +582,33 @@ def test_migrate_locks_and_records_in_the_shared_journal(tmp_path, journal, caps
                 service.delete(project, target, url)
             except MlserveError:
                 pass                                   # nothing deployed there
+
+
+# -- obstore's errors, as S3 answers them, become one message each ---------------------------
+@pytest.mark.parametrize("raised, expected", [
+    ("PreconditionError", "Conflict"),
+    ("AlreadyExistsError", "Conflict"),
+    ("FileNotFoundError:<Code>NoSuchKey</Code>", "Absent"),
+    ("FileNotFoundError:<Code>NoSuchBucket</Code>", "bucket 'b' does not exist"),
+    ("PermissionError:<Code>AccessDenied</Code>", "access denied"),
+    ("GenericError:<Code>InvalidAccessKeyId</Code>", "access denied"),
+    ("GenericError:<Code>PermanentRedirect</Code>", "in another region"),
+    ("GenericError:error sending request\n  tcp connect error ConnectionRefused",
+     "Could not connect to the store"),
+    ("GenericError:<Code>InternalError</Code> after 3 retries", "InternalError"),
+])
+def test_store_errors_are_translated(raised, expected):
+    import obstore.exceptions as ox
+    from mlserve.errors import MlserveError
+    from mlserve.journal.s3client import Absent, Conflict, translated
+    kind, _, text = raised.partition(":")
+    error = getattr(ox, kind, None) or {"FileNotFoundError": FileNotFoundError,
+                                         "PermissionError": PermissionError}[kind]
+    with pytest.raises((Absent, Conflict, MlserveError)) as caught:
+        with translated("s3://b/p", "cannot be read"):
+            raise error(text or kind)
+    if expected in ("Absent", "Conflict"):
+        assert type(caught.value).__name__ == expected
+    else:
+        assert isinstance(caught.value, MlserveError) and expected in caught.value.message
+        assert "Debug source" not in caught.value.message and caught.value.fix

@@ -162,6 +162,10 @@ def translated(url: str, doing: str) -> Iterator[None]:
         text = str(exc)
         if "NoSuchBucket" in text:
             raise _no_bucket(url) from None
+        if "PermanentRedirect" in text or "AuthorizationHeaderMalformed" in text:
+            raise JournalError(f"the shared journal {url} {doing}: the bucket is in another "
+                               "region than the one asked", fix="set AWS_REGION to the bucket's "
+                               "region (aws s3api get-bucket-location --bucket BUCKET)") from None
         if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId", "ExpiredToken",
                                           "SignatureDoesNotMatch", "AllAccessDisabled",
                                           "403 Forbidden")):
