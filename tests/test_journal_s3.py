@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_process
+from tests.helpers import MLSERVE, run_process
 from tests.infra.s3 import race_rounds
 from tests.test_local_deploy import _post, _project
 
@@ -391,6 +391,34 @@ def test_unreadable_lock_object_names_no_holder_and_expires(journal, s3_store):
         os.environ.pop("MLSERVE_LOCK_LEASE", None)
         settings.set_lock_timeout(None)
         state.close()
+
+
+def test_a_profile_of_the_credentials_file_is_used_when_no_keys_are_exported(tmp_path, s3_store):
+    """No keys in the environment: botocore's chain finds them (here AWS_PROFILE in a shared
+    credentials file), the S3 client signs with them and the deploy is journaled in the bucket;
+    a profile that does not exist is exit 3 naming it."""
+    project, _ = _project(tmp_path)
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = {**os.environ, **ISOLATED, "AWS_ENDPOINT_URL_S3": s3_store.endpoint,
+           "AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_PROFILE": "team",
+           "AWS_REGION": "us-east-1"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(key, None)
+    bucket = s3_store.bucket()
+    args = ["-f", str(project), "--state", f"s3://{bucket}/p"]
+    try:
+        deployed = subprocess.run([*MLSERVE, "deploy", *args], env=env, capture_output=True,
+                                  text=True, timeout=180)
+        assert deployed.returncode == 0, deployed.stderr
+        assert any(k.startswith("p/journal/log/") for k in s3_store.keys(bucket))
+        unknown = subprocess.run([*MLSERVE, "status", *args], env={**env, "AWS_PROFILE": "nope"},
+                                 capture_output=True, text=True, timeout=60)
+        assert unknown.returncode == 3 and "nope" in unknown.stderr, unknown.stderr
+        assert "Traceback" not in unknown.stderr
+    finally:
+        subprocess.run([*MLSERVE, "delete", *args, "--yes"], env=env, capture_output=True,
+                       timeout=180)
 
 
 def test_missing_credentials_bucket_and_unreachable_store(tmp_path, s3_store, capsys, monkeypatch):
