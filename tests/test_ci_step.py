@@ -270,6 +270,9 @@ def test_extras_are_those_of_the_step_targets(tmp_path):
     manifest.write_text("state: s3://team-bucket/m\n" + manifest.read_text())
     got = _step(tmp_path, "extras", command="deploy", target="local", manifest="p")
     assert (got.returncode, got.stdout.strip()) == (0, "aws"), got.stderr
+    validated = subprocess.run([sys.executable, "-m", "mlserve.cli", "validate", "local", "-f",
+                                str(project), "--json"], capture_output=True, text=True)
+    assert json.loads(validated.stdout)["extras"] == ["aws"], validated.stderr
 
 
 @pytest.mark.parametrize("inputs, message", [
