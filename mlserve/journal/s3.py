@@ -143,7 +143,8 @@ class S3State(State):
         try:
             with translated(self.url, "cannot be written"):
                 s3.put(self._store, self._key("checkpoint.db"), self._db.serialize(),
-                       metadata={"log-index": str(self._index)})
+                       metadata={"Content-Type": "application/vnd.sqlite3",
+                                 "log-index": str(self._index)})
         except (Conflict, Absent, JournalError) as exc:
             self._warn(f"the checkpoint of the shared journal {self.url} was not saved ({exc})")
 

@@ -83,7 +83,8 @@ def store(bucket: str, url: str) -> Any:
     env = os.environ
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    key = (bucket, region, endpoint, env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_PROFILE"))
+    key = (bucket, region, endpoint, *(env.get(name) for name in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")))
     if key not in _stores:
         try:
             from obstore.store import S3Store
@@ -120,7 +121,8 @@ def get(store_: Any, key: str, limit: int) -> Obj:
 def put(store_: Any, key: str, body: bytes, *, create: bool = False, etag: str | None = None,
         metadata: dict[str, str] | None = None) -> str | None:
     """Write ``key``; ``create``: only if absent (If-None-Match: *); ``etag``: only if it is still
-    that version (If-Match). The new ETag."""
+    that version (If-Match). ``metadata``: user metadata (``Content-Type`` too, else JSON's).
+    The new ETag."""
     import obstore
     mode = "create" if create else ({"e_tag": etag} if etag is not None else None)
     attributes = {"Content-Type": "application/json", **(metadata or {})}
