@@ -145,7 +145,19 @@ class Bento64(Bento):
     batch = 64
 
 
-SERVERS = {s.name: s for s in (MlpRuntime, MlpRuntime64, Bento, Bento64)}
+class Lean64(Server):
+    """``lean_http.py``: a ceiling probe with a far leaner HTTP path than the runtime's (not in
+    the default set)."""
+    name = "lean-b64"
+    batch = 64
+
+    def command(self):
+        return ([sys.executable, str(Path(__file__).resolve().parent / "lean_http.py"), str(MLP),
+                 str(self.port), str(self.batch)], {**ONE_THREAD_BLAS}, None)
+
+
+SERVERS = {s.name: s for s in (MlpRuntime, MlpRuntime64, Bento, Bento64, Lean64)}
+DEFAULT_SERVERS = ("runtime", "runtime-b64", "bentoml", "bentoml-b64")
 
 
 def limit(body_file: Path, batch: int, seconds: float) -> dict:
@@ -196,7 +208,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", default="1,16,64")
-    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                    help=f"comma-separated, of: {', '.join(SERVERS)}")
     ap.add_argument("--cache", type=Path, default=Path("/var/tmp/mlserve-bench"))
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     ap.add_argument("--quiet-pct", type=float, default=10.0)
