@@ -92,14 +92,9 @@ def needed_extras(step: dict[str, str]) -> list[str]:
     """The pip extras the step needs: its targets' (what ``mlserve validate --json`` reports),
     and ``aws`` when its journal is on S3 (``--state``, ``MLSERVE_STATE`` or the manifest's
     ``state:``)."""
-    from .journal import locate
     from .manifest import load_project
-    from .providers import extras
     project = load_project(step["manifest"] or None)
-    needed = set(extras(project.target(t)[1].provider for t in targets_of(step)))
-    if locate(project.root, project.manifest.state, _state_arg(step)).url:
-        needed.add("aws")
-    return sorted(needed)
+    return project.extras([project.target(t)[0] for t in targets_of(step)], _state_arg(step))
 
 
 def _extras_or_none(step: dict[str, str]) -> list[str]:

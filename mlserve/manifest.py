@@ -311,6 +311,17 @@ class Project:
         """What the manifest asks of targets ``names`` (default: all) that they cannot do."""
         return [clean(p) for p in feature_problems(self.manifest, self.located.where, names)]
 
+    def extras(self, names: list[str], state: str | None = None) -> list[str]:
+        """The pip extras commands on targets ``names`` need: their providers', and ``aws`` when
+        the journal is on S3 (``state``: a --state value, else MLSERVE_STATE, else the
+        manifest's ``state:``)."""
+        from .journal import locate
+        from .providers import extras
+        needed = set(extras(self.manifest.targets[name].provider for name in names))
+        if locate(self.root, self.manifest.state, state).url:    # the journal's S3 client
+            needed.add("aws")
+        return sorted(needed)
+
     def check_features(self, names: list[str] | None = None) -> None:
         if problems := self.feature_gaps(names):
             raise invalid(self.located.file, problems)

@@ -42,15 +42,10 @@ def validate(target: TargetArg = None, file: ManifestOpt = None, as_json: JsonOp
     for gap in gaps:
         warning(f"{gap} (commands on that target refuse it)")
     if as_json:
-        from ..journal import locate
-        from ..providers import extras
         named = [project.target(target)[0]] if target is not None else list(m.targets)
-        needed = set(extras(m.targets[t].provider for t in named))
-        if locate(project.root, m.state, None).url:      # a journal on S3: its client
-            needed.add("aws")
         emit_json({"valid": True, "file": str(project.path), "name": m.name,
                    "targets": {k: v.provider for k, v in m.targets.items()},
-                   "extras": sorted(needed), "warnings": gaps})
+                   "extras": project.extras(named), "warnings": gaps})
         return
     targets = ", ".join(f"{k} ({v.provider})" for k, v in m.targets.items())
     result_line(f"[green]valid[/green]: {plain(project.located.file)} — model "
