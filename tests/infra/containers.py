@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.net import free_port
 from tests.infra.policy import require_module, require_root, require_tool
 from tests.infra.procs import (
-    ComponentError, new_workdir, start_process, stop_process, unmount_under,
+    ComponentError, new_workdir, start_on_free_port, start_process, stop_process, unmount_under,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,24 +130,20 @@ def registry() -> Iterator[Registry]:
     workdir = new_workdir("registry")
     proc = None
     try:
-        for attempt in range(3):  # a free port can be taken before the registry binds it
-            address = f"127.0.0.1:{free_port()}"
+        def start(port: int):
             config = workdir / "config.yml"
             config.write_text(
                 "version: 0.1\nlog:\n  level: warn\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
                 "  delete:\n    enabled: true\n"
-                f"http:\n  addr: {address}\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n"
             )
-            url = f"http://{address}"
-            try:
-                proc = start_process([binary, "serve", str(config)], workdir / "registry.log",
-                                     lambda: registry_ready(url), "docker-registry")
-                break
-            except ComponentError:
-                if attempt == 2:
-                    raise
-        yield Registry(address, url, workdir / "data", proc.pid)
+            return start_process([binary, "serve", str(config)], workdir / "registry.log",
+                                 lambda: registry_ready(f"http://127.0.0.1:{port}"),
+                                 "docker-registry")
+        proc, port = start_on_free_port(start)
+        address = f"127.0.0.1:{port}"
+        yield Registry(address, f"http://{address}", workdir / "data", proc.pid)
     finally:
         if proc is not None:
             stop_process(proc)

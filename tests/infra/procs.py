@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tests.infra.net import free_port
 
 WORKDIR_ROOT = Path(tempfile.gettempdir())
 
@@ -28,6 +29,20 @@ def new_workdir(kind: str, mode: int = 0o700) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix=f"mlsv-{kind}-{os.getpid()}-", dir=WORKDIR_ROOT))
     workdir.chmod(mode)
     return workdir
+
+
+def start_on_free_port(start: Callable[[int], subprocess.Popen],
+                       attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """``start(port)`` with a free loopback port, and again with another when it raises
+    ``ComponentError``: a free port can be taken before the server binds it. (process, port)."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            return start(port), port
+        except ComponentError:
+            if attempt == attempts - 1:
+                raise
+    raise ValueError("attempts must be at least 1")
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.infra.net import free_port, port_open
+from tests.infra.net import port_open
 from tests.infra.policy import require_module
-from tests.infra.procs import ComponentError, new_workdir, start_process, stop_process
+from tests.infra.procs import new_workdir, start_on_free_port, start_process, stop_process
 
 
 @dataclass
@@ -65,17 +65,12 @@ def running_moto(serialize: bool, env: dict[str, str] | None = None) -> Iterator
     workdir = new_workdir("moto")
     proc = None
     try:
-        for attempt in range(3):    # a free port can be taken before moto binds it
-            port = free_port()
+        def start(port: int):
             argv = [sys.executable, "-m", "tests.infra.moto_s3", str(port)]
-            try:
-                proc = start_process(argv + (["--serialize"] if serialize else []),
-                                     workdir / "moto.log", lambda: port_open("127.0.0.1", port),
-                                     "moto S3 server", env={**os.environ, **(env or {})})
-                break
-            except ComponentError:
-                if attempt == 2:
-                    raise
+            return start_process(argv + (["--serialize"] if serialize else []),
+                                 workdir / "moto.log", lambda: port_open("127.0.0.1", port),
+                                 "moto S3 server", env={**os.environ, **(env or {})})
+        proc, port = start_on_free_port(start)
         yield S3Store(f"http://127.0.0.1:{port}", proc.pid, serialize)
     finally:
         if proc is not None:

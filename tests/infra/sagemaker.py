@@ -36,9 +36,8 @@ from typing import Any
 import pytest
 
 from tests.infra.containers import DockerEngine, Registry
-from tests.infra.net import free_port
 from tests.infra.policy import require_module, require_root
-from tests.infra.procs import ComponentError, new_workdir, start_process, stop_process, tail
+from tests.infra.procs import new_workdir, start_on_free_port, start_process, stop_process, tail
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -127,22 +126,16 @@ def moto_server() -> Iterator[MotoServer]:
     workdir = new_workdir("moto")
     proc = None
     try:
-        for attempt in range(3):        # a free port can be taken before moto binds it
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
+        def start(port: int):
             # the workdir in argv lets tests.infra.cleanup find the server of a killed run
             argv = [sys.executable, "-c", "import sys; from moto.server import main; "
                     "main(sys.argv[2:])", str(workdir), "-H", "127.0.0.1", "-p", str(port)]
-            try:
-                proc = start_process(argv, workdir / "moto.log",
-                                     lambda: _ok(f"{url}/moto-api/data.json"), "moto server",
-                                     timeout=60, env={**os.environ,
-                                                      "MOTO_IAM_LOAD_MANAGED_POLICIES": "false"})
-                break
-            except ComponentError:
-                if attempt == 2:
-                    raise
-        yield MotoServer(url, proc.pid, workdir / "moto.log")
+            return start_process(argv, workdir / "moto.log",
+                                 lambda: _ok(f"http://127.0.0.1:{port}/moto-api/data.json"),
+                                 "moto server", timeout=60,
+                                 env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "false"})
+        proc, port = start_on_free_port(start)
+        yield MotoServer(f"http://127.0.0.1:{port}", proc.pid, workdir / "moto.log")
     finally:
         if proc is not None:
             stop_process(proc)
