@@ -217,10 +217,11 @@ class Scaling(Strict):
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most requests one `predict_batch` "
                                 "call gets (models without `predict_batch` ignore it). Under load "
                                 "the runtime fills batches up to this size.", examples=[64])
-    max_batch_wait_ms: int = Field(10, ge=0, le=1000, description="Longest a request waits for its "
-                                   "batch to fill, in milliseconds; it waits only while the arrival "
-                                   "rate says the batch will fill in time (0: never wait). Idle "
-                                   "requests run at once.", examples=[10])
+    max_batch_wait_ms: int = Field(10, ge=0, le=1000, description="Longest a partial batch is held "
+                                   "for requests that are due (clients just answered), in "
+                                   "milliseconds, counted from when the model is free to run it (0: "
+                                   "never wait). A request nobody else is due to join runs at once.",
+                                   examples=[10])
 
     @model_validator(mode="after")
     def _bounds(self) -> "Scaling":

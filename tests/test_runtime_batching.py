@@ -85,6 +85,47 @@ def test_wait_zero_still_batches_what_queued_behind_a_running_batch(picky):
     assert all(status == 200 for status, _, _ in results) and max(sizes) == 4 and min(sizes) >= 1
 
 
+def closed_loop(runtime: Runtime, clients: int, rounds: int, payload) -> list[int]:
+    """``clients`` threads, each sending its next request as soon as its last is answered (how
+    a load generator with N connections behaves); the batch size of every answer, in order."""
+    sizes: list[int] = []
+    with ThreadPoolExecutor(clients) as pool:
+        def client(_):
+            for _ in range(rounds):
+                status, body, _ = runtime.request("POST", "/predict", {"input": payload}, timeout=30)
+                assert status == 200, body
+                sizes.append(body["output"]["batch_size"])
+        list(pool.map(client, range(clients)))
+    return sizes
+
+
+@pytest.mark.parametrize("picky", [("--max-batch-size", "8", "--max-batch-wait-ms", "50",
+                                    "--concurrency", "1")], indirect=True)
+def test_steady_connections_settle_into_full_batches(picky):
+    """Eight connections that each send again when answered, a batch taking 0.2 s: a batch waits
+    for the clients the last one answered, so batches hold all eight. (A policy that judges by
+    the arrival rate alone counts the 0.2 s without arrivals while a batch ran, expects the next
+    seven to take longer than the 50 ms budget, goes with the first request, and splits the
+    clients into cohorts for good.)"""
+    sizes = closed_loop(picky, 8, 10, {"sleep": 0.2})
+    settled = sizes[len(sizes) // 4:]
+    assert sorted(settled)[len(settled) // 2] == 8, sizes    # the median request rode a full batch
+    assert sum(s == 8 for s in settled) >= len(settled) * 0.6, sizes
+
+
+@pytest.mark.parametrize("picky", [("--max-batch-size", "8", "--max-batch-wait-ms", "2000")], indirect=True)
+def test_clients_that_do_not_come_back_are_waited_for_only_a_quiet_spell(picky):
+    """After a batch of eight, one request alone: the batcher expects the eight back, but when
+    none comes for a quiet spell it goes, long before its two-second wait budget."""
+    flood(picky, [{"input": i} for i in range(8)], workers=8)
+    time.sleep(0.2)
+    for _ in range(3):
+        started = time.monotonic()
+        status, body, _ = picky.request("POST", "/predict", {"input": 1})
+        assert status == 200 and body["output"]["batch_size"] == 1
+        assert time.monotonic() - started < 1.0, "a lone request waited for clients that were gone"
+
+
 # -- hostile batch inputs: one bad request spoils no other ---------------------------------------
 
 BAD = [

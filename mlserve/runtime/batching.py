@@ -9,20 +9,26 @@ CPU-bound work, and two batches sharing one core each take twice as long, so tha
 add latency. Which batch goes when:
 
 - **A full batch goes at once**, to any idle worker.
-- **A partial batch goes at once when no batch is running** and the arrival rate says it will
-  not fill within what is left of ``max_batch_wait_ms`` (counted from its oldest request); at
-  one request in flight nothing waits, so one connection sees the latency of one ``predict``.
-  When the rate says it will fill in time, the worker waits for it (Triton's
-  ``max_queue_delay``, but only when waiting pays off), never past the oldest's deadline.
+- **A partial batch waits only for requests that are coming.** A client answered usually sends
+  its next request at once, so the batcher counts the requests answered since (``returning``:
+  each answer adds one, each arrival takes one away). When none is due, a partial batch goes at
+  once: one connection sees the latency of one ``predict``. When some are due it waits for them,
+  until the batch is full, no request has arrived for a quiet spell since the last arrival or
+  answer (four times the recent gap between arrivals, or a quarter of the last batch's time if
+  longer: those clients are not coming back soon), or ``max_batch_wait_ms`` have passed (Triton's ``max_queue_delay``, paid
+  only when waiting pays off). That budget counts from when the model is free to run the batch:
+  the time a request queued behind a running batch is not spent waiting for company. So under
+  a steady load of N connections batches settle at N (up to ``max_batch_size``), and cohorts
+  that drift apart merge again: after a batch, the next one waits for the clients it answered.
 - **While a batch runs, a partial batch waits for it** (requests arriving meanwhile join it) or
-  for its deadline: two half batches on one core cost more than one full one. So batches grow
-  with load and, back to back, each takes what arrived during the last.
+  for its deadline: two half batches on one core cost more than one full one.
 
-The arrival rate is a moving average of the gaps between submits (a long idle gap resets it,
-so the first requests after a pause never wait). Results go back to the loop once per batch
-(one ``call_soon_threadsafe``). A ``predict_batch`` that raises, or returns the wrong number of
-outputs, fails the requests of that batch only; a request body that is not JSON never reaches
-a batch, and each output is encoded on its own, so neither spoils a neighbour.
+The gap between arrivals is a moving average that skips the time a batch kept every client
+waiting (it is measured from the later of the last arrival and the last answer), and a long
+idle gap resets it. Results go back to the loop once per batch (one ``call_soon_threadsafe``).
+A ``predict_batch`` that raises, or returns the wrong number of outputs, fails the requests of
+that batch only; a request body that is not JSON never reaches a batch, and each output is
+encoded on its own, so neither spoils a neighbour.
 
 ``stats`` (a ``BatchStats``) counts batch sizes and queue waits as histograms for ``GET /metrics``.
 """
@@ -42,6 +48,8 @@ from .metrics import BatchStats
 
 _IDLE_GAP = 0.5        # seconds without a request after which the arrival rate starts afresh
 _RATE_WEIGHT = 0.125   # weight of the newest gap in the moving average
+_QUIET_GAPS = 4        # a quiet spell: this many average gaps without an arrival, or ...
+_QUIET_SHARE = 0.25    # ... this share of the last batch's time, whichever is longer
 
 
 def usable_cpus() -> int:
@@ -62,9 +70,13 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._running = 0              # batches in predict_batch now
         self._idle = 0                 # workers waiting for a first request
+        self._filling = 0              # workers waiting for a partial batch to fill
+        self._returning = 0            # requests answered that no arrival has followed yet
         self._stopping = False
         self._last_arrival = 0.0
+        self._last_answer = 0.0
         self._gap = _IDLE_GAP          # moving average of the gap between arrivals, seconds
+        self._quiet_floor = 0.0        # _QUIET_SHARE of the last batch's time, seconds
         self.stats = BatchStats()
         for index in range(min(concurrency, usable_cpus())):
             threading.Thread(target=self._work, name=f"mlserve-batch-{index}", daemon=True).start()
@@ -75,13 +87,16 @@ class Batcher:
         future = self._loop.create_future()
         now = perf_counter()
         with self._cond:
-            gap = now - self._last_arrival
+            gap = now - max(self._last_arrival, self._last_answer)
             self._last_arrival = now
             self._gap = _IDLE_GAP if gap >= _IDLE_GAP else self._gap + _RATE_WEIGHT * (gap - self._gap)
+            if self._returning:
+                self._returning -= 1
             self._queue.append((payload, future, now))
-            # Wake a worker only when one is idle or a batch just filled: a worker waiting for
-            # its batch to fill wakes on its own deadline, and every wake-up costs a switch.
-            if self._idle or len(self._queue) == self._max:
+            # Wake a worker only when one is idle, a batch just filled, or the last request a
+            # filling batch waited for came: a waiting worker wakes on its own deadline
+            # otherwise, and every wake-up costs a switch.
+            if self._idle or len(self._queue) == self._max or (self._filling and not self._returning):
                 self._cond.notify()
         return future
 
@@ -107,15 +122,22 @@ class Batcher:
                 self._cond.wait()
                 self._idle -= 1
                 continue
-            left = queue[0][2] + self._max_wait - perf_counter()
+            now = perf_counter()
+            left = max(queue[0][2], self._last_answer) + self._max_wait - now
             if left <= 0:
                 break
             if not self._running:
-                fill = (self._max - count) * self._gap
-                if fill > left:
+                if not self._returning:
                     break
-                left = fill
+                quiet = (max(self._last_arrival, self._last_answer)
+                         + max(self._quiet_floor, _QUIET_GAPS * self._gap) - now)
+                if quiet <= 0:
+                    self._returning = 0  # those clients are not coming back soon
+                    break
+                left = min(left, quiet)
+            self._filling += 1
             self._cond.wait(max(left, 0.0002))
+            self._filling -= 1
         if self._stopping:
             return None
         take = min(len(queue), self._max)
@@ -133,6 +155,9 @@ class Batcher:
             results = self._run(batch)
             with self._cond:
                 self._running -= 1
+                self._returning = min(self._max, self._returning + len(batch))
+                self._last_answer = perf_counter()
+                self._quiet_floor = _QUIET_SHARE * (self._last_answer - started)
                 if self._queue:
                     self._cond.notify()  # a partial batch may have been waiting for this one
             self.stats.record(len(batch), [started - arrived for _, _, arrived in batch])

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=_positive_int, help="largest request body (default: 10 MiB)")
     parser.add_argument("--max-batch-size", type=_positive_int, help="largest predict_batch call (default: 32)")
     parser.add_argument("--max-batch-wait-ms", type=_non_negative_int,
-                        help="longest wait for a batch to fill, only while the arrival rate says it will (default: 10)")
+                        help="longest a partial batch is held for requests that are due, from when the model is free (default: 10)")
     parser.add_argument("--graceful-timeout", type=float, help="seconds to drain on SIGTERM (default: 30)")
     parser.add_argument("--release", help="release id reported by /health")
     parser.add_argument("--no-access-log", action="store_true", help="do not write one line per request")
