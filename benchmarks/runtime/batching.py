@@ -156,7 +156,18 @@ class Lean64(Server):
                  str(self.port), str(self.batch)], {**ONE_THREAD_BLAS}, None)
 
 
-SERVERS = {s.name: s for s in (MlpRuntime, MlpRuntime64, Bento, Bento64, Lean64)}
+class Inline(Lean64):
+    """``lean_http.py`` with ``predict`` inline on the event loop: no thread, no batching. At one
+    connection, the floor HTTP sets under the runtime's latency (not in the default set)."""
+    name = "inline"
+    batch = 1
+
+    def command(self):
+        cmd, env, cwd = super().command()
+        return cmd[:-1] + ["0"], env, cwd
+
+
+SERVERS = {s.name: s for s in (MlpRuntime, MlpRuntime64, Bento, Bento64, Lean64, Inline)}
 DEFAULT_SERVERS = ("runtime", "runtime-b64", "bentoml", "bentoml-b64")
 
 

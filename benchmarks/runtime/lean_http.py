@@ -3,6 +3,9 @@ HTTP server with a much leaner request path than uvicorn + ASGI come on this mac
 
     python lean_http.py APP_DIR PORT MAX_BATCH
 
+MAX_BATCH 0 calls ``predict`` inline on the event loop, one request at a time (no thread, no
+batching): the floor of what HTTP costs a request at one connection on this machine.
+
 uvloop and httptools (what the runtime's uvicorn uses underneath), but no ASGI: one protocol
 object per connection parses with httptools' callbacks, decodes the JSON body, queues it; one
 worker thread runs ``predict_batch`` on whatever is queued (at most MAX_BATCH, at once when
@@ -52,7 +55,8 @@ def main(app_dir: str, port: int, max_batch: int) -> None:
             outputs = model.predict_batch([payload for _, payload in batch])
             loop.call_soon_threadsafe(answer, [(t, o) for (t, _), o in zip(batch, outputs)])
 
-    threading.Thread(target=work, daemon=True).start()
+    if max_batch:
+        threading.Thread(target=work, daemon=True).start()
 
     class Protocol(asyncio.Protocol):
         def connection_made(self, transport):
@@ -70,6 +74,9 @@ def main(app_dir: str, port: int, max_batch: int) -> None:
                 self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
                 return
             payload = json.loads(body)["input"]
+            if not max_batch:
+                answer([(self.transport, model.predict(payload))])
+                return
             with wake:
                 queue.append((self.transport, payload))
                 wake.notify()
