@@ -168,3 +168,129 @@ def test_deploy_noop_update_unready_update_rollback_logs_and_delete(tmp_path, ca
     gone = cli(capsys, project, state, "delete", "vx", "--yes")
     assert gone.code == 0, gone.err
     assert api.everything() == ([], [])
+
+
+@pytest.mark.parametrize("faults, target, code, words", [
+    ({"errors": [{"method": "UploadModel", "status": "PERMISSION_DENIED", "count": None}]},
+     {}, 3, ["PERMISSION_DENIED", "aiplatform.models.upload", "roles/aiplatform.user"]),
+    ({"quotas": {"custom_model_serving_cpus": 0}}, {}, 1,
+     ["custom_model_serving_cpus", "Quotas"]),
+    ({}, {"machine_type": "n1-nope-3"}, 2, ["INVALID_ARGUMENT", 'Machine type "n1-nope-3"']),
+    ({"errors": [{"method": "DeployModel", "status": "NOT_FOUND", "count": None}]}, {}, 1,
+     ["NOT_FOUND", "check the target's project"]),
+    ({"errors": [{"method": "CreateEndpoint", "status": "RESOURCE_EXHAUSTED", "count": None}]},
+     {}, 1, ["RESOURCE_EXHAUSTED", "5 attempts"]),
+    ({"errors": [{"method": "CreateEndpoint", "status": "UNAVAILABLE", "count": 2}]}, {}, 0, []),
+])
+def test_google_errors_are_one_message_with_the_documented_exit_code(tmp_path, capsys, vx, faults,
+                                                                     target, code, words):
+    project = make_project(tmp_path, vx, target)
+    if faults:
+        vx.faults(**faults)
+    result = cli(capsys, project, tmp_path / "state", "deploy", "vx")
+    assert result.code == code, result.err
+    text = " ".join(result.err.split())
+    assert all(w in text for w in words), text
+    assert "Traceback" not in result.err and "google." not in result.err
+    api = Vertex(vx)
+    if code:        # nothing the failed deploy created is left behind
+        assert api.everything() == ([], [])
+    else:
+        assert api.predict()["version"] == "v1"
+
+
+def test_a_deploy_past_its_timeout_cancels_its_operation_and_cleans_up(tmp_path, capsys, vx):
+    project = make_project(tmp_path, vx)
+    write_model(project, "v1", "import time; time.sleep(120)")
+    state = tmp_path / "state"
+    started = time.monotonic()
+    result = cli(capsys, project, state, "deploy", "vx", "--timeout", "20")
+    assert result.code == 1, result.err
+    text = " ".join(result.err.split())
+    assert "timeout" in text.lower() and "cancelling the deploy" in text, text
+    assert "Traceback" not in result.err
+    assert time.monotonic() - started < 60
+    assert "DeployModel" in methods(vx) and "CancelOperation" in methods(vx)
+    assert Vertex(vx).everything() == ([], [])
+
+
+def kill_deploy_once(vx, project: Path, state: Path, method: str) -> None:
+    """Start ``mlserve deploy`` and SIGKILL it as soon as it has called ``method``."""
+    from tests.helpers import kill_at_point
+    argv = [*MLSERVE, "deploy", "vx", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
+    saved, seen = dict(os.environ), len(vx.calls())
+    os.environ.update(vx.env)
+    try:
+        kill_at_point(argv, lambda: method in methods(vx, seen), method, timeout=180)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_deploy_killed_during_deploy_model_is_reattached_by_the_next(tmp_path, capsys, vx):
+    project = make_project(tmp_path, vx)
+    state = tmp_path / "state"
+    assert cli(capsys, project, state, "deploy", "vx").code == 0
+    write_model(project, "v2")
+    vx.faults(operation_seconds=4)            # the killed command's operations take 4 s
+    kill_deploy_once(vx, project, state, "DeployModel")
+    vx.faults(operation_seconds=0)
+    api = Vertex(vx)
+    assert api.predict()["version"] == "v1"
+    again = cli(capsys, project, state, "deploy", "vx")
+    assert again.code == 0, again.err
+    assert "of an earlier command is still running" in " ".join(again.err.split()), again.err
+    assert api.predict()["version"] == "v2"
+    assert len(api.endpoint().deployed_models) == 1
+    assert methods(vx).count("DeployModel") == 2                # v1's, then v2's once
+    assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
+    assert api.everything() == ([], [])
+
+
+def test_a_failed_smoke_shifts_the_traffic_back(tmp_path, capsys, vx):
+    project = make_project(tmp_path, vx, smoke=[{"input": {"x": [1, 2]},
+                                                 "expect": {"y": [2, 4], "version": "v1"}}])
+    state = tmp_path / "state"
+    assert cli(capsys, project, state, "deploy", "vx").code == 0
+    api = Vertex(vx)
+    with Poller(lambda: api.predict()["version"], interval=0.05) as poll:
+        write_model(project, "v2")
+        refused = cli(capsys, project, state, "deploy", "vx")
+        assert refused.code == 1, refused.err
+        text = " ".join(refused.err.split())
+        assert "smoke case 1" in text and "the previous release serves again" in text, text
+    assert api.predict()["version"] == "v1"
+    assert poll.failures == [], poll.failures[:3]
+    assert len(api.endpoint().deployed_models) == 1
+    assert methods(vx).count("UpdateEndpoint") == 2
+    assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
+
+
+def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_path, capsys, vx,
+                                                                           monkeypatch):
+    secret = "vx-secret-value-8c2e"
+    monkeypatch.setenv("MLSV_VX_TOKEN", secret)
+    project = make_project(tmp_path, vx, secrets=["MLSV_VX_TOKEN"])
+    state = tmp_path / "state"
+    refused = cli(capsys, project, state, "deploy", "vx")
+    assert refused.code == 2 and "secrets: environment" in " ".join(refused.err.split())
+    assert vx.calls() == []                              # refused before any Google call
+
+    project = make_project(tmp_path, vx, {"secrets": "environment"}, secrets=["MLSV_VX_TOKEN"])
+    deployed = cli(capsys, project, state, "deploy", "vx", "--json")
+    assert deployed.code == 0, deployed.err
+    api = Vertex(vx)
+    model = api.models.get_model(name=api.endpoint().deployed_models[0].model)
+    env = {e.name: e.value for e in model.container_spec.env}
+    assert env["MLSV_VX_TOKEN"] == secret                # as documented
+    shown = [deployed.out, deployed.err]
+    for command in (("status", "vx", "--json"), ("logs", "vx", "--lines", "500"),
+                    ("plan", "vx", "--json")):
+        result = cli(capsys, project, state, *command)
+        assert result.code == 0, result.err
+        shown += [result.out, result.err]
+    assert not any(secret in text for text in shown)
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0

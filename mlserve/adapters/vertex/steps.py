@@ -62,6 +62,7 @@ class VertexStep:
         self.made_model = False
         self.made_endpoint = False
         self.shifted = False
+        self.deploying = None       # the DeployModel operation this step waits for
 
     def deadline(self) -> float:
         return time.monotonic() + self.ctx.target.health_timeout
@@ -113,8 +114,9 @@ class VertexStep:
                               "earlier command: reusing it")
         elif not mine:
             self._deploy()
-        self._shift({self.deployed_id: 100, **{k: 0 for k in self.old_split
-                                               if k != self.deployed_id}})
+        if self.old_split or not self.made_deployed:    # a first DeployModel took it all
+            self._shift({self.deployed_id: 100, **{k: 0 for k in self.old_split
+                                                   if k != self.deployed_id}})
         return self._checked()
 
     def _wait_earlier(self) -> bool:
@@ -237,9 +239,12 @@ class VertexStep:
                                                   "max_replica_count": high}})
         ctx.record("deploy-operation", op.operation.name, endpoint=self.endpoint,
                    model=self.model_name)
+        self.deploying = op
         try:
             result = self._wait(op, "DeployModel", "waiting for the new model to be ready")
+            self.deploying = None
         except MlserveError as exc:
+            self.deploying = None
             raise DeployError(f"release {self.release.release_id} did not become ready on "
                               f"endpoint {endpoint_id(ctx)}: {exc.message}" +
                               ("; the traffic never shifted: the previous release kept "
@@ -287,6 +292,21 @@ class VertexStep:
         return run_smoke(predictor(self.gcp, self.endpoint),
                          [SmokeCase.model_validate(c) for c in cases])
 
+    def _cancel_deploy(self, deadline: float) -> None:
+        """A DeployModel interrupted while waiting (``--timeout``, Ctrl-C): cancelled, waited
+        for, and its deployed model undeployed if it got there first."""
+        op, self.deploying = self.deploying, None
+        if op is None:
+            return
+        self.ctx.reporter.step("cancelling the deploy of the new model")
+        self.gcp.call("Endpoint", "CancelOperation", request={"name": op.operation.name})
+        try:
+            result = self.gcp.wait(op, "DeployModel", deadline)
+        except MlserveError:
+            return                              # cancelled (or failed): nothing was deployed
+        if result is not None:
+            self.deployed_id, self.made_deployed = result.deployed_model.id, True
+
     # -- activate, finish, abort -------------------------------------------------------------
     def activate(self) -> None:
         """Nothing: the traffic moved in prepare (see the module docstring)."""
@@ -303,6 +323,7 @@ class VertexStep:
 
     def abort(self) -> None:
         gcp, deadline = self.gcp, self.deadline()
+        self._cancel_deploy(deadline)
         self._shift_back()
         if self.made_deployed and self.deployed_id:
             self.ctx.reporter.step(f"undeploying {self.deployed_id} (it never took the traffic)")

@@ -44,6 +44,8 @@ ROUTES = [  # (HTTP method, path pattern after /v1/, RPC method)
     ("POST", rf"{_LOC}/endpoints/(?P<id>[^/:]+):undeployModel", "UndeployModel"),
     ("POST", rf"{_LOC}/endpoints/(?P<id>[^/:]+):predict", "Predict"),
     ("GET", rf"(?P<op>{_LOC}/(?:[a-zA-Z]+/[^/]+/)?operations/[^/:]+)", "GetOperation"),
+    ("POST", rf"(?P<op>{_LOC}/(?:[a-zA-Z]+/[^/]+/)?operations/[^/:]+):cancel",
+     "CancelOperation"),
     ("GET", rf"{_LOC}/(?P<kind>endpoints|models)/(?P<id>[^/:]+)/operations", "ListOperations"),
 ]
 ROUTES = [(verb, re.compile(pattern), method) for verb, pattern, method in ROUTES]
@@ -173,6 +175,8 @@ class Handler(BaseHTTPRequestHandler):
         store, g = self.store, found.groupdict()
         if method == "GetOperation":
             return store.get_operation(g["op"])
+        if method == "CancelOperation":
+            return store.cancel_operation(g["op"])
         if method == "Predict":
             return self._predict(f"{store.parent(g['project'], g['location'])}/endpoints/"
                                  f"{g['id']}", params)

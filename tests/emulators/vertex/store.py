@@ -58,6 +58,7 @@ class Store:
         self.operations: dict[str, dict] = {}
         self.replicas: dict[str, list[Replica]] = {}      # deployed model id -> replicas
         self.pending: dict[str, set[str]] = {}             # endpoint name -> model names deploying
+        self.cancels: dict[str, threading.Event] = {}      # operation name -> cancel requested
         self.generation = 0
 
     def reset(self) -> None:
@@ -103,14 +104,14 @@ class Store:
     def finish(self, op: dict, started: float, work, response_type: str) -> None:
         """Run ``work()`` (-> response dict) in a thread; the operation is done after it and at
         least ``operation_seconds`` after ``started``."""
-        generation = self.generation
+        generation, hold = self.generation, self.faults.operation_seconds
 
         def run() -> None:
             try:
                 response, error = work(), None
             except ApiError as exc:
                 response, error = None, exc
-            wait = self.faults.operation_seconds - (time.monotonic() - started)
+            wait = hold - (time.monotonic() - started)
             if wait > 0:
                 time.sleep(wait)
             with self.lock:
@@ -131,6 +132,17 @@ class Store:
             if found is None:
                 raise not_found("Operation", name)
             return json.loads(json.dumps(found))
+
+    def cancel_operation(self, name: str) -> dict:
+        """operations.cancel: best effort, as Google documents; a DeployModel still waiting for
+        its replicas stops and ends with CANCELLED (its replicas removed)."""
+        with self.lock:
+            if name not in self.operations:
+                raise not_found("Operation", name)
+            event = self.cancels.get(name)
+        if event is not None:
+            event.set()
+        return {}
 
     def list_operations(self, resource: str) -> dict:
         with self.lock:
@@ -281,13 +293,14 @@ class Store:
                                          "maxReplicaCount": high},
                   "createTime": now(), "_cores": cores * low}
         op = self.operation(name, "DeployModelOperationMetadata")
+        cancel = self.cancels[op["name"]] = threading.Event()
         self.pending.setdefault(name, set()).add(model["name"])
         generation, started = self.generation, time.monotonic()
         machine = (resources.get("machineSpec") or {}).get("machineType") or "n1-standard-2"
 
         def work() -> dict:
             try:
-                replicas = self._start(model, endpoint, deployed_id, low, machine)
+                replicas = self._start(model, endpoint, deployed_id, low, machine, cancel)
             finally:
                 with self.lock:
                     self.pending.get(name, set()).discard(model["name"])
@@ -309,7 +322,7 @@ class Store:
         return op
 
     def _start(self, model: dict, endpoint: dict, deployed_id: str, count: int,
-               machine: str) -> list[Replica]:
+               machine: str, cancel: threading.Event) -> list[Replica]:
         spec, image = model["containerSpec"], model["containerSpec"]["imageUri"]
         endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
         try:
@@ -324,7 +337,10 @@ class Store:
             for _ in range(count):
                 replicas.append(self.engine.start(image, spec, env, endpoint_id, deployed_id))
             for replica in replicas:
-                reason = self.engine.wait_healthy(replica, self.faults.health_seconds)
+                reason = self.engine.wait_healthy(replica, self.faults.health_seconds,
+                                                  cancel.is_set)
+                if cancel.is_set():
+                    raise ApiError("CANCELLED", "Operation was cancelled.")
                 if reason is not None:
                     raise ApiError("FAILED_PRECONDITION", "Model server never became ready. "
                                    "Please validate that your model file or container "
