@@ -294,3 +294,46 @@ def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_pa
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
+
+
+def test_migrate_sagemaker_to_vertex(tmp_path, capsys, vx, sagemaker_env):
+    """Migrate deploys the vertex target, compares its answers (through ``predict``) with the
+    SageMaker endpoint's (InvokeEndpoint), and only then removes the SageMaker endpoint,
+    configs and models (by tag); the source answers throughout."""
+    project = make_project(tmp_path, vx)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["sm"] = {
+        "provider": "sagemaker", "role": sagemaker_env.role_arn,
+        "repository": f"{vx.registry.address}/mlsv-sm-hello",
+        "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}", "health_timeout": 240}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state"
+    sm = sagemaker_env.client("sagemaker")
+
+    def invoke() -> str:
+        reply = sagemaker_env.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="vxh-sm", Body=json.dumps({"input": {"x": [1]}}),
+            ContentType="application/json")
+        return json.loads(reply["Body"].read())["output"]["version"]
+    try:
+        assert cli(capsys, project, state, "deploy", "sm").code == 0
+        with Poller(invoke, interval=0.1) as poll:
+            moved = run_cli(capsys, "migrate", "--from", "sm", "--to", "vx", "-f",
+                            str(project / "mlserve.yaml"), "--state", str(state), "--json",
+                            "--yes")
+            assert moved.code == 0, moved.err
+        result = json.loads(moved.out)
+        assert result["providers"] == {"from": "sagemaker", "to": "vertex"}
+        assert result["compared"] >= 1 and result["mismatches"] == []
+        assert Vertex(vx).predict()["version"] == "v1"
+        assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+        assert poll.failures == [] or all("vxh-sm" in f for f in poll.failures[-3:])
+        assert poll.answers and set(poll.answers) == {"v1"}
+    finally:
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        for target in ("sm", "vx"):
+            try:
+                service.delete(project / "mlserve.yaml", target, state)
+            except MlserveError:
+                pass
