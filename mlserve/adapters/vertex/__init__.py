@@ -130,6 +130,9 @@ class VertexAdapter(Adapter):
 
     def __init__(self) -> None:
         self.gcp: Gcp | None = None
+        #: GetEndpoint's last answer (``observe``'s, which a deploy's step reads again only
+        #: after waiting for an earlier command's operations)
+        self.last_endpoint: dict | None = None
 
     def session(self, ctx: Context) -> Gcp:
         """One ``Gcp`` per command (its clients and call count)."""
@@ -183,11 +186,13 @@ class VertexAdapter(Adapter):
         """GetEndpoint as REST JSON, or None when there is no such endpoint."""
         gcp = self.session(ctx)
         try:
-            return to_dict(gcp.call("Endpoint", "GetEndpoint", name=self.endpoint_name(ctx)))
+            self.last_endpoint = to_dict(gcp.call("Endpoint", "GetEndpoint",
+                                                  name=self.endpoint_name(ctx)))
         except ProviderError as exc:
-            if "(NOT_FOUND)" in exc.message:
-                return None
-            raise
+            if "(NOT_FOUND)" not in exc.message:
+                raise
+            self.last_endpoint = None
+        return self.last_endpoint
 
     def observe(self, ctx: Context) -> Observed:
         info = provider_info("vertex")

@@ -110,6 +110,9 @@ class Gcp:
             client = cls(credentials=self.credentials, transport="rest",
                          client_options=ClientOptions(api_endpoint=self.api_endpoint))
             client._transport._session.hooks["response"].append(self._count_attempt)
+            if service != "Prediction":     # its long-running operations' own REST session
+                client._transport.operations_client._transport._session.hooks[
+                    "response"].append(self._count_attempt)
             self._clients[service] = client
         return self._clients[service]
 
@@ -177,10 +180,10 @@ class Gcp:
                                      "serving")
         return ProviderError(text, fix="see Vertex AI's message above")
 
-    def wait(self, operation, method: str, deadline: float, progress=None) -> Any:
-        """Poll a long-running ``operation`` until done (GetOperation, with backoff) or
-        ``deadline`` (monotonic); its result, or its error translated (``DeployError`` for the
-        caller to word is not ours to pick: a ``GoogleAPICallError`` raised as mlserve's)."""
+    def wait(self, operation, method: str, deadline: float) -> Any:
+        """Poll a long-running ``operation`` until done (GetOperation, backing off from 0.1 s
+        to 10 s) or ``deadline`` (monotonic: then None); its result, or its error translated
+        (``translate``, not retried: the operation has failed for good)."""
         delay = 0.1
         while True:
             self.calls.append("Operations.GetOperation")

@@ -1,10 +1,11 @@
 """The one step of a vertex deploy or rollback (``mlserve.adapters.phases`` runs it).
 
 prepare
-    Operations an earlier, killed command left running on the endpoint (ListOperations) are
-    waited for first (re-attached). Nothing to do when the endpoint's only deployed model is
-    this release's Model with all the traffic (same ID: same release, image and options):
-    GetEndpoint and ListOperations were the only calls. Otherwise: the image
+    Nothing to do when the endpoint's only deployed model is this release's Model with all the
+    traffic (same ID: same release, image and options) and the journal says it serves:
+    ``observe``'s GetEndpoint is the only call. Operations an earlier, killed command left
+    running on the endpoint (ListOperations) are waited for first (re-attached); a release
+    such a command left serving, never checked, gets its smoke cases. Otherwise: the image
     ``REPOSITORY:RELEASE`` is built and pushed (a rollback pushes nothing), the Model is
     uploaded (reused when it exists: a rollback finds the one it left) with the container spec
     (image, port 8080, health and predict routes, environment) and the endpoint created when
@@ -63,6 +64,7 @@ class VertexStep:
         self.made_endpoint = False
         self.shifted = False
         self.deploying = None       # the DeployModel operation this step waits for
+        self.others: list[str] = []  # deployed models that served before: finish undeploys them
 
     def deadline(self) -> float:
         return time.monotonic() + self.ctx.target.health_timeout
@@ -83,7 +85,12 @@ class VertexStep:
         ctx, rid, gcp = self.ctx, self.release.release_id, self.gcp
         self.image = image_ref(ctx, rid)
         self.model_name = f"{gcp.location}/models/{model_id(ctx, self.release, self.image)}"
-        endpoint = self.adapter.get_endpoint(ctx) if self.observed.extra else None
+        endpoint = self.adapter.last_endpoint if self.observed.extra else None
+        if self._serves(endpoint) and ctx.current is not None and \
+                ctx.current.release_id == rid:
+            ctx.reporter.step(f"{rid} already serves on endpoint {endpoint_id(ctx)}: "
+                              "nothing to do")
+            return False
         reattached = endpoint is not None and self._wait_earlier()
         if reattached:
             endpoint = self.adapter.get_endpoint(ctx)
@@ -91,15 +98,13 @@ class VertexStep:
         split = {k: int(v) for k, v in ((endpoint or {}).get("trafficSplit") or {}).items()}
         self.old_split = {k: v for k, v in split.items() if v}
         mine = [d["id"] for d in deployed if d.get("model", "").split("@")[0] == self.model_name]
-        if mine and split.get(mine[0]) == 100 and len(deployed) == 1:
+        if self._serves(endpoint):
             self.deployed_id = mine[0]
-            if not reattached:
-                ctx.reporter.step(f"{rid} already serves on endpoint {endpoint_id(ctx)}: "
-                                  "nothing to do")
-                return False
-            ctx.reporter.step(f"the earlier command's deploy serves {rid}: checking it")
-            self.previous = None
+            ctx.reporter.step(f"{rid} serves on endpoint {endpoint_id(ctx)}, deployed by an "
+                              "earlier command that never checked it: checking it")
+            self.previous = None            # the journal never recorded it as serving
             return self._checked()
+        self.others = [d["id"] for d in deployed if split.get(d["id"])]
         for stale in [d for d in deployed if not split.get(d["id"]) and d["id"] not in mine[:1]]:
             ctx.reporter.step(f"undeploying {stale['id']}, left without traffic by an earlier "
                               "command")
@@ -118,6 +123,13 @@ class VertexStep:
             self._shift({self.deployed_id: 100, **{k: 0 for k in self.old_split
                                                    if k != self.deployed_id}})
         return self._checked()
+
+    def _serves(self, endpoint: dict | None) -> bool:
+        """This release's Model is the endpoint's only deployed model, with all the traffic."""
+        deployed = (endpoint or {}).get("deployedModels") or []
+        split = (endpoint or {}).get("trafficSplit") or {}
+        return len(deployed) == 1 and deployed[0].get("model", "").split("@")[0] == \
+            self.model_name and int(split.get(deployed[0]["id"], 0)) == 100
 
     def _wait_earlier(self) -> bool:
         """Wait for operations still running on the endpoint (a killed command's); True when
@@ -313,12 +325,10 @@ class VertexStep:
 
     def finish(self) -> None:
         """Undeploy the deployed models that served before (their Models stay for rollback)."""
-        endpoint = self.adapter.get_endpoint(self.ctx) or {}
-        for d in endpoint.get("deployedModels") or []:
-            if d["id"] != self.deployed_id:
-                self.ctx.reporter.step(f"undeploying the previous model {d['id']} "
-                                       f"({d.get('displayName', '')})")
-                undeploy(self.gcp, self.endpoint, d["id"], {self.deployed_id: 100},
+        for other in self.others:
+            if other != self.deployed_id:
+                self.ctx.reporter.step(f"undeploying the previous deployed model {other}")
+                undeploy(self.gcp, self.endpoint, other, {self.deployed_id: 100},
                          self.deadline())
 
     def abort(self) -> None:
