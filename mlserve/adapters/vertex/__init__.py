@@ -27,18 +27,17 @@ import time
 from datetime import datetime, timezone
 from typing import Iterator
 
-from ...errors import InvalidInput, MlserveError, ProviderError, missing_extra
+from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
 from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
+from ..image_target import ImageDeploys, memory_gib
 from .api import Gcp
 
 LABEL_DEPLOYMENT = "mlserve-deployment"
 LABEL_RELEASE = "mlserve-release"
 #: ``ENDPOINT-RELEASE-HASH``: how a model ID says its release.
 _MODEL_RE = re.compile(r"-(r-[0-9a-f]{12})-[0-9a-f]{6}$")
-_GI = {"Ki": 2 ** -20, "Mi": 2 ** -10, "Gi": 1, "Ti": 2 ** 10, "K": 1e3 / 2 ** 30,
-       "M": 1e6 / 2 ** 30, "G": 1e9 / 2 ** 30, "T": 1e12 / 2 ** 30, "": 1 / 2 ** 30}
 CONTAINER_PORT = 8080
 HEALTH_ROUTE, PREDICT_ROUTE = "/health", "/vertex/predict"
 
@@ -63,11 +62,6 @@ def labels(ctx: Context, release: str | None = None) -> dict[str, str]:
 def release_of(model_name: str | None) -> str | None:
     found = _MODEL_RE.search((model_name or "").split("@", 1)[0])
     return found.group(1) if found else None
-
-
-def memory_gib(size: str) -> float:
-    digits = size.rstrip("KMGTi")
-    return float(digits) * _GI[size[len(digits):]]
 
 
 def machine(ctx: Context, snapshot: dict) -> dict:
@@ -125,7 +119,7 @@ def to_dict(message) -> dict:
     return json_format.MessageToDict(type(message).pb(message))
 
 
-class VertexAdapter(Adapter):
+class VertexAdapter(ImageDeploys, Adapter):
     name = "vertex"
 
     def __init__(self) -> None:
@@ -139,26 +133,6 @@ class VertexAdapter(Adapter):
         if self.gcp is None:
             self.gcp = Gcp(ctx.target, ctx.secrets)
         return self.gcp
-
-    @staticmethod
-    def check_image(ref: str) -> None:
-        try:
-            from ..docker_image import check_ref
-        except ImportError:
-            raise missing_extra("docker", "docker") from None
-        check_ref(ref)
-
-    def image_release(self, ctx: Context, ref: str) -> str | None:
-        """The release id image ``ref`` carries (``deploy --image``); the deploy tags it
-        ``REPOSITORY:RELEASE`` and pushes that."""
-        from ...artifacts.image import engine
-        from ..docker_image import release_of_image
-        self.check_image(ref)
-        client = engine()
-        try:
-            return release_of_image(client, ref)
-        finally:
-            client.close()
 
     def check(self, ctx: Context) -> None:
         """What the manifest asks that Vertex cannot do (exit 2), then the SDK, ADC and the

@@ -34,8 +34,9 @@ import time
 from ...errors import DeployError, MlserveError, ProviderError
 from ..base import Context, Observed, ReleaseSpec
 from . import (CONTAINER_PORT, HEALTH_ROUTE, PREDICT_ROUTE, endpoint_id, image_ref, labels,
-               machine, model_id, predictor, replicas, to_dict)
+               machine, model_id, predictor, replicas)
 from .api import Gcp
+from ..image_target import push_release
 
 
 def undeploy(gcp: Gcp, endpoint: str, deployed_id: str, split: dict[str, int],
@@ -109,7 +110,7 @@ class VertexStep:
             ctx.reporter.step(f"undeploying {stale['id']}, left without traffic by an earlier "
                               "command")
             undeploy(gcp, self.endpoint, stale["id"], self.old_split, self.deadline())
-        self._push()
+        self.digest = push_release(ctx, self.release, self.image)
         self._model()
         if endpoint is None:
             self._create_endpoint()
@@ -173,23 +174,6 @@ class VertexStep:
                               + ("; the previous release serves again" if shifted and
                                  self.old_split else ""))
         return True
-
-    def _push(self) -> None:
-        """Build (when the engine lacks it) and push ``REPOSITORY:RELEASE``; a ``--image``
-        deploy tags the image it names so; a rollback pushes nothing."""
-        if self.release.bundle is None:
-            return
-        from ...artifacts.image import build_image, find_image, push_image, tag_image
-        ctx, source = self.ctx, self.release.snapshot.get("image")
-        if source:
-            tag_image(source, self.image)
-        elif find_image(self.image) is None:
-            have = build_image(ctx.project, ctx.target_name, ctx.reporter,
-                               base_image=ctx.target.base_image)
-            if have.ref != self.image:
-                raise DeployError(f"built {have.ref}, expected {self.image}: the files changed "
-                                  "during the deploy", fix="deploy again")
-        self.digest = push_image(self.image, ctx.reporter).digest
 
     def _environment(self) -> list[dict]:
         env = dict(self.release.snapshot.get("env") or {})
