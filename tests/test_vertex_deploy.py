@@ -313,3 +313,29 @@ def test_migrate_sagemaker_to_vertex(tmp_path, capsys, vx, sagemaker_env):
                 service.delete(project / "mlserve.yaml", target, state)
             except MlserveError:
                 pass
+
+
+def test_deploy_image_built_for_a_docker_target(tmp_path, capsys, vx):
+    """``deploy vx --image REF`` runs an image built earlier for a docker target, even after
+    the code changed: its release is the one the image carries; it is copied into the target's
+    repository (Vertex pulls from Artifact Registry) and the Model names that copy."""
+    project = make_project(tmp_path, vx)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["box"] = {"provider": "docker", "image": "mlserve-test/vxh-img", "push": False,
+                                  "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}"}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state"
+    built = run_cli(capsys, "build", "box", "--image", "--json", "-f",
+                    str(project / "mlserve.yaml"))
+    assert built.code == 0, built.err
+    image = json.loads(built.out)["image"]
+    write_model(project, "v2")
+    moved = cli(capsys, project, state, "deploy", "vx", "--image", image["ref"], "--json")
+    assert moved.code == 0, moved.err
+    release = json.loads(moved.out)["release"]
+    assert image["ref"].endswith(f":{release}")
+    api = Vertex(vx)
+    assert api.predict()["version"] == "v1"
+    model = api.models.get_model(name=api.endpoint().deployed_models[0].model)
+    assert model.container_spec.image_uri == f"{vx.registry.address}/mlsv-vx-hello:{release}"
+    assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
