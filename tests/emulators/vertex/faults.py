@@ -10,8 +10,9 @@
     ``minReplicaCount`` machines would exceed it fails with RESOURCE_EXHAUSTED.
 ``{"health_seconds": 20}``
     how long a replica has to answer its health route before the deploy fails (default 60).
-``{"operation_seconds": 3}``
-    a long-running operation stays not done at least this long (to interrupt a command).
+``{"operation_seconds": 3, "operation_methods": ["DeployModel"]}``
+    a long-running operation of those methods (every method when the list is empty or absent)
+    started from now stays not done at least this long (to interrupt a command there).
 
 Each POST replaces the keys it names; ``POST /_emulator/reset`` clears all of them.
 """
@@ -61,6 +62,7 @@ class Faults:
     quotas: dict[str, int] = field(default_factory=dict)
     health_seconds: float = 60.0
     operation_seconds: float = 0.0
+    operation_methods: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def update(self, spec: dict) -> None:
@@ -78,6 +80,14 @@ class Faults:
                 self.health_seconds = float(spec["health_seconds"])
             if "operation_seconds" in spec:
                 self.operation_seconds = float(spec["operation_seconds"])
+                self.operation_methods = [str(m) for m in spec.get("operation_methods") or []]
+
+    def hold(self, method: str) -> float:
+        """Seconds an operation of ``method`` started now stays not done at least."""
+        with self.lock:
+            if self.operation_methods and method not in self.operation_methods:
+                return 0.0
+            return self.operation_seconds
 
     def take(self, method: str, resource: str) -> ApiError | None:
         """The injected error for this call, if any (its count goes down by one)."""
@@ -96,4 +106,5 @@ class Faults:
         with self.lock:
             return {"errors": [vars(e) for e in self.errors], "quotas": dict(self.quotas),
                     "health_seconds": self.health_seconds,
-                    "operation_seconds": self.operation_seconds}
+                    "operation_seconds": self.operation_seconds,
+                    "operation_methods": list(self.operation_methods)}

@@ -101,19 +101,21 @@ class Store:
         self.operations[op["name"]] = op
         return op
 
-    def finish(self, op: dict, started: float, work, response_type: str) -> None:
-        """Run ``work()`` (-> response dict) in a thread; the operation is done after it and at
-        least ``operation_seconds`` after ``started``."""
-        generation, hold = self.generation, self.faults.operation_seconds
+    def finish(self, op: dict, started: float, work, response_type: str, method: str) -> None:
+        """Run ``work()`` (-> response dict) in a thread, after the faults'
+        ``operation_seconds`` for this method (a cancel cuts that wait short): the operation
+        and what it changes stay pending at least that long."""
+        generation, hold = self.generation, self.faults.hold(method)
+        cancel = self.cancels.get(op["name"])
 
         def run() -> None:
+            wait = hold - (time.monotonic() - started)
+            if wait > 0:
+                cancel.wait(wait) if cancel is not None else time.sleep(wait)
             try:
                 response, error = work(), None
             except ApiError as exc:
                 response, error = None, exc
-            wait = hold - (time.monotonic() - started)
-            if wait > 0:
-                time.sleep(wait)
             with self.lock:
                 if generation != self.generation:
                     return
@@ -177,7 +179,7 @@ class Store:
             "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"]}
         op = self.operation(name, "UploadModelOperationMetadata")
         self.finish(op, time.monotonic(), lambda: {"model": name, "modelVersionId": "1"},
-                    "UploadModelResponse")
+                    "UploadModelResponse", "UploadModel")
         return op
 
     def list_models(self, parent: str, query: dict) -> dict:
@@ -195,7 +197,7 @@ class Store:
                            f"being deployed at the following Endpoint(s): {', '.join(users)}.")
         del self.models[model["name"]]
         op = self.operation(model["name"], "DeleteOperationMetadata")
-        self.finish(op, time.monotonic(), dict, EMPTY)
+        self.finish(op, time.monotonic(), dict, EMPTY, "DeleteModel")
         return op
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -217,7 +219,8 @@ class Store:
                     "etag": secrets.token_hex(8)}
         self.endpoints[name] = endpoint
         op = self.operation(name, "CreateEndpointOperationMetadata")
-        self.finish(op, time.monotonic(), lambda: self.get_endpoint(name), "Endpoint")
+        self.finish(op, time.monotonic(), lambda: self.get_endpoint(name), "Endpoint",
+                    "CreateEndpoint")
         return op
 
     def get_endpoint(self, name: str) -> dict:
@@ -255,7 +258,7 @@ class Store:
                            "models being deployed; undeploy them first.")
         del self.endpoints[name]
         op = self.operation(name, "DeleteOperationMetadata")
-        self.finish(op, time.monotonic(), dict, EMPTY)
+        self.finish(op, time.monotonic(), dict, EMPTY, "DeleteEndpoint")
         return op
 
     # -- deploy / undeploy -------------------------------------------------------------------
@@ -318,11 +321,13 @@ class Store:
                     endpoint["trafficSplit"].setdefault(deployed_id, 0)
                 endpoint["updateTime"] = now()
                 return {"deployedModel": _public(record)}
-        self.finish(op, started, work, "DeployModelResponse")
+        self.finish(op, started, work, "DeployModelResponse", "DeployModel")
         return op
 
     def _start(self, model: dict, endpoint: dict, deployed_id: str, count: int,
                machine: str, cancel: threading.Event) -> list[Replica]:
+        if cancel.is_set():
+            raise ApiError("CANCELLED", "Operation was cancelled.")
         spec, image = model["containerSpec"], model["containerSpec"]["imageUri"]
         endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
         try:
@@ -385,7 +390,7 @@ class Store:
             for replica in replicas:
                 self.engine.stop(replica, endpoint_id)
             return {}
-        self.finish(op, time.monotonic(), work, "UndeployModelResponse")
+        self.finish(op, time.monotonic(), work, "UndeployModelResponse", "UndeployModel")
         return op
 
     # -- predict -----------------------------------------------------------------------------
