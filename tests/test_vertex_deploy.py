@@ -233,7 +233,7 @@ def test_a_deploy_killed_during_deploy_model_is_reattached_by_the_next(tmp_path,
     assert api.everything() == ([], [])
 
 
-def test_a_failed_smoke_shifts_the_traffic_back(tmp_path, capsys, vx):
+def test_a_failed_smoke_shifts_the_traffic_back_then_logs_follow(tmp_path, capsys, vx):
     project = make_project(tmp_path, vx, smoke=[{"input": {"x": [1, 2]},
                                                  "expect": {"y": [2, 4], "version": "v1"}}])
     state = tmp_path / "state"
@@ -249,6 +249,22 @@ def test_a_failed_smoke_shifts_the_traffic_back(tmp_path, capsys, vx):
     assert poll.failures == [], poll.failures[:3]
     assert len(api.endpoint().deployed_models) == 1
     assert methods(vx).count("UpdateEndpoint") == 2
+
+    from tests.test_sagemaker_deploy import _read_until
+    follow = subprocess.Popen([*MLSERVE, "logs", "vx", "--follow", "-f",
+                               str(project / "mlserve.yaml"), "--state", str(state)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, **vx.env})
+    try:
+        time.sleep(3)                      # it has read what is there and follows
+        from google.protobuf import json_format, struct_pb2
+        api.prediction.predict(endpoint=f"{api.location}/endpoints/{ENDPOINT}", instances=[
+            json_format.ParseDict({"x": [737373]}, struct_pb2.Value())])
+        seen = _read_until(follow, "737373", timeout=30)
+        assert "737373" in seen, seen[-2000:]
+    finally:
+        follow.kill()
+        follow.wait()
     assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
 
 
