@@ -356,3 +356,21 @@ def test_deploy_image_built_for_a_docker_target(tmp_path, capsys, vx):
     model = api.models.get_model(name=api.endpoint().deployed_models[0].model)
     assert model.container_spec.image_uri == f"{vx.registry.address}/mlsv-vx-hello:{release}"
     assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
+
+
+def test_an_existing_endpoint_is_reused_and_kept_by_delete(tmp_path, capsys, vx):
+    """``endpoint`` naming an endpoint mlserve did not create: the model is deployed on it, and
+    ``delete`` undeploys and deletes what mlserve made but keeps the endpoint."""
+    api = Vertex(vx)
+    api.endpoints.create_endpoint(parent=api.location, endpoint_id="shared-ep",
+                                  endpoint={"display_name": "theirs"}).result(timeout=60)
+    project = make_project(tmp_path, vx, {"endpoint": "shared-ep"})
+    state = tmp_path / "state"
+    deployed = cli(capsys, project, state, "deploy", "vx")
+    assert deployed.code == 0, deployed.err
+    assert "creating endpoint" not in deployed.err
+    assert api.predict("shared-ep")["version"] == "v1"
+    assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
+    endpoints, models = api.everything()
+    assert [e.display_name for e in endpoints] == ["theirs"] and models == []
+    assert list(api.endpoint("shared-ep").deployed_models) == []
