@@ -233,6 +233,70 @@ class SageMakerTarget(TargetBase):
         examples=[1800])
 
 
+_GCP_PROJECT_RE = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_GCP_REGION_RE = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}")
+_MACHINE_TYPE_RE = re.compile(r"[a-z][a-z0-9]{1,5}-[a-z]+-[0-9]{1,3}[a-z]?")
+_ACCELERATOR_RE = re.compile(r"NVIDIA_[A-Z0-9_]{2,30}|TPU_[A-Z0-9_]{2,20}")
+_VERTEX_ENDPOINT_ID_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: https://HOST[:PORT], or http:// to a loopback address only (a local emulator): credentials
+#: never travel in clear over a network.
+_API_ENDPOINT_RE = re.compile(r"(?:https://[A-Za-z0-9.-]+|http://(?:127\.[0-9.]+|localhost))"
+                              r"(?::[0-9]{1,5})?")
+
+
+class VertexTarget(TargetBase):
+    """A Google Vertex AI online prediction endpoint running the release's image."""
+
+    provider: Literal["vertex"] = Field(description="Deploy to a Vertex AI endpoint.",
+                                        examples=["vertex"])
+    project: Annotated[str, _matching(_GCP_PROJECT_RE, "a Google Cloud project ID")] | None = \
+        Field(None, description="Google Cloud project ID; the Application Default Credentials' "
+              "project (or GOOGLE_CLOUD_PROJECT) when absent.", examples=["my-project"])
+    region: Annotated[str, _matching(_GCP_REGION_RE, "a Google Cloud region (us-central1)")] = \
+        Field("us-central1", description="Vertex AI region of the model and endpoint.",
+              examples=["europe-west4"])
+    repository: str = Field(
+        pattern=IMAGE_REPOSITORY_RE, max_length=255,
+        description="Artifact Registry repository the image is pushed to (no tag: the release "
+                    "id is the tag).",
+        examples=["us-central1-docker.pkg.dev/my-project/models/hello"])
+    machine_type: Annotated[str, _matching(_MACHINE_TYPE_RE, "a machine type (n1-standard-4)")] \
+        | None = Field(None, description="Machine type of each replica; from `resources` when "
+                       "absent (a GPU request picks a machine for that accelerator).",
+                       examples=["n1-standard-4"])
+    accelerator: Annotated[str, _matching(_ACCELERATOR_RE, "a Vertex accelerator type "
+                                          "(NVIDIA_TESLA_T4)")] | None = Field(
+        None, description="Vertex accelerator type; from `resources.gpu` when absent "
+        "(providers/vertex.yaml maps T4 to NVIDIA_TESLA_T4...).", examples=["NVIDIA_L4"])
+    endpoint: Annotated[str, _matching(_VERTEX_ENDPOINT_ID_RE, "an endpoint ID (lowercase "
+                                       "letters, digits and dashes, at most 63, starting with "
+                                       "a letter)")] | None = Field(
+        None, description="Endpoint ID, created when missing and reused when there; "
+        "`name-target` from the manifest when absent.", examples=["hello-prod"])
+    api_endpoint: Annotated[str, _matching(_API_ENDPOINT_RE, "https://HOST[:PORT] (http:// "
+                                           "only to a loopback address)")] | None = Field(
+        None, description="Vertex AI API endpoint; https://REGION-aiplatform.googleapis.com "
+        "when absent (set it for Private Service Connect or a local emulator).",
+        examples=["https://us-central1-aiplatform.googleapis.com"])
+    logging_endpoint: Annotated[str, _matching(_API_ENDPOINT_RE, "https://HOST[:PORT] (http:// "
+                                               "only to a loopback address)")] | None = Field(
+        None, description="Cloud Logging API endpoint `mlserve logs` reads from; "
+        "https://logging.googleapis.com when absent.", examples=["https://logging.googleapis.com"])
+    secrets: Literal["refuse", "environment"] = Field(
+        "refuse", description="Vertex AI has no secret references in a model's environment: "
+        "`environment` passes the manifest's secrets as the container's environment, readable "
+        "by anyone who can get the model; `refuse` refuses a manifest with secrets.",
+        examples=["environment"])
+    base_image: str | None = Field(None, description="Base image of the built image; a slim "
+                                   "Python image by default, a CUDA image when a GPU is requested.",
+                                   examples=["python:3.11-slim"])
+    health_timeout: float = Field(
+        1800.0, gt=0, le=7200,
+        description="Seconds to wait for each long operation (Vertex AI takes minutes to deploy "
+                    "a model) before the deploy fails and the previous release keeps serving.",
+        examples=[1800])
+
+
 def _options_models() -> tuple[type[TargetBase], ...]:
     """Each registered provider's options model, in registry order; each is defined above (the
     registry names them as "mlserve.targets:Class"), and its ``provider`` is the provider's name."""

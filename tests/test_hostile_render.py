@@ -103,6 +103,11 @@ BASE = {
         "replicate": {"provider": "replicate", "model": "a/b", "hardware": "cpu"},
         "baseten": {"provider": "baseten", "model_name": "m"},
         "vm": {"provider": "vm", "user": "mlserve", "bundle_url": "https://example.com/b.tgz"},
+        "vertex": {"provider": "vertex", "project": "my-project", "region": "us-central1",
+                   "repository": "reg.example/x", "machine_type": "n1-standard-4",
+                   "accelerator": "NVIDIA_TESLA_T4", "endpoint": "e",
+                   "api_endpoint": "https://example.com", "logging_endpoint": "https://example.com",
+                   "base_image": "python:3.11-slim"},
     },
 }
 KEY = "<key>"   # a slot that is a mapping's key, not its value

@@ -138,9 +138,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _repository(project: "Project", target_name: str) -> tuple[str, Any]:
     name, target = project.target(target_name)
-    # docker targets name it `image`, sagemaker targets `repository` (their ECR repository)
+    # docker targets name it `image`, cloud targets `repository` (ECR, Artifact Registry...)
+    from ..providers import info
+    from ..vocab import ArtifactKind
     repository = getattr(target, "image", None) or getattr(target, "repository", None)
-    if target.provider not in ("docker", "sagemaker") or not repository:
+    if info(target.provider).artifact is not ArtifactKind.IMAGE or not repository:
         raise InvalidInput(f"target {name!r} builds no image (provider {target.provider})",
                            fix="build a target with provider: docker and an image repository")
     return repository, target

@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,26 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                   autoscaling=boto3.client("application-autoscaling", **aws),
                   iam=boto3.client("iam", **aws))
     server = make_server(store, args.host, args.port)
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as out:
-            out.write(f"{port}\n")
-        os.replace(tmp, args.port_file)
-    logging.info("SageMaker emulator listening on %s:%d", args.host, port)
-
-    def stop(*_):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        docker.remove_all()
-        server.server_close()
-    return 0
-
+    from ..serve import serve
+    return serve(server, args.host, args.port_file, "SageMaker emulator", docker.remove_all)
 
 if __name__ == "__main__":
     sys.exit(main())
