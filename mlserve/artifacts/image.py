@@ -138,9 +138,13 @@ def _first_line(exc: BaseException) -> str:
 
 def _repository(project: "Project", target_name: str) -> tuple[str, Any]:
     name, target = project.target(target_name)
-    # docker targets name it `image`, sagemaker targets `repository` (their ECR repository)
-    repository = getattr(target, "image", None) or getattr(target, "repository", None)
-    if target.provider not in ("docker", "sagemaker") or not repository:
+    # docker targets name it `image`, sagemaker targets `repository` (their ECR repository);
+    # a target whose repository derives from more (azureml: registry + repository or the
+    # project's name) says it through ``image_repository(project_name)``
+    own = getattr(target, "image_repository", None)
+    repository = own(project.manifest.name) if callable(own) else \
+        getattr(target, "image", None) or getattr(target, "repository", None)
+    if not repository or (not callable(own) and target.provider not in ("docker", "sagemaker")):
         raise InvalidInput(f"target {name!r} builds no image (provider {target.provider})",
                            fix="build a target with provider: docker and an image repository")
     return repository, target

@@ -11,6 +11,7 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``s3_store``                       (tests.infra.s3: moto's S3 server)
 - ``moto_server``, ``sagemaker_emulator``, ``sagemaker_env``  (tests.infra.sagemaker; the
   emulator runs containers: root)
+- ``azureml_emulator``, ``azureml_env``  (tests.infra.azureml; the emulator runs containers: root)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -31,10 +32,12 @@ pytest_plugins = [
     "tests.infra.systemd",
     "tests.infra.s3",
     "tests.infra.sagemaker",
+    "tests.infra.azureml",
 ]
 
 ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host",
-                           "sagemaker_emulator", "sagemaker_env"})
+                           "sagemaker_emulator", "sagemaker_env",
+                           "azureml_emulator", "azureml_env"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "s3_store",
                                  "moto_server"}
 

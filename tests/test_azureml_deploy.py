@@ -1,0 +1,260 @@
+"""The ``azureml`` provider end to end: the real CLI, azure-ai-ml and azure-identity against the
+Azure ML emulator (tests/emulators/azureml: HTTPS, ARM's async operations; it runs each
+deployment's image on the private dockerd, probes its liveness and readiness routes, and proxies
+the scoring URI with key auth). Images are built FROM the local base image and pushed to the
+private registry standing in for Azure Container Registry. The credential is the default
+chain's managed identity (IDENTITY_ENDPOINT, served by the emulator).
+
+One deployment walks through what users do, scored in a thread with zero failed requests:
+deploy (endpoint + blue), a no-op deploy (reads only), an update (green, smoke against green
+alone, then traffic), rollback (traffic back to blue), a release whose model fails to load
+(readiness never passes: traffic never moves), logs, and delete with the journal removed.
+Then each Azure error shape, a deploy killed while its deployment is Creating, and migrate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import MLSERVE, Poller, run_cli
+from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
+from tests.infra.azureml import RESOURCE_GROUP, WORKSPACE
+
+MODEL = '''
+VERSION = "{version}"
+
+
+class Model:
+    def load(self):
+        {load}
+
+    def predict(self, payload):
+        print("predicting", payload, flush=True)
+        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
+'''
+MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
+ENDPOINT = "amh-az"
+
+
+def write_model(project: Path, version: str, load: str = "pass") -> None:
+    (project / "model.py").write_text(MODEL.format(version=version, load=load))
+
+
+def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
+    project = root / "proj"
+    project.mkdir(parents=True, exist_ok=True)
+    if not (project / "model.py").exists():
+        write_model(project, "v1")
+    manifest = {"name": "amh", "model": {"entrypoint": "model.py:Model", "python": "3.11"},
+                "smoke": [{"input": {"x": [1, 2]}}],
+                "targets": {"az": {"provider": "azureml", "resource_group": RESOURCE_GROUP,
+                                   "workspace": WORKSPACE, "registry": registry.address,
+                                   "repository": "mlsv-az-hello",
+                                   "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+                                   "health_timeout": 240, **(target or {})}}, **top}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return project
+
+
+def cli(capsys, project: Path, state: Path, *args: str):
+    return run_cli(capsys, *args, "-f", str(project / "mlserve.yaml"), "--state", str(state))
+
+
+def operations(az, since: int = 0) -> list[str]:
+    return [c["operation"] for c in az.calls()[since:]]
+
+
+def traffic(az) -> dict:
+    """The endpoint's traffic split, deployments with a share only."""
+    found = az.arm("GET", f"onlineEndpoints/{ENDPOINT}")["properties"]["traffic"]
+    return {name: share for name, share in found.items() if share}
+
+
+def deployments(az) -> dict:
+    """name -> (release tag, provisioningState)."""
+    found = az.arm("GET", f"onlineEndpoints/{ENDPOINT}/deployments")["value"]
+    return {d["name"]: (d["tags"].get("mlserve:release"), d["properties"]["provisioningState"])
+            for d in found}
+
+
+@pytest.fixture(scope="module")
+def az(azureml_env, base_image):
+    return azureml_env
+
+
+@pytest.fixture
+def fresh(az):
+    az.reset()
+    yield az
+    az.reset()
+
+
+def test_deploy_noop_update_rollback_failing_release_logs_and_delete(tmp_path, capsys, fresh):
+    az = fresh
+    project = make_project(tmp_path, az.registry)
+    state = tmp_path / "state"
+    first = cli(capsys, project, state, "deploy", "az", "--json")
+    assert first.code == 0, first.err
+    v1 = json.loads(first.out)
+    assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v1"
+    assert traffic(az) == {"blue": 100}
+    endpoint = az.arm("GET", f"onlineEndpoints/{ENDPOINT}")
+    assert endpoint["properties"]["authMode"] == "Key"
+    assert endpoint["tags"]["mlserve:deployment"] == "amh.az"
+
+    status = cli(capsys, project, state, "status", "az", "--json")
+    assert status.code == 0 and json.loads(status.out)["status"] == "READY", status.out
+    predicted = cli(capsys, project, state, "predict", "az", "--input", '{"x": [3]}')
+    assert predicted.code == 0 and '"y": [6]' in predicted.out, predicted.out + predicted.err
+
+    seen = len(az.calls())
+    again = cli(capsys, project, state, "deploy", "az", "--json")
+    assert again.code == 0 and json.loads(again.out)["changed"] is False, again.err
+    assert all(op.startswith(("GET", "POST listKeys")) for op in operations(az, seen)), \
+        operations(az, seen)
+
+    with Poller(lambda: az.score(ENDPOINT, {"x": [1, 2]})["version"], interval=0.05) as poll:
+        write_model(project, "v2")
+        seen = len(az.calls())
+        update = cli(capsys, project, state, "deploy", "az")
+        assert update.code == 0, update.err
+        assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v2"
+        assert traffic(az) == {"green": 100}
+        calls = az.calls()[seen:]
+        smoke = max(i for i, c in enumerate(calls) if c["name"] == f"{ENDPOINT}/green")
+        shift = max(i for i, c in enumerate(calls) if c["operation"] == "PUT onlineEndpoints")
+        assert smoke < shift, calls               # smoke against green before traffic moved
+
+        back = cli(capsys, project, state, "rollback", "az")
+        assert back.code == 0, back.err
+        assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v1"
+        assert traffic(az) == {"blue": 100}
+        assert deployments(az)["blue"][0] == v1["release"]
+
+        write_model(project, "v3", MUST_NOT_LOAD)
+        broken = cli(capsys, project, state, "deploy", "az")
+        assert broken.code == 1, broken.err
+        text = " ".join(broken.err.split())
+        assert "traffic never moved" in text and "User container has crashed" in text, text
+        assert "weights missing" in text or "exit code 1" in text, text
+        assert "Traceback" not in broken.err
+        assert traffic(az) == {"blue": 100}
+        assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v1"
+    assert poll.failures == [] and set(poll.answers) >= {"v1", "v2"}, poll.failures[:3]
+    assert "v3" not in poll.answers
+
+    logs = cli(capsys, project, state, "logs", "az", "--lines", "500")
+    assert logs.code == 0 and "predicting" in logs.out, logs.out[-2000:] + logs.err
+
+    shutil.rmtree(state)                                   # the journal is gone
+    gone = cli(capsys, project, state, "delete", "az", "--yes")
+    assert gone.code == 0, gone.err
+    assert az.arm("GET", "onlineEndpoints")["value"] == []
+
+
+@pytest.mark.parametrize("faults, target, code, words", [
+    ({"errors": [{"operation": "PUT onlineEndpoints", "code": "AuthorizationFailed",
+                  "count": None}]}, {}, 3,
+     ["AuthorizationFailed", "does not have authorization", "role"]),
+    ({"quotas": {"Standard_DS3_v2": 0}}, {}, 1, ["quota", "Standard_DS3_v2", "Quotas"]),
+    ({}, {"instance_type": "Standard_Nope_v9"}, 2, ["Standard_Nope_v9", "not supported"]),
+    ({"errors": [{"operation": "PUT deployments", "code": "TooManyRequests", "count": None}]},
+     {}, 1, ["TooManyRequests", "4 attempts"]),
+    ({"errors": [{"operation": "GET workspaces", "code": "ResourceNotFound", "count": None}]},
+     {}, 1, ["ResourceNotFound", "resource_group"]),
+])
+def test_azure_errors_are_one_message_with_the_documented_exit_code(tmp_path, capsys, fresh,
+                                                                     faults, target, code, words):
+    az = fresh
+    project = make_project(tmp_path, az.registry, target)
+    if faults:
+        az.faults(**faults)
+    result = cli(capsys, project, tmp_path / "state", "deploy", "az")
+    assert result.code == code, result.err
+    text = " ".join(result.err.split())
+    assert all(w in text for w in words), text
+    assert "Traceback" not in result.err and "azure.core" not in result.err
+    az.faults(errors=[])
+    assert az.arm("GET", "onlineEndpoints")["value"] == []      # nothing left behind
+
+
+def test_transient_throttling_is_retried(tmp_path, capsys, fresh):
+    az = fresh
+    project = make_project(tmp_path, az.registry)
+    az.faults(errors=[{"operation": "PUT deployments", "code": "TooManyRequests", "count": 2}])
+    result = cli(capsys, project, tmp_path / "state", "deploy", "az")
+    assert result.code == 0, result.err
+    assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
+    assert [c["code"] for c in az.calls() if c["operation"] == "PUT deployments"] == \
+        ["TooManyRequests", "TooManyRequests", None]
+
+
+def test_secrets_are_refused_unless_opted_in_and_never_in_the_journal(tmp_path, capsys, fresh,
+                                                                      monkeypatch):
+    az = fresh
+    secret = "az-secret-value-7c2e"
+    monkeypatch.setenv("MLSV_AZ_TOKEN", secret)
+    project = make_project(tmp_path, az.registry, secrets=["MLSV_AZ_TOKEN"])
+    state = tmp_path / "state"
+    refused = cli(capsys, project, state, "deploy", "az")
+    assert refused.code == 2 and "secrets: environment" in " ".join(refused.err.split())
+    assert az.calls() == []                              # refused before any Azure call
+    project = make_project(tmp_path, az.registry, {"secrets": "environment"},
+                           secrets=["MLSV_AZ_TOKEN"])
+    deployed = cli(capsys, project, state, "deploy", "az", "--json")
+    assert deployed.code == 0, deployed.err
+    blue = az.arm("GET", f"onlineEndpoints/{ENDPOINT}/deployments/blue")
+    assert blue["properties"]["environmentVariables"]["MLSV_AZ_TOKEN"] == secret  # as documented
+    shown = [deployed.out, deployed.err]
+    for command in (("status", "az", "--json"), ("plan", "az", "--json")):
+        result = cli(capsys, project, state, *command)
+        assert result.code == 0, result.err
+        shown += [result.out, result.err]
+    assert not any(secret in text for text in shown)
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
+
+
+def kill_deploy_once(az, project: Path, state: Path, operation: str) -> None:
+    """Start ``mlserve deploy`` and SIGKILL it as soon as the emulator has seen ``operation``."""
+    argv = [*MLSERVE, "deploy", "az", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **az.env})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if operation in operations(az):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the deploy ended before " + operation
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path, capsys, fresh):
+    az = fresh
+    project = make_project(tmp_path, az.registry)
+    state = tmp_path / "state"
+    az.faults(transition_seconds=8)     # still Creating when the next command looks
+    kill_deploy_once(az, project, state, "PUT deployments")
+    assert deployments(az)["blue"][1] == "Creating"
+    again = cli(capsys, project, state, "deploy", "az")
+    assert again.code == 0, again.err
+    assert "an earlier command" in again.err
+    assert operations(az).count("PUT deployments") == 1
+    assert traffic(az) == {"blue": 100}
+    assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
+    assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
