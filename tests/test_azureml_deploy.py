@@ -258,3 +258,46 @@ def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path
     assert traffic(az) == {"blue": 100}
     assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
     assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
+
+
+def test_migrate_sagemaker_to_azureml_and_back(tmp_path, capsys, fresh, sagemaker_env):
+    """Migrate deploys the destination, compares its answers with the source's, and only then
+    removes the source: sagemaker -> azureml (answers through the scoring URI), azureml ->
+    sagemaker (the endpoint and its deployments deleted)."""
+    az, sm = fresh, sagemaker_env
+    project = make_project(tmp_path, az.registry)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["sm"] = {
+        "provider": "sagemaker", "role": sm.role_arn,
+        "repository": f"{sm.registry.address}/mlsv-az-sm",
+        "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}", "health_timeout": 240}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state"
+
+    def migrate(*args: str) -> dict:
+        result = run_cli(capsys, "migrate", *args, "-f", str(project / "mlserve.yaml"),
+                         "--state", str(state), "--json", "--yes")
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+    try:
+        assert cli(capsys, project, state, "deploy", "sm").code == 0
+        moved = migrate("--from", "sm", "--to", "az")
+        assert moved["providers"] == {"from": "sagemaker", "to": "azureml"}
+        assert moved["compared"] >= 1 and moved["mismatches"] == []
+        assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
+        assert sm.client("sagemaker").list_endpoints()["Endpoints"] == []
+
+        moved = migrate("--from", "az", "--to", "sm")
+        assert moved["providers"] == {"from": "azureml", "to": "sagemaker"}
+        assert moved["compared"] >= 1 and moved["mismatches"] == []
+        assert az.arm("GET", "onlineEndpoints")["value"] == []
+        predicted = cli(capsys, project, state, "predict", "sm", "--input", '{"x": [4]}')
+        assert predicted.code == 0 and '"y": [8]' in predicted.out, predicted.err
+    finally:
+        from mlserve import service
+        from mlserve.errors import MlserveError
+        for target in ("sm", "az"):
+            try:
+                service.delete(project / "mlserve.yaml", target, state)
+            except MlserveError:
+                pass

@@ -134,9 +134,9 @@ class AzureMLStep:
                                        description=f"mlserve: {ctx.identity}")
         ctx.record("endpoint", name, endpoint=name, workspace=ctx.target.workspace)
         self.created_endpoint = True
-        with ctx.reporter.progress(f"creating endpoint {name}") as progress:
-            poller = azure.call(f"create endpoint {name}",
-                                lambda: azure.ml.online_endpoints.begin_create_or_update(entity))
+        poller = azure.call(f"create endpoint {name}",
+                            lambda: azure.ml.online_endpoints.begin_create_or_update(entity))
+        with ctx.reporter.progress(f"waiting for endpoint {name}") as progress:
             azure.wait(f"create endpoint {name}", poller, self.deadline, progress)
 
     def _create_deployment(self, want: str) -> None:
@@ -158,9 +158,9 @@ class AzureMLStep:
         def state() -> str:
             found = azure.ml.online_deployments.get(slot, self.endpoint)
             return f"deployment {slot}: {state_of(found)}"
+        poller = azure.call(f"create deployment {slot}", lambda: azure.ml.online_deployments
+                            .begin_create_or_update(entity))
         with ctx.reporter.progress(f"waiting for deployment {slot} to pass its probes") as progress:
-            poller = azure.call(f"create deployment {slot}", lambda: azure.ml.online_deployments
-                                .begin_create_or_update(entity))
             try:
                 azure.wait(f"create deployment {slot}", poller, self.deadline, progress, state)
             except DeployError:
