@@ -98,3 +98,26 @@ class Poller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+#: The model of the cloud endpoint tests (sagemaker, azureml): doubles ``x``, says its
+#: ``VERSION`` (which release answered) and prints each prediction (what ``logs`` must show).
+ENDPOINT_MODEL = '''
+VERSION = "{version}"
+
+
+class Model:
+    def load(self):
+        {load}
+
+    def predict(self, payload):
+        print("predicting", payload, flush=True)
+        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
+'''
+#: ``load`` of a release whose model cannot load (its server never gets ready).
+MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
+
+
+def write_model(project: Path, version: str, load: str = "pass") -> None:
+    """``project/model.py``: ``ENDPOINT_MODEL`` at ``version``."""
+    (project / "model.py").write_text(ENDPOINT_MODEL.format(version=version, load=load))

@@ -15,38 +15,18 @@ Then each Azure error shape, a deploy killed while its deployment is Creating, a
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, Poller, run_cli
+from tests.helpers import MLSERVE, MUST_NOT_LOAD, Poller, kill_at_point, run_cli, write_model
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.azureml import RESOURCE_GROUP, WORKSPACE
 
-MODEL = '''
-VERSION = "{version}"
-
-
-class Model:
-    def load(self):
-        {load}
-
-    def predict(self, payload):
-        print("predicting", payload, flush=True)
-        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
-'''
-MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
 ENDPOINT = "amh-az"
-
-
-def write_model(project: Path, version: str, load: str = "pass") -> None:
-    (project / "model.py").write_text(MODEL.format(version=version, load=load))
 
 
 def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
@@ -226,30 +206,14 @@ def test_secrets_are_refused_unless_opted_in_and_never_in_the_journal(tmp_path, 
     assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
 
 
-def kill_deploy_once(az, project: Path, state: Path, operation: str) -> None:
-    """Start ``mlserve deploy`` and SIGKILL it as soon as the emulator has seen ``operation``."""
-    argv = [*MLSERVE, "deploy", "az", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **az.env})
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if operation in operations(az):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the deploy ended before " + operation
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path, capsys, fresh):
     az = fresh
     project = make_project(tmp_path, az.registry)
     state = tmp_path / "state"
-    az.faults(transition_seconds=8)     # still Creating when the next command looks
-    kill_deploy_once(az, project, state, "PUT deployments")
+    az.faults(transition_seconds=5)     # still Creating when the next command (in process) looks
+    argv = [*MLSERVE, "deploy", "az", "-f", str(project / "mlserve.yaml"), "--state", str(state)]
+    kill_at_point(argv, lambda: time.sleep(0.05) or "PUT deployments" in operations(az),
+                  "PUT deployments", timeout=180)
     assert deployments(az)["blue"][1] == "Creating"
     again = cli(capsys, project, state, "deploy", "az")
     assert again.code == 0, again.err

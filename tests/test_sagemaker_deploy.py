@@ -25,27 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, Poller, run_cli
+from tests.helpers import MLSERVE, MUST_NOT_LOAD, Poller, run_cli, write_model
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
-
-MODEL = '''
-VERSION = "{version}"
-
-
-class Model:
-    def load(self):
-        {load}
-
-    def predict(self, payload):
-        print("predicting", payload, flush=True)
-        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
-'''
-MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
-
-
-def write_model(project: Path, version: str, load: str = "pass") -> None:
-    (project / "model.py").write_text(MODEL.format(version=version, load=load))
-
 
 def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
     project = root / "proj"

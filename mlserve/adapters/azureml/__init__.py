@@ -29,10 +29,11 @@ import re
 import time
 from typing import Any, Iterator
 
-from ...errors import InvalidInput, MlserveError, ProviderError, missing_extra
+from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
-from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
+from ..base import Call, Context, Observed, ReleaseSpec, Resource
+from ..pushed_image import PushedImageAdapter, memory_gib
 from .api import Azure
 
 TAG_DEPLOYMENT = "mlserve:deployment"
@@ -45,8 +46,6 @@ ROUTES = {"liveness_route": {"port": PORT, "path": "/"},
           "readiness_route": {"port": PORT, "path": "/health"},
           "scoring_route": {"port": PORT, "path": "/score"}}
 MOVING = ("Creating", "Updating", "Deleting", "Scaling")
-_GI = {"Ki": 2 ** -20, "Mi": 2 ** -10, "Gi": 1, "Ti": 2 ** 10, "K": 1e3 / 2 ** 30,
-       "M": 1e6 / 2 ** 30, "G": 1e9 / 2 ** 30, "T": 1e12 / 2 ** 30, "": 1 / 2 ** 30}
 
 
 def endpoint_name(ctx: Context) -> str:
@@ -60,11 +59,6 @@ def endpoint_name(ctx: Context) -> str:
 
 def image_ref(ctx: Context, release_id: str) -> str:
     return f"{ctx.target.image_repository(ctx.manifest.name)}:{release_id}"
-
-
-def memory_gib(size: str) -> float:
-    digits = size.rstrip("KMGTi")
-    return float(digits) * _GI[size[len(digits):]]
 
 
 def instance_type(ctx: Context, snapshot: dict) -> str:
@@ -127,7 +121,7 @@ def tag(resource: Any, key: str) -> str | None:
     return (getattr(resource, "tags", None) or {}).get(key)
 
 
-class AzureMLAdapter(Adapter):
+class AzureMLAdapter(PushedImageAdapter):
     name = "azureml"
 
     def __init__(self) -> None:
@@ -138,24 +132,6 @@ class AzureMLAdapter(Adapter):
         if self.azure is None:
             self.azure = Azure(ctx.target, ctx.secrets)
         return self.azure
-
-    @staticmethod
-    def check_image(ref: str) -> None:
-        try:
-            from ..docker_image import check_ref
-        except ImportError:
-            raise missing_extra("docker", "docker") from None
-        check_ref(ref)
-
-    def image_release(self, ctx: Context, ref: str) -> str | None:
-        from ...artifacts.image import engine
-        from ..docker_image import release_of_image
-        self.check_image(ref)
-        client = engine()
-        try:
-            return release_of_image(client, ref)
-        finally:
-            client.close()
 
     def check(self, ctx: Context) -> None:
         """What the manifest asks that this target cannot do (exit 2), then the SDK, the

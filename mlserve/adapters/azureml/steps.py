@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from ...errors import DeployError, ProviderError
+from ..pushed_image import push_release
 from ..base import Context, Observed, ReleaseSpec
 from . import (MOVING, ROUTES, SLOTS, TAG_DEPLOYMENT, TAG_RELEASE, TAG_SHAPE, Scorer,
                endpoint_name, environment, image_ref, instance_count, instance_type, serving,
@@ -81,7 +82,7 @@ class AzureMLStep:
             ctx.reporter.step(f"deployment {ready.name} holds {rid} already: reusing it")
             self.slot = ready.name
         else:
-            self._push()
+            self.digest = push_release(ctx, self.release, self.image)
             if endpoint is None:
                 self._create_endpoint()
             self.slot = next((s for s in SLOTS if s != self.old_slot), SLOTS[0])
@@ -106,24 +107,6 @@ class AzureMLStep:
                     raise DeployError(f"{', '.join(moving)} after the target's health_timeout",
                                       fix="see `mlserve status`; deploy again later")
                 time.sleep(1)
-
-    def _push(self) -> None:
-        """Build (when the engine lacks it) and push ``REGISTRY/REPOSITORY:RELEASE``; a
-        ``--image`` deploy tags the image it names so and pushes that; a rollback pushes nothing
-        (its image is in the registry already)."""
-        if self.release.bundle is None:
-            return
-        from ...artifacts.image import build_image, find_image, push_image, tag_image
-        ctx, source = self.ctx, self.release.snapshot.get("image")
-        if source:
-            tag_image(source, self.image)
-        elif find_image(self.image) is None:
-            have = build_image(ctx.project, ctx.target_name, ctx.reporter,
-                               base_image=ctx.target.base_image)
-            if have.ref != self.image:
-                raise DeployError(f"built {have.ref}, expected {self.image}: the files changed "
-                                  "during the deploy", fix="deploy again")
-        self.digest = push_image(self.image, ctx.reporter).digest
 
     def _create_endpoint(self) -> None:
         ctx, azure, name = self.ctx, self.azure, self.endpoint

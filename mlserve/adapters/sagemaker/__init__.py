@@ -26,10 +26,11 @@ import time
 from collections import deque
 from typing import Iterator
 
-from ...errors import InvalidInput, MlserveError, ProviderError, missing_extra
+from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
-from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
+from ..base import Call, Context, Observed, ReleaseSpec, Resource
+from ..pushed_image import PushedImageAdapter, memory_gib
 from .api import Aws
 
 TAG_DEPLOYMENT = "mlserve:deployment"
@@ -40,8 +41,6 @@ _RESOURCE_RE = re.compile(r"-(r-[0-9a-f]{12})-[0-9a-f]{6}$")
 #: Statuses in which the endpoint answers with the config it names (an update in progress
 #: still serves the old one, which DescribeEndpoint names until the update is done).
 ANSWERING = ("InService", "Updating", "SystemUpdating", "RollingBack")
-_GI = {"Ki": 2 ** -20, "Mi": 2 ** -10, "Gi": 1, "Ti": 2 ** 10, "K": 1e3 / 2 ** 30,
-       "M": 1e6 / 2 ** 30, "G": 1e9 / 2 ** 30, "T": 1e12 / 2 ** 30, "": 1 / 2 ** 30}
 
 
 def endpoint_name(ctx: Context) -> str:
@@ -59,11 +58,6 @@ def release_of(resource_name: str | None) -> str | None:
 def tags(ctx: Context, release: str | None = None) -> list[dict]:
     found = [{"Key": TAG_DEPLOYMENT, "Value": ctx.identity}]
     return found + ([{"Key": TAG_RELEASE, "Value": release}] if release else [])
-
-
-def memory_gib(size: str) -> float:
-    digits = size.rstrip("KMGTi")
-    return float(digits) * _GI[size[len(digits):]]
 
 
 def instance_type(ctx: Context, snapshot: dict) -> str:
@@ -112,7 +106,7 @@ def image_ref(ctx: Context, release_id: str) -> str:
     return f"{ctx.target.repository}:{release_id}"
 
 
-class SageMakerAdapter(Adapter):
+class SageMakerAdapter(PushedImageAdapter):
     name = "sagemaker"
 
     def __init__(self) -> None:
@@ -123,27 +117,6 @@ class SageMakerAdapter(Adapter):
         if self.aws is None:
             self.aws = Aws(ctx.target.region, ctx.secrets)
         return self.aws
-
-    @staticmethod
-    def check_image(ref: str) -> None:
-        """``--image REF`` is an image reference, else InvalidInput (no engine asked)."""
-        try:
-            from ..docker_image import check_ref
-        except ImportError:
-            raise missing_extra("docker", "docker") from None
-        check_ref(ref)
-
-    def image_release(self, ctx: Context, ref: str) -> str | None:
-        """The release id image ``ref`` carries (``deploy --image``), read on the local engine
-        (pulled if need be). The deploy tags it ``REPOSITORY:RELEASE`` and pushes that."""
-        from ...artifacts.image import engine
-        from ..docker_image import release_of_image
-        self.check_image(ref)
-        client = engine()
-        try:
-            return release_of_image(client, ref)
-        finally:
-            client.close()
 
     def check(self, ctx: Context) -> None:
         """What the manifest asks that this target cannot do (exit 2), then boto3, region and

@@ -38,6 +38,7 @@ from ...errors import DeployError, InvalidInput
 from ..base import Context, Observed, ReleaseSpec
 from . import (ANSWERING, VARIANT, endpoint_name, image_ref, invoker, release_of,
                resource_name, tags, variant)
+from ..pushed_image import push_release
 from .api import Aws
 
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -184,24 +185,7 @@ class SageMakerStep:
         return bool(self.previous) and self.observed.extra.get("status") in ANSWERING
 
     def _push(self) -> None:
-        """Build (when the engine lacks it) and push ``REPOSITORY:RELEASE``. A ``--image``
-        deploy tags the image it names as ``REPOSITORY:RELEASE`` and pushes that (SageMaker pulls
-        only from ECR, so an image built for another target is copied into the target's
-        repository); a rollback pushes nothing (its image is in the registry already)."""
-        if self.release.bundle is None:
-            return
-        from ...artifacts.image import build_image, find_image, push_image, tag_image
-        ctx, source = self.ctx, self.release.snapshot.get("image")
-        if source:
-            tag_image(source, self.image)
-        elif find_image(self.image) is None:
-            have = build_image(ctx.project, ctx.target_name, ctx.reporter,
-                               base_image=ctx.target.base_image)
-            if have.ref != self.image:
-                raise DeployError(f"built {have.ref}, expected {self.image}: the files changed "
-                                  "during the deploy", fix="deploy again")
-        pushed = push_image(self.image, ctx.reporter)
-        self.digest = pushed.digest
+        self.digest = push_release(self.ctx, self.release, self.image)
 
     def _environment(self) -> dict:
         env = dict(self.release.snapshot.get("env") or {})

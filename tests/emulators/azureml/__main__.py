@@ -10,10 +10,8 @@ import ipaddress
 import logging
 import os
 import secrets
-import signal
 import ssl
 import sys
-import threading
 from pathlib import Path
 
 
@@ -64,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from .api import Store
     from .containers import Docker
     from .server import make_server
+    from .. import serve_until_signalled
 
     cert, key = self_signed(Path(args.cert_dir))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -73,23 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     server = make_server(store, args.host, args.port, context, args.identity_header)
     port = server.server_address[1]
     store.base_url = f"https://{args.host}:{port}"
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as out:
-            out.write(f"{port}\n")
-        os.replace(tmp, args.port_file)
     logging.info("Azure ML emulator listening on %s", store.base_url)
-
-    def stop(*_):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        docker.remove_all()
-        server.server_close()
+    serve_until_signalled(server, args.port_file, docker.remove_all)
     return 0
 
 

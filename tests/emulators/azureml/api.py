@@ -11,13 +11,13 @@ operation. Errors are ``ApiError`` (ARM's ``{"error": {"code", "message"}}``).
 
 from __future__ import annotations
 
+import copy
 import random
 import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from .containers import Docker, Instance, Route
 from .faults import Faults
@@ -165,8 +165,9 @@ class Store:
             else:
                 found.body, found.state = stored, "Updating"
             found.body["properties"]["provisioningState"] = found.state
+            body = copy.deepcopy(found.body)
         self._later(op, self._settle_endpoint, found)
-        return 201, found.body, headers
+        return 201, body, headers
 
     def _settle_endpoint(self, endpoint: Endpoint) -> dict | None:
         with self.lock:
@@ -245,8 +246,10 @@ class Store:
             found.generation += 1
             found.body["properties"]["provisioningState"] = found.state
             op, headers = self.operation(sub)
-        self._later(op, self._start, endpoint, found, environment, found.generation)
-        return 201, found.body, headers
+            body = copy.deepcopy(found.body)
+        self._later(op, self._start, endpoint, found, environment, found.generation,
+                    delay=self.faults.transition_seconds)
+        return 201, body, headers
 
     def environment_of(self, arm_id: str) -> dict:
         key = arm_id.split("/environments/", 1)[-1].lower() if "/environments/" in arm_id else None
@@ -359,9 +362,9 @@ class Store:
             return deployment, random.choice(deployment.instances)
 
     # -- operations ----------------------------------------------------------------------------
-    def _later(self, op: Operation, work, *args) -> None:
+    def _later(self, op: Operation, work, *args, delay: float = 0.0) -> None:
         def run() -> None:
-            time.sleep(self.faults.transition_seconds)
+            time.sleep(delay)
             try:
                 error = work(*args)
             except Exception as exc:  # a bug must fail the operation, not hang the poller

@@ -11,15 +11,18 @@ run against the same server as its happy paths.
 ``{"startup_seconds": 5}``
     how long a deployment's containers have to pass the liveness and readiness probes.
 ``{"transition_seconds": 2}``
-    every long-running operation waits this long before its work starts (to interrupt a
-    command while a deployment is Creating).
+    a deployment's create or update waits this long before its containers start (to interrupt
+    a command while a deployment is Creating).
 
 Each POST replaces the faults it names; ``POST /_emulator/reset`` clears all of them.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+
+from ..faults import Fault, parse_errors, take
 
 #: code -> (HTTP status, default message), as ARM and Azure ML answer them.
 ERRORS = {
@@ -41,43 +44,33 @@ ERRORS = {
 
 
 @dataclass
-class Fault:
-    operation: str
-    code: str
-    count: int | None
-    message: str | None = None
-
-
-@dataclass
 class Faults:
     errors: list[Fault] = field(default_factory=list)
     quotas: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
     transition_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def update(self, spec: dict) -> None:
-        if "errors" in spec:
-            for item in spec["errors"]:
-                if item["code"] not in ERRORS:
-                    raise ValueError(f"unknown error code {item['code']}: one of {list(ERRORS)}")
-            self.errors = [Fault(e["operation"], e["code"], e.get("count", 1), e.get("message"))
-                           for e in spec["errors"]]
-        if "quotas" in spec:
-            self.quotas = {str(k): int(v) for k, v in spec["quotas"].items()}
-        for key in ("startup_seconds", "transition_seconds"):
-            if key in spec:
-                setattr(self, key, float(spec[key]))
+        unknown = set(spec) - {"errors", "quotas", "startup_seconds", "transition_seconds"}
+        if unknown:
+            raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+        with self._lock:
+            if "errors" in spec:
+                self.errors = parse_errors(spec["errors"], ERRORS)
+            if "quotas" in spec:
+                self.quotas = {str(k): int(v) for k, v in spec["quotas"].items()}
+            for key in ("startup_seconds", "transition_seconds"):
+                if key in spec:
+                    setattr(self, key, float(spec[key]))
 
     def take(self, operation: str) -> Fault | None:
         """The fault for this call, if one matches (its count goes down)."""
-        for fault in self.errors:
-            if fault.operation in ("*", operation) and (fault.count is None or fault.count > 0):
-                if fault.count is not None:
-                    fault.count -= 1
-                return fault
-        return None
+        with self._lock:
+            return take(self.errors, operation)
 
     def snapshot(self) -> dict:
-        return {"errors": [vars(f) for f in self.errors], "quotas": self.quotas,
-                "startup_seconds": self.startup_seconds,
-                "transition_seconds": self.transition_seconds}
+        with self._lock:
+            return {"errors": [vars(f) for f in self.errors], "quotas": dict(self.quotas),
+                    "startup_seconds": self.startup_seconds,
+                    "transition_seconds": self.transition_seconds}

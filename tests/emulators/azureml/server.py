@@ -148,7 +148,9 @@ class Handler(BaseHTTPRequestHandler):
             self._record(operation, name, "InternalServerError")
             return self._error(ApiError("InternalServerError", f"emulator error: {exc}", 500))
         self._record(operation, name, None)
-        self._json(status, payload, headers)
+        with self.store.lock:           # the operations' threads change resources meanwhile
+            text = json.dumps(payload).encode() if status != 204 else b""
+        self._send(status, text, headers)
 
     def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, Any, dict]:
         store = self.store

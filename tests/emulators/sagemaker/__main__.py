@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from .api import Store
     from .fleet import Docker
     from .server import make_server
+    from .. import serve_until_signalled
 
     aws = {"endpoint_url": args.aws_endpoint, "region_name": args.region,
            "aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
@@ -46,23 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                   iam=boto3.client("iam", **aws))
     server = make_server(store, args.host, args.port)
     port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as out:
-            out.write(f"{port}\n")
-        os.replace(tmp, args.port_file)
     logging.info("SageMaker emulator listening on %s:%d", args.host, port)
-
-    def stop(*_):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        docker.remove_all()
-        server.server_close()
+    serve_until_signalled(server, args.port_file, docker.remove_all)
     return 0
 
 
