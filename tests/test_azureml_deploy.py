@@ -206,6 +206,22 @@ def test_secrets_are_refused_unless_opted_in_and_never_in_the_journal(tmp_path, 
     assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
 
 
+def test_timeout_stops_a_first_deploy_and_leaves_nothing(tmp_path, capsys, fresh):
+    az = fresh
+    project = make_project(tmp_path, az.registry)
+    built = run_cli(capsys, "build", "az", "-f", str(project / "mlserve.yaml"), "--image",
+                    "--push")
+    assert built.code == 0, built.err            # the timeout is spent waiting for Azure
+    az.faults(transition_seconds=60)          # the deployment would be Creating for a minute
+    began = time.monotonic()
+    result = cli(capsys, project, tmp_path / "state", "deploy", "az", "--timeout", "8")
+    assert result.code == 1, result.err
+    assert "timed out after 8 s" in result.err and "Traceback" not in result.err
+    assert time.monotonic() - began < 40
+    assert "PUT deployments" in operations(az)
+    assert az.arm("GET", "onlineEndpoints")["value"] == []     # the endpoint it made is deleted
+
+
 def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path, capsys, fresh):
     az = fresh
     project = make_project(tmp_path, az.registry)

@@ -50,6 +50,12 @@ def clean_env(tmp_path: Path, **extra: str) -> dict:
            if not k.startswith(("AZURE_", "IDENTITY_", "MSI_", "ARM_", "AZUREML_"))
            and k != "REQUESTS_CA_BUNDLE"}
     env.update(HOME=str(tmp_path / "home"), **extra)
+    # run_process adds os.environ underneath: what an earlier in-process deploy left there
+    # (azure-ai-ml's AZUREML_CURRENT_CLOUD) must be overridden, not just left out
+    env.update({k: "" for k in os.environ if k.startswith(
+        ("AZURE_", "IDENTITY_", "MSI_", "ARM_", "AZUREML_"))})
+    if "AZUREML_CURRENT_CLOUD" in env:
+        env["AZUREML_CURRENT_CLOUD"] = "AzureCloud"
     return env
 
 

@@ -208,12 +208,19 @@ def azureml_env(azureml_emulator: AzureMLEmulator, registry: Registry,
     """The emulator, reset, and the environment pointed at it for one test module."""
     azureml_emulator.reset()
     env = azure_environment(azureml_emulator, dockerd)
+    cloud = os.environ.get("AZUREML_CURRENT_CLOUD")
     with pytest.MonkeyPatch.context() as patch:
         _set_environment(env, patch.setenv, lambda n: patch.delenv(n, raising=False))
         try:
             yield AzureEnv(azureml_emulator, registry, dockerd, env)
         finally:
             azureml_emulator.reset()
+    # azure-ai-ml records the cloud it resolved in os.environ (AZUREML_CURRENT_CLOUD): later
+    # tests' processes must not inherit the emulator's cloud
+    if cloud is None:
+        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+    else:
+        os.environ["AZUREML_CURRENT_CLOUD"] = cloud
 
 
 @dataclass

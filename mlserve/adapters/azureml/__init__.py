@@ -126,6 +126,9 @@ class AzureMLAdapter(PushedImageAdapter):
 
     def __init__(self) -> None:
         self.azure: Azure | None = None
+        #: what ``observe`` read (endpoint, deployments): the step starts from it rather than
+        #: reading again (a no-op deploy is then one Get and one List)
+        self.observed_read: tuple[Any, list] | None = None
 
     def session(self, ctx: Context) -> Azure:
         """One ``Azure`` per command (its client and credential)."""
@@ -173,7 +176,7 @@ class AzureMLAdapter(PushedImageAdapter):
     def observe(self, ctx: Context) -> Observed:
         info = provider_info("azureml")
         try:
-            endpoint, deployments = self.read_or_none(ctx)
+            endpoint, deployments = self.observed_read = self.read_or_none(ctx)
         except MlserveError as exc:
             return Observed(DeployState.UNREACHABLE, None, None, [], exc.message)
         if endpoint is None:

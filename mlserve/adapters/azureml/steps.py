@@ -95,7 +95,8 @@ class AzureMLStep:
         earlier command's operation is waited out: re-attached)."""
         with self.ctx.reporter.progress(f"reading endpoint {self.endpoint}") as progress:
             while True:
-                endpoint, deployments = self.adapter.read_or_none(self.ctx)
+                found, self.adapter.observed_read = self.adapter.observed_read, None
+                endpoint, deployments = found or self.adapter.read_or_none(self.ctx)
                 moving = [f"endpoint {self.endpoint} {state_of(endpoint)}"] \
                     if endpoint is not None and state_of(endpoint) in MOVING else []
                 moving += [f"deployment {d.name} {state_of(d)}" for d in deployments

@@ -183,6 +183,8 @@ class Store:
             if found.state == "Deleting":
                 raise ApiError("Conflict", f"Endpoint '{name}' is being deleted.", 409)
             found.state = found.body["properties"]["provisioningState"] = "Deleting"
+            for deployment in found.deployments.values():
+                deployment.generation += 1          # a create in progress is cancelled
             op, headers = self.operation(sub)
 
         def work(endpoint: Endpoint) -> None:
@@ -270,6 +272,8 @@ class Store:
                 return self._fail(deployment, "BadArgument", f"The environment's inferenceConfig "
                                   f"has no {key} (path and port): a custom container names them.")
             routes[key] = Route(route["path"], int(route["port"]))
+        if deployment.generation != generation:       # deleted or replaced meanwhile
+            return None
         count = int(deployment.body["sku"]["capacity"])
         env = {str(k): str(v) for k, v in
                (deployment.body["properties"].get("environmentVariables") or {}).items()}
@@ -291,6 +295,11 @@ class Store:
                 self.docker.stop(instance)
             return self._fail(deployment, "ResourceNotReady", str(exc)[:2000])
         with self.lock:
+            if deployment.generation != generation:   # deleted or replaced while starting
+                for instance in fresh:
+                    self.docker.stop(instance)
+                return {"code": "OperationCanceled", "message": "The deployment was deleted "
+                        "or replaced while it was being created."}
             old, deployment.instances, deployment.routes = deployment.instances, fresh, routes
             deployment.state = "Succeeded"
             deployment.body["properties"]["provisioningState"] = "Succeeded"
