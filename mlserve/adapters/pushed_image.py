@@ -1,13 +1,16 @@
 """What the adapters of providers that pull the release's image from a registry share (sagemaker
 from ECR, azureml from Azure Container Registry): ``deploy --image REF`` support
 (``PushedImageAdapter.check_image`` / ``image_release``), ``push_release`` (build when the
-engine lacks the image, push ``REPOSITORY:RELEASE``), and ``memory_gib`` for the instance-type
-tables ``resources`` map to.
+engine lacks the image, push ``REPOSITORY:RELEASE``), and ``instance_type`` from the target or
+the provider's table that ``resources`` map to.
 """
 
 from __future__ import annotations
 
-from ..errors import DeployError, missing_extra
+import json
+from typing import Callable
+
+from ..errors import DeployError, InvalidInput, missing_extra
 from .base import Adapter, Context, ReleaseSpec
 
 _GI = {"Ki": 2 ** -20, "Mi": 2 ** -10, "Gi": 1, "Ti": 2 ** 10, "K": 1e3 / 2 ** 30,
@@ -18,6 +21,24 @@ def memory_gib(size: str) -> float:
     """``resources.memory`` ("512Mi", "2Gi", "1G") in GiB."""
     digits = size.rstrip("KMGTi")
     return float(digits) * _GI[size[len(digits):]]
+
+
+def instance_type(ctx: Context, snapshot: dict, pick: Callable[..., str | None], what: str,
+                  example: str) -> str:
+    """The target's ``instance_type``, else the one ``resources`` map to through the provider's
+    table (``pick(cpu, memory_gib, gpu_type, gpu_count)``); none fits: InvalidInput naming
+    ``what`` the provider calls it and an ``example``."""
+    if ctx.target.instance_type:
+        return ctx.target.instance_type
+    res = snapshot.get("resources") or {}
+    gpu = res.get("gpu") or None
+    chosen = pick(float(res.get("cpu", 1)), memory_gib(res.get("memory", "1Gi")),
+                  gpu.get("type") if gpu else None, int(gpu.get("count", 1)) if gpu else 1)
+    if chosen is None:
+        raise InvalidInput(f"no {what} is known for resources {json.dumps(res)}",
+                           where=f"targets.{ctx.target_name}.instance_type",
+                           fix=f"set the target's instance_type (e.g. {example})")
+    return chosen
 
 
 class PushedImageAdapter(Adapter):

@@ -30,3 +30,12 @@ def serve_until_signalled(server, port_file: str | None, cleanup: Callable[[], N
     finally:
         cleanup()
         server.server_close()
+
+
+def remove_labelled(client, label: str) -> None:
+    """Remove every container carrying ``label`` (an emulator's reset and exit)."""
+    for container in client.containers.list(all=True, filters={"label": label}):
+        try:
+            container.remove(force=True)
+        except Exception:  # gone meanwhile
+            pass

@@ -33,7 +33,8 @@ from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
 from ..base import Call, Context, Observed, ReleaseSpec, Resource
-from ..pushed_image import PushedImageAdapter, memory_gib
+from ..pushed_image import PushedImageAdapter
+from ..pushed_image import instance_type as chosen_type
 from .api import Azure
 
 TAG_DEPLOYMENT = "mlserve:deployment"
@@ -62,20 +63,9 @@ def image_ref(ctx: Context, release_id: str) -> str:
 
 
 def instance_type(ctx: Context, snapshot: dict) -> str:
-    """The target's ``instance_type``, else the SKU ``resources`` maps to (provider table)."""
-    if ctx.target.instance_type:
-        return ctx.target.instance_type
+    """The target's ``instance_type``, else the one ``resources`` map to (provider table)."""
     from ...providers.azureml import instance_type_for
-    res = snapshot.get("resources") or {}
-    gpu = res.get("gpu") or None
-    chosen = instance_type_for(float(res.get("cpu", 1)), memory_gib(res.get("memory", "1Gi")),
-                               gpu.get("type") if gpu else None,
-                               int(gpu.get("count", 1)) if gpu else 1)
-    if chosen is None:
-        raise InvalidInput(f"no Azure ML SKU is known for resources {json.dumps(res)}",
-                           where=f"targets.{ctx.target_name}.instance_type",
-                           fix="set the target's instance_type (e.g. Standard_NC4as_T4_v3)")
-    return chosen
+    return chosen_type(ctx, snapshot, instance_type_for, "Azure ML SKU", "Standard_NC4as_T4_v3")
 
 
 def instance_count(snapshot: dict) -> int:

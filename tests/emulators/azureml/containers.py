@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import remove_labelled
 from ..netns import NetnsHTTPConnection, listeners, split_reference
 
 #: What Azure ML sets in every inference container (documented in "Online endpoints: custom
@@ -115,8 +116,4 @@ class Docker:
             pass
 
     def remove_all(self) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": self.label}):
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+        remove_labelled(self.client, self.label)

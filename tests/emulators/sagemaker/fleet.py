@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import remove_labelled
 from ..netns import NetnsHTTPConnection, listeners, split_reference
 
 
@@ -139,11 +140,7 @@ class Docker:
             instance.shipper.join(5)            # ...and sent to CloudWatch Logs
 
     def remove_all(self) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": self.label}):
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+        remove_labelled(self.client, self.label)
 
     # -- CloudWatch Logs -------------------------------------------------------------------
 
