@@ -179,10 +179,11 @@ class Azure:
         return ProviderError(text, fix="see Azure's message above")
 
     def _said(self, exc: Any) -> str:
+        """Azure's message: the ARM error's ``message``, else the exception's first line
+        without azure-core's ``(Code)`` prefix; secrets blanked, at most 600 characters."""
         error = getattr(exc, "error", None)
         text = str(getattr(error, "message", None) or getattr(exc, "message", None) or exc)
-        text = text.split("\n", 1)[0] if text.startswith("(") is False else text
-        text = re.sub(r"^\(\w+\)\s*", "", text.strip()).split("\nCode:", 1)[0]
+        text = re.sub(r"^\(\w+\)\s*", "", text.strip()).split("\n", 1)[0]
         return self.blank(" ".join(text.split()))[:600]
 
     def blank(self, text: str) -> str:
