@@ -7,9 +7,10 @@ chain's managed identity (IDENTITY_ENDPOINT, served by the emulator).
 
 One deployment walks through what users do, scored in a thread with zero failed requests:
 deploy (endpoint + blue), a no-op deploy (reads only), an update (green, smoke against green
-alone, then traffic), rollback (traffic back to blue), a release whose model fails to load
-(readiness never passes: traffic never moves), logs, and delete with the journal removed.
-Then each Azure error shape, a deploy killed while its deployment is Creating, and migrate.
+alone, then traffic), rollback (traffic back to blue), a release that never gets ready (alive,
+readiness never passes) and one whose container exits (traffic never moves for either), logs,
+and delete with the journal removed. Then each Azure error shape, --timeout, a deploy killed
+while its deployment is Creating, and migrate sagemaker -> azureml -> sagemaker.
 """
 
 from __future__ import annotations
@@ -120,17 +121,25 @@ def test_deploy_noop_update_rollback_failing_release_logs_and_delete(tmp_path, c
         assert traffic(az) == {"blue": 100}
         assert deployments(az)["blue"][0] == v1["release"]
 
-        write_model(project, "v3", MUST_NOT_LOAD)
+        # alive (the runtime answers its liveness route while loading) but never ready
+        write_model(project, "v3", "import time; time.sleep(600)")
+        az.faults(startup_seconds=4)
+        stuck = cli(capsys, project, state, "deploy", "az")
+        assert stuck.code == 1, stuck.err
+        text = " ".join(stuck.err.split())
+        assert "traffic never moved" in text and "Readiness probe failed" in text, text
+        assert traffic(az) == {"blue": 100}
+
+        write_model(project, "v4", MUST_NOT_LOAD)          # the container exits
         broken = cli(capsys, project, state, "deploy", "az")
         assert broken.code == 1, broken.err
         text = " ".join(broken.err.split())
         assert "traffic never moved" in text and "User container has crashed" in text, text
-        assert "weights missing" in text or "exit code 1" in text, text
         assert "Traceback" not in broken.err
         assert traffic(az) == {"blue": 100}
         assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v1"
     assert poll.failures == [] and set(poll.answers) >= {"v1", "v2"}, poll.failures[:3]
-    assert "v3" not in poll.answers
+    assert not {"v3", "v4"} & set(poll.answers)
 
     logs = cli(capsys, project, state, "logs", "az", "--lines", "500")
     assert logs.code == 0 and "predicting" in logs.out, logs.out[-2000:] + logs.err
