@@ -86,6 +86,7 @@ def test_deploy_noop_update_rollback_failing_release_logs_and_delete(tmp_path, c
     first = cli(capsys, project, state, "deploy", "az", "--json")
     assert first.code == 0, first.err
     v1 = json.loads(first.out)
+    assert v1["url"].endswith(f"/score/{ENDPOINT}/score"), v1      # the scoring URI
     assert az.score(ENDPOINT, {"x": [1, 2]})["version"] == "v1"
     assert traffic(az) == {"blue": 100}
     endpoint = az.arm("GET", f"onlineEndpoints/{ENDPOINT}")

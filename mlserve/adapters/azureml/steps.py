@@ -117,11 +117,13 @@ class AzureMLStep:
                                        tags={TAG_DEPLOYMENT: ctx.identity},
                                        description=f"mlserve: {ctx.identity}")
         ctx.record("endpoint", name, endpoint=name, workspace=ctx.target.workspace)
-        self.created_endpoint = True
         poller = azure.call(f"create endpoint {name}",
                             lambda: azure.ml.online_endpoints.begin_create_or_update(entity))
+        self.created_endpoint = True
         with ctx.reporter.progress(f"waiting for endpoint {name}") as progress:
-            azure.wait(f"create endpoint {name}", poller, self.deadline, progress)
+            created = azure.wait(f"create endpoint {name}", poller, self.deadline, progress)
+        # the scoring URI is known once the endpoint exists: the deploy reports it
+        self.observed.url = getattr(created, "scoring_uri", None) or self.observed.url
 
     def _create_deployment(self, want: str) -> None:
         ctx, azure, rid, slot = self.ctx, self.azure, self.release.release_id, self.slot
