@@ -121,3 +121,17 @@ MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
 def write_model(project: Path, version: str, load: str = "pass") -> None:
     """``project/model.py``: ``ENDPOINT_MODEL`` at ``version``."""
     (project / "model.py").write_text(ENDPOINT_MODEL.format(version=version, load=load))
+
+
+def read_until(proc: subprocess.Popen, word: str, timeout: float) -> str:
+    """What ``proc`` (stdout a text pipe) printed until a line holds ``word``, or ``timeout``
+    seconds passed (``logs --follow`` tests)."""
+    import selectors
+    import time
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    text, deadline = "", time.monotonic() + timeout
+    while word not in text and time.monotonic() < deadline and proc.poll() is None:
+        if selector.select(timeout=0.5):
+            text += proc.stdout.readline()
+    return text

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, MUST_NOT_LOAD, Poller, kill_at_point, run_cli, write_model
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, kill_at_point, read_until, run_cli,
+                           write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.azureml import RESOURCE_GROUP, WORKSPACE
 
@@ -232,7 +234,8 @@ def test_timeout_stops_a_first_deploy_and_leaves_nothing(tmp_path, capsys, fresh
     assert az.arm("GET", "onlineEndpoints")["value"] == []     # the endpoint it made is deleted
 
 
-def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path, capsys, fresh):
+def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached_then_logs_follow(
+        tmp_path, capsys, fresh):
     az = fresh
     project = make_project(tmp_path, az.registry)
     state = tmp_path / "state"
@@ -247,6 +250,17 @@ def test_a_deploy_killed_while_its_deployment_is_creating_is_reattached(tmp_path
     assert operations(az).count("PUT deployments") == 1
     assert traffic(az) == {"blue": 100}
     assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
+    follow = subprocess.Popen([*MLSERVE, "logs", "az", "--follow", "-f",
+                               str(project / "mlserve.yaml"), "--state", str(state)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(3)                      # it has read what is there and follows
+        az.score(ENDPOINT, {"x": [737373]})
+        seen = read_until(follow, "737373", timeout=30)
+        assert "737373" in seen, seen[-2000:]
+    finally:
+        follow.kill()
+        follow.wait()
     assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
 
 

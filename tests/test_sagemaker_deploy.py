@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, MUST_NOT_LOAD, Poller, run_cli, write_model
+from tests.helpers import MLSERVE, MUST_NOT_LOAD, Poller, read_until, run_cli, write_model
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 
 def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
@@ -157,25 +157,13 @@ def test_serverless_endpoint_and_delete(tmp_path, capsys, sm):
         sm.client("sagemaker-runtime").invoke_endpoint(
             EndpointName="smh-sm", Body=json.dumps({"input": {"x": [424242]}}),
             ContentType="application/json")
-        seen = _read_until(follow, "424242", timeout=60)
+        seen = read_until(follow, "424242", timeout=60)
         assert "424242" in seen, seen[-2000:]
     finally:
         follow.kill()
         follow.wait()
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
     assert client.list_endpoints()["Endpoints"] == []
-
-
-def _read_until(proc, word: str, timeout: float) -> str:
-    """What ``proc`` printed until a line holds ``word`` (or ``timeout`` seconds passed)."""
-    import selectors
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    text, deadline = "", time.monotonic() + timeout
-    while word not in text and time.monotonic() < deadline and proc.poll() is None:
-        if selector.select(timeout=0.5):
-            text += proc.stdout.readline()
-    return text
 
 
 @pytest.mark.parametrize("faults, target, code, words", [
