@@ -103,6 +103,10 @@ BASE = {
         "replicate": {"provider": "replicate", "model": "a/b", "hardware": "cpu"},
         "baseten": {"provider": "baseten", "model_name": "m"},
         "vm": {"provider": "vm", "user": "mlserve", "bundle_url": "https://example.com/b.tgz"},
+        "azureml": {"provider": "azureml", "subscription_id": "00000000-0000-0000-0000-000000000001",
+                    "resource_group": "rg", "workspace": "wsp", "registry": "acr.example",
+                    "repository": "x", "instance_type": "Standard_DS3_v2", "endpoint": "ep1",
+                    "base_image": "python:3.11-slim"},
     },
 }
 KEY = "<key>"   # a slot that is a mapping's key, not its value
