@@ -199,21 +199,8 @@ class Store:
     def put_deployment(self, sub: str, rg: str, ws: str, endpoint_name: str, name: str,
                        body: dict) -> tuple[int, dict, dict]:
         scope = self.scope(sub, rg, ws)
-        props = dict(body.get("properties") or {})
-        sku = dict(body.get("sku") or {})
-        kind = props.get("endpointComputeType")
-        if kind != "Managed":
-            raise ApiError("BadArgument", f"endpointComputeType must be Managed here, not {kind}.")
-        instance_type = props.get("instanceType") or ""
-        if instance_type not in SKUS:
-            raise ApiError("BadArgument", f"Instance type '{instance_type}' is not supported for "
-                           "managed online deployments. See the list of supported SKUs at "
-                           "https://learn.microsoft.com/azure/machine-learning/"
-                           "reference-managed-online-endpoints-vm-sku-list")
-        props.setdefault("scaleSettings", {"scaleType": "Default"})
-        capacity = int(sku.get("capacity") or 1)
-        if capacity < 1:
-            raise ApiError("BadArgument", "sku.capacity must be at least 1.")
+        props, sku = dict(body.get("properties") or {}), dict(body.get("sku") or {})
+        instance_type, capacity = _checked_deployment(props, sku)
         environment = self.environment_of(props.get("environmentId") or "")
         with self.lock:
             endpoint = self.endpoint(endpoint_name, f"workspaces/{ws}/onlineEndpoints/"
@@ -391,3 +378,21 @@ class Store:
         if op.error:
             out["error"] = op.error
         return out
+
+
+def _checked_deployment(props: dict, sku: dict) -> tuple[str, int]:
+    """(instance type, instance count) of a managed deployment's body, else BadArgument."""
+    kind = props.get("endpointComputeType")
+    if kind != "Managed":
+        raise ApiError("BadArgument", f"endpointComputeType must be Managed here, not {kind}.")
+    instance_type = props.get("instanceType") or ""
+    if instance_type not in SKUS:
+        raise ApiError("BadArgument", f"Instance type '{instance_type}' is not supported for "
+                       "managed online deployments. See the list of supported SKUs at "
+                       "https://learn.microsoft.com/azure/machine-learning/"
+                       "reference-managed-online-endpoints-vm-sku-list")
+    props.setdefault("scaleSettings", {"scaleType": "Default"})
+    capacity = int(sku.get("capacity") or 1)
+    if capacity < 1:
+        raise ApiError("BadArgument", "sku.capacity must be at least 1.")
+    return instance_type, capacity
