@@ -39,6 +39,9 @@ from typing import Any, Callable
 from ...errors import (DeployError, InvalidInput, MissingCredentials, ProviderError,
                        missing_extra)
 
+#: Seconds between looks at a long operation (its state for the progress line): quick at first,
+#: then every MAX_POLL seconds (a 10-minute deployment costs ~70 reads, not 1,200).
+FIRST_POLL, MAX_POLL = 0.3, 10.0
 #: ARM attempts per request (azure-core's RetryPolicy: exponential backoff, Retry-After on 429).
 MAX_ATTEMPTS = 4
 CREDENTIALS_FIX = ("sign in for azure-identity's default chain: AZURE_CLIENT_ID, AZURE_TENANT_ID "
@@ -129,7 +132,7 @@ class Azure:
              describe: Callable[[], str] | None = None) -> Any:
         """The result of a long-running operation (an ``LROPoller``), polled until ``deadline``
         (``time.monotonic()``); ``progress.log`` hears each new state ``describe()`` says."""
-        shown = None
+        shown, delay = None, FIRST_POLL
         with quiet():
             while not poller.done():
                 if time.monotonic() > deadline:
@@ -141,7 +144,8 @@ class Azure:
                     if now != shown:
                         progress.log(now)
                         shown = now
-                self.call(what, lambda: poller.wait(0.5))
+                self.call(what, lambda: poller.wait(delay))
+                delay = min(delay * 1.5, MAX_POLL)
         return self.call(what, poller.result)
 
     def translate(self, exc: Any, what: str):
