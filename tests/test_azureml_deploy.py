@@ -305,3 +305,33 @@ def test_migrate_sagemaker_to_azureml_and_back(tmp_path, capsys, fresh, sagemake
                 service.delete(project / "mlserve.yaml", target, state)
             except MlserveError:
                 pass
+
+
+def test_deploy_an_image_built_for_a_docker_target(tmp_path, capsys, fresh):
+    """``deploy az --image REF`` runs an image built earlier (for a docker target) even after the
+    code changed: its release is the one the image carries; it is copied into the target's
+    registry (Azure pulls from there) and served on Azure's port 8080."""
+    from tests.infra.net import free_port
+    az = fresh
+    project = make_project(tmp_path, az.registry)
+    manifest = yaml.safe_load((project / "mlserve.yaml").read_text())
+    manifest["targets"]["box"] = {"provider": "docker", "image": "mlserve-test/amh-img",
+                                  "base_image": f"{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+                                  "port": free_port()}
+    (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    built = run_cli(capsys, "build", "box", "-f", str(project / "mlserve.yaml"), "--image",
+                    "--no-push", "--json")
+    assert built.code == 0, built.err
+    image = json.loads(built.out)["image"]["ref"]
+    write_model(project, "v2")
+    state = tmp_path / "state"
+    moved = cli(capsys, project, state, "deploy", "az", "--image", image, "--json")
+    assert moved.code == 0, moved.err
+    assert json.loads(moved.out)["release"] == image.rsplit(":", 1)[1]
+    assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
+    blue = az.arm("GET", f"onlineEndpoints/{ENDPOINT}/deployments/blue")
+    environment = az.arm("GET", blue["properties"]["environmentId"].split(
+        "/workspaces/" + WORKSPACE + "/", 1)[1])
+    assert environment["properties"]["image"] == \
+        f"{az.registry.address}/mlsv-az-hello:{image.rsplit(':', 1)[1]}"
+    assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
