@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from ...errors import DeployError, ProviderError
+from ..phases import prepare_or_undo
 from ..pushed_image import push_release
 from ..base import Context, Observed, ReleaseSpec
 from . import (MOVING, ROUTES, SLOTS, TAG_DEPLOYMENT, TAG_RELEASE, TAG_SHAPE, Scorer,
@@ -53,14 +54,8 @@ class AzureMLStep:
 
     # -- prepare ---------------------------------------------------------------------------
     def prepare(self) -> bool:
-        try:
-            return self._prepare()
-        except BaseException:
-            try:
-                self.abort()
-            except Exception as exc:  # noqa: BLE001 - the first failure is the one to show
-                self.ctx.reporter.warn(f"cleaning up after the failed deploy failed too: {exc}")
-            raise
+        """See the module docstring; a failure cleans up what this step made, then raises."""
+        return prepare_or_undo(self, self._prepare, self.ctx.reporter)
 
     def _prepare(self) -> bool:
         ctx, rid = self.ctx, self.release.release_id
