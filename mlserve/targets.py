@@ -297,6 +297,63 @@ class VertexTarget(TargetBase):
         examples=[1800])
 
 
+_AZURE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.()-]{0,88}[A-Za-z0-9_()-]|[A-Za-z0-9]")
+_AZURE_SUBSCRIPTION_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_AZURE_WORKSPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}")
+_AZURE_ENDPOINT_RE = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{1,30})[A-Za-z0-9]")
+_AZURE_SKU_RE = re.compile(r"Standard_[A-Za-z0-9_]{2,40}")
+_REGISTRY_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?")
+_REPOSITORY_PATH_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+
+
+class AzureMLTarget(TargetBase):
+    """An Azure Machine Learning managed online endpoint running the release's image."""
+
+    provider: Literal["azureml"] = Field(description="Deploy to an Azure ML managed online "
+                                         "endpoint.", examples=["azureml"])
+    subscription_id: Annotated[str, _matching(_AZURE_SUBSCRIPTION_RE, "an Azure subscription id "
+                                              "(a GUID)")] | None = Field(
+        None, description="Azure subscription of the workspace; AZURE_SUBSCRIPTION_ID when absent.",
+        examples=["00000000-0000-0000-0000-000000000000"])
+    resource_group: Annotated[str, _matching(_AZURE_NAME_RE, "a resource group name")] = Field(
+        description="Resource group of the workspace.", examples=["ml-prod"])
+    workspace: Annotated[str, _matching(_AZURE_WORKSPACE_RE, "a workspace name (3-33 letters, "
+                                        "digits, - and _)")] = Field(
+        description="Azure Machine Learning workspace the endpoint lives in.",
+        examples=["ml-prod-ws"])
+    registry: Annotated[str, _matching(_REGISTRY_RE, "a registry login server (HOST[:PORT])")] = \
+        Field(description="Azure Container Registry login server the image is pushed to (the "
+              "workspace must be allowed to pull from it).", examples=["myacr.azurecr.io"])
+    repository: Annotated[str, _matching(_REPOSITORY_PATH_RE, "a repository path (lower case)")] \
+        | None = Field(None, description="Repository in the registry; the manifest's name when "
+                       "absent. The release id is the tag.", examples=["hello"])
+    instance_type: Annotated[str, _matching(_AZURE_SKU_RE, "an Azure VM SKU (Standard_DS3_v2)")] \
+        | None = Field(None, description="VM SKU of the deployment's instances; from `resources` "
+                       "when absent (a GPU request picks that GPU's SKU).",
+                       examples=["Standard_NC4as_T4_v3"])
+    endpoint: Annotated[str, _matching(_AZURE_ENDPOINT_RE, "an endpoint name (3-32 letters, "
+                                       "digits and dashes, starting with a letter)")] | None = \
+        Field(None, description="Endpoint name (unique in the Azure region); `NAME-TARGET` from "
+              "the manifest when absent.", examples=["hello-prod"])
+    secrets: Literal["refuse", "environment"] = Field(
+        "refuse", description="`environment` passes the manifest's secrets as the deployment's "
+        "environment variables, readable by anyone who can read the deployment; `refuse` "
+        "refuses a manifest with secrets.", examples=["environment"])
+    base_image: str | None = Field(None, description="Base image of the built image; a slim "
+                                   "Python image by default, a CUDA image when a GPU is requested.",
+                                   examples=["python:3.11-slim"])
+    health_timeout: float = Field(
+        1800.0, gt=0, le=7200,
+        description="Seconds to wait for a deployment to succeed (Azure takes minutes) before "
+                    "the deploy fails and the previous release keeps serving.",
+        examples=[1800])
+
+    def image_repository(self, project_name: str) -> str:
+        """``REGISTRY/REPOSITORY`` the release's image is pushed to (the tag is the release)."""
+        default = re.sub(r"[^a-z0-9]+", "-", project_name.lower()).strip("-") or "model"
+        return f"{self.registry}/{self.repository or default}"
+
+
 def _options_models() -> tuple[type[TargetBase], ...]:
     """Each registered provider's options model, in registry order; each is defined above (the
     registry names them as "mlserve.targets:Class"), and its ``provider`` is the provider's name."""

@@ -98,3 +98,52 @@ class Poller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+#: The model of the cloud endpoint tests (sagemaker, azureml): doubles ``x``, says its
+#: ``VERSION`` (which release answered) and prints each prediction (what ``logs`` must show).
+ENDPOINT_MODEL = '''
+VERSION = "{version}"
+
+
+class Model:
+    def load(self):
+        {load}
+
+    def predict(self, payload):
+        print("predicting", payload, flush=True)
+        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
+'''
+#: ``load`` of a release whose model cannot load (its server never gets ready).
+MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
+
+
+def write_model(project: Path, version: str, load: str = "pass") -> None:
+    """``project/model.py``: ``ENDPOINT_MODEL`` at ``version``."""
+    (project / "model.py").write_text(ENDPOINT_MODEL.format(version=version, load=load))
+
+
+def read_until(proc: subprocess.Popen, word: str, timeout: float) -> str:
+    """What ``proc`` (stdout a text pipe) printed until a line holds ``word``, or ``timeout``
+    seconds passed (``logs --follow`` tests)."""
+    import selectors
+    import time
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    text, deadline = "", time.monotonic() + timeout
+    while word not in text and time.monotonic() < deadline and proc.poll() is None:
+        if selector.select(timeout=0.5):
+            text += proc.stdout.readline()
+    return text
+
+
+def delete_targets(manifest: Path, state: Path | None, *targets: str) -> None:
+    """A test's clean-up: delete each target's deployment, whatever is left of it (mlserve's
+    own errors, such as nothing to delete, are not the test's failure)."""
+    from mlserve import service
+    from mlserve.errors import MlserveError
+    for target in targets:
+        try:
+            service.delete(manifest, target, state)
+        except MlserveError:
+            pass

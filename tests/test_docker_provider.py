@@ -25,7 +25,7 @@ from hypothesis import given, settings, strategies as st
 
 from mlserve.adapters.docker import DockerAdapter
 from mlserve.errors import InvalidInput
-from tests.helpers import run_cli, run_process
+from tests.helpers import delete_targets, run_cli, run_process
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.net import free_port
 
@@ -250,13 +250,7 @@ def test_migrate_local_to_docker_to_ssh(tmp_path, capsys, engine_env, sshd_host)
         assert _predict(f"http://127.0.0.1:{ssh_port}")["version"] == "v1"
         assert _ours(engine_env, "box") == [] and not _answers(f"http://127.0.0.1:{port}")
     finally:
-        from mlserve import service
-        from mlserve.errors import MlserveError
-        for target in ("here", "box", "far"):
-            try:
-                service.delete(project / "mlserve.yaml", target, state)
-            except MlserveError:
-                pass
+        delete_targets(project / "mlserve.yaml", state, "here", "box", "far")
 
 
 _REF_PART = st.text(alphabet="abcXYZ019._-/:@ \t\n\x00é$;", min_size=0, max_size=30)

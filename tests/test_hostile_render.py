@@ -108,6 +108,10 @@ BASE = {
                    "accelerator": "NVIDIA_TESLA_T4", "endpoint": "e",
                    "api_endpoint": "https://example.com", "logging_endpoint": "https://example.com",
                    "base_image": "python:3.11-slim"},
+        "azureml": {"provider": "azureml", "subscription_id": "00000000-0000-0000-0000-000000000001",
+                    "resource_group": "rg", "workspace": "wsp", "registry": "acr.example",
+                    "repository": "x", "instance_type": "Standard_DS3_v2", "endpoint": "ep1",
+                    "base_image": "python:3.11-slim"},
     },
 }
 KEY = "<key>"   # a slot that is a mapping's key, not its value

@@ -30,12 +30,13 @@ from tests.helpers import REPO, run_cli
 #: The spec: which provider refuses which manifest request (the registry's reasons say why).
 REFUSES = {"local": {"max_replicas", "min_replicas", "gpu"}, "ssh": {"min_replicas"},
            "docker": {"max_replicas", "min_replicas"}, "sagemaker": set(), "replicate": set(),
-           "baseten": set(), "vm": set(), "vertex": {"min_replicas"}}
+           "baseten": set(), "vm": set(), "vertex": {"min_replicas"}, "azureml": {"min_replicas"}}
 OPTIONS = {"local": {}, "ssh": {"hosts": ["u@h.example"]}, "docker": {"image": "r.example/x"},
            "sagemaker": {"role": "arn:aws:iam::123456789012:role/x",
                          "repository": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x"},
            "replicate": {"model": "acme/x"}, "baseten": {}, "vm": {},
-           "vertex": {"repository": "us-central1-docker.pkg.dev/p/r/x"}}
+           "vertex": {"repository": "us-central1-docker.pkg.dev/p/r/x"},
+           "azureml": {"resource_group": "rg", "workspace": "wsp", "registry": "acr.example"}}
 FEATURE_OF = {"max_replicas": Feature.REPLICAS, "min_replicas": Feature.SCALE_TO_ZERO,
               "gpu": Feature.GPU}
 MODEL = "class Model:\n    def predict(self, payload):\n        return payload\n"
@@ -102,7 +103,7 @@ def test_adapters_are_the_ones_the_registry_names():
     from mlserve.adapters import get
     from mlserve.errors import InvalidInput
     deploying = {n: p.adapter for n, p in REGISTRY.items() if p.deploys}
-    assert set(deploying) == {"local", "ssh", "docker", "sagemaker", "vertex"}
+    assert set(deploying) == {"local", "ssh", "docker", "sagemaker", "vertex", "azureml"}
     for name, path in deploying.items():
         assert type(get(name)) is load_object(path), path
     for name in set(REGISTRY) - set(deploying):

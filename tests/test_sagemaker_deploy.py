@@ -25,27 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, Poller, run_cli
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, delete_targets, read_until, run_cli,
+                           write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
-
-MODEL = '''
-VERSION = "{version}"
-
-
-class Model:
-    def load(self):
-        {load}
-
-    def predict(self, payload):
-        print("predicting", payload, flush=True)
-        return {{"y": [2 * v for v in payload["x"]], "version": VERSION}}
-'''
-MUST_NOT_LOAD = 'raise RuntimeError("weights missing: cannot load")'
-
-
-def write_model(project: Path, version: str, load: str = "pass") -> None:
-    (project / "model.py").write_text(MODEL.format(version=version, load=load))
-
 
 def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
     project = root / "proj"
@@ -176,25 +158,13 @@ def test_serverless_endpoint_and_delete(tmp_path, capsys, sm):
         sm.client("sagemaker-runtime").invoke_endpoint(
             EndpointName="smh-sm", Body=json.dumps({"input": {"x": [424242]}}),
             ContentType="application/json")
-        seen = _read_until(follow, "424242", timeout=60)
+        seen = read_until(follow, "424242", timeout=60)
         assert "424242" in seen, seen[-2000:]
     finally:
         follow.kill()
         follow.wait()
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
     assert client.list_endpoints()["Endpoints"] == []
-
-
-def _read_until(proc, word: str, timeout: float) -> str:
-    """What ``proc`` printed until a line holds ``word`` (or ``timeout`` seconds passed)."""
-    import selectors
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    text, deadline = "", time.monotonic() + timeout
-    while word not in text and time.monotonic() < deadline and proc.poll() is None:
-        if selector.select(timeout=0.5):
-            text += proc.stdout.readline()
-    return text
 
 
 @pytest.mark.parametrize("faults, target, code, words", [
@@ -298,13 +268,7 @@ def test_migrate_local_to_sagemaker_to_docker(tmp_path, capsys, sm):
         predicted = cli(capsys, project, state, "predict", "box", "--input", '{"x": [4]}')
         assert predicted.code == 0 and '"y": [8]' in predicted.out, predicted.err
     finally:
-        from mlserve import service
-        from mlserve.errors import MlserveError
-        for target in ("here", "sm", "box"):
-            try:
-                service.delete(project / "mlserve.yaml", target, state)
-            except MlserveError:
-                pass
+        delete_targets(project / "mlserve.yaml", state, "here", "sm", "box")
 
 
 def test_deploy_image_built_for_a_docker_target(tmp_path, capsys, sm):

@@ -26,10 +26,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import MLSERVE, Poller, run_cli
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, delete_targets, read_until, run_cli,
+                           write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
-# the SageMaker tests' model: its answer names its version, and MUST_NOT_LOAD fails its load()
-from tests.test_sagemaker_deploy import MUST_NOT_LOAD, write_model
+
+# the endpoint model of tests.helpers (write_model): its answer names its version, and
+# MUST_NOT_LOAD fails its load()
 
 ENDPOINT = "vxh-vx"
 
@@ -250,7 +252,6 @@ def test_a_failed_smoke_shifts_the_traffic_back_then_logs_follow(tmp_path, capsy
     assert len(api.endpoint().deployed_models) == 1
     assert methods(vx).count("UpdateEndpoint") == 2
 
-    from tests.test_sagemaker_deploy import _read_until
     follow = subprocess.Popen([*MLSERVE, "logs", "vx", "--follow", "-f",
                                str(project / "mlserve.yaml"), "--state", str(state)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -260,7 +261,7 @@ def test_a_failed_smoke_shifts_the_traffic_back_then_logs_follow(tmp_path, capsy
         from google.protobuf import json_format, struct_pb2
         api.prediction.predict(endpoint=f"{api.location}/endpoints/{ENDPOINT}", instances=[
             json_format.ParseDict({"x": [737373]}, struct_pb2.Value())])
-        seen = _read_until(follow, "737373", timeout=30)
+        seen = read_until(follow, "737373", timeout=30)
         assert "737373" in seen, seen[-2000:]
     finally:
         follow.kill()
@@ -323,13 +324,7 @@ def test_migrate_sagemaker_to_vertex(tmp_path, capsys, vx, sagemaker_env):
         assert Vertex(vx).predict()["version"] == "v1"
         assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     finally:
-        from mlserve import service
-        from mlserve.errors import MlserveError
-        for target in ("sm", "vx"):
-            try:
-                service.delete(project / "mlserve.yaml", target, state)
-            except MlserveError:
-                pass
+        delete_targets(project / "mlserve.yaml", state, "sm", "vx")
 
 
 def test_deploy_image_built_for_a_docker_target(tmp_path, capsys, vx):

@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +25,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from tests.infra import containers, sagemaker  # noqa: E402
+from cloud_deploys import deploy_walk, emit, process_seconds  # noqa: E402
 
 
 def _started(fixture, *args):
@@ -38,19 +38,10 @@ def _started(fixture, *args):
 def import_cost(runs: int) -> dict:
     """Whole-process seconds: the adapter module alone, and with boto3 and a session (what a
     command on a sagemaker target adds); `python -c pass` as the floor."""
-    def timed(code: str) -> float:
-        values = []
-        for _ in range(runs):
-            began = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
-                           env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1",
-                                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
-            values.append(time.perf_counter() - began)
-        return round(statistics.median(values), 3)
-    return {"python_pass_s": timed("pass"),
-            "import_adapter_s": timed("import mlserve.adapters.sagemaker.steps"),
-            "import_adapter_and_boto3_session_s": timed(
-                "from mlserve.adapters.sagemaker.api import Aws; Aws('us-east-1').client('sagemaker')")}
+    return {"python_pass_s": process_seconds("pass", runs),
+            "import_adapter_s": process_seconds("import mlserve.adapters.sagemaker.steps", runs),
+            "import_adapter_and_boto3_session_s": process_seconds(
+                "from mlserve.adapters.sagemaker.api import Aws; Aws('us-east-1').client('sagemaker')", runs)}
 
 
 def counted(step):
@@ -104,32 +95,8 @@ def main() -> None:
         text = manifest.read_text()       # autoscaling between 1 and 2 instances
         manifest.write_text(text.replace("max_replicas: 1,", "max_replicas: 2,", 1))
         state = tmp / "state"
-        from mlserve import service
-
-        def deploy():
-            return service.deploy(manifest, "sm", state)
-        result["first_deploy"] = counted(deploy)
-        result["noop_deploy"] = counted(deploy)
-        model = root / "model.py"
-        model.write_text(model.read_text() + "\n# a one-line change\n")
-        result["update"] = counted(deploy)
-        walls = []
-        for _ in range(args.runs):
-            began = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "mlserve.cli", "deploy", "sm", "-f",
-                                   str(manifest), "--state", str(state)], capture_output=True,
-                                  text=True, env=os.environ.copy(), timeout=300)
-            walls.append(time.perf_counter() - began)
-            if done.returncode:
-                raise SystemExit(done.stderr)
-        result["noop_deploy_process_s"] = {"median": round(statistics.median(walls), 3),
-                                           "min": round(min(walls), 3), "runs": args.runs}
-        service.delete(manifest, "sm", state)
-    result["date"] = time.strftime("%Y-%m-%d")
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        result.update(deploy_walk(manifest, "sm", state, counted, args.runs))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

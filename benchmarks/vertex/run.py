@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +24,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from tests.infra import vertex  # noqa: E402
+from cloud_deploys import deploy_walk, emit, process_seconds  # noqa: E402
 
 READS = ("Get", "List")
 
@@ -36,19 +35,12 @@ READS = ("Get", "List")
 def import_cost(runs: int) -> dict:
     """Whole-process seconds: the adapter module alone, and with the SDK and a client (what a
     command on a vertex target adds); `python -c pass` as the floor."""
-    def timed(code: str) -> float:
-        values = []
-        for _ in range(runs):
-            began = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-            values.append(time.perf_counter() - began)
-        return round(statistics.median(values), 3)
-    return {"python_pass_s": timed("pass"),
-            "import_adapter_s": timed("import mlserve.adapters.vertex.steps"),
-            "import_adapter_and_sdk_client_s": timed(
+    return {"python_pass_s": process_seconds("pass", runs),
+            "import_adapter_s": process_seconds("import mlserve.adapters.vertex.steps", runs),
+            "import_adapter_and_sdk_client_s": process_seconds(
                 "from mlserve.adapters.vertex.api import _sdk; _, _, v1 = _sdk();"
                 "from google.auth.credentials import AnonymousCredentials;"
-                "v1.EndpointServiceClient(credentials=AnonymousCredentials(), transport='rest')")}
+                "v1.EndpointServiceClient(credentials=AnonymousCredentials(), transport='rest')", runs)}
 
 
 def counted(step):
@@ -96,32 +88,8 @@ def main() -> None:
         manifest.write_text(manifest.read_text().replace(
             "targets:\n", f"targets:\n  vx: {json.dumps(options)}\n", 1))
         state = tmp / "state"
-        from mlserve import service
-
-        def deploy():
-            return service.deploy(manifest, "vx", state)
-        result["first_deploy"] = counted(deploy)
-        result["noop_deploy"] = counted(deploy)
-        model = root / "model.py"
-        model.write_text(model.read_text() + "\n# a one-line change\n")
-        result["update"] = counted(deploy)
-        walls = []
-        for _ in range(args.runs):
-            began = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "mlserve.cli", "deploy", "vx", "-f",
-                                   str(manifest), "--state", str(state)], capture_output=True,
-                                  text=True, env=os.environ.copy(), timeout=300)
-            walls.append(time.perf_counter() - began)
-            if done.returncode:
-                raise SystemExit(done.stderr)
-        result["noop_deploy_process_s"] = {"median": round(statistics.median(walls), 3),
-                                           "min": round(min(walls), 3), "runs": args.runs}
-        service.delete(manifest, "vx", state)
-    result["date"] = time.strftime("%Y-%m-%d")
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        result.update(deploy_walk(manifest, "vx", state, counted, args.runs))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

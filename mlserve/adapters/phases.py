@@ -206,3 +206,18 @@ def failure(release: str, results: list[StepResult]) -> RolloutError | None:
         f"switched): {failed.reason}", hosts, cause.exit_code, where=cause.where,
         fix=cause.fix or "fix the cause and deploy again; hosts not switched keep their "
                          "previous release", details=details)
+
+
+def prepare_or_undo(step: Step, prepare: Callable[[], bool], reporter: Any) -> bool:
+    """``prepare()`` for a step whose ``prepare`` makes resources before it can fail (a cloud
+    endpoint's model, config, deployment): when it fails, ``step.abort()`` removes what it made
+    before the failure propagates; a failure of that clean-up is a warning (the first failure
+    is the one to show)."""
+    try:
+        return prepare()
+    except BaseException:
+        try:
+            step.abort()
+        except Exception as exc:  # noqa: BLE001
+            reporter.warn(f"cleaning up after the failed deploy failed too: {exc}")
+        raise

@@ -138,10 +138,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _repository(project: "Project", target_name: str) -> tuple[str, Any]:
     name, target = project.target(target_name)
-    # docker targets name it `image`, cloud targets `repository` (ECR, Artifact Registry...)
+    # docker targets name it `image`, cloud targets `repository` (ECR, Artifact Registry...); a
+    # target whose repository derives from more (azureml: registry + repository or the
+    # project's name) says it through ``image_repository(project_name)``
     from ..providers import info
     from ..vocab import ArtifactKind
-    repository = getattr(target, "image", None) or getattr(target, "repository", None)
+    own = getattr(target, "image_repository", None)
+    repository = own(project.manifest.name) if callable(own) else \
+        getattr(target, "image", None) or getattr(target, "repository", None)
     if info(target.provider).artifact is not ArtifactKind.IMAGE or not repository:
         raise InvalidInput(f"target {name!r} builds no image (provider {target.provider})",
                            fix="build a target with provider: docker and an image repository")

@@ -13,12 +13,12 @@ Pure and cheap to import (no pydantic, no SDK, no file read): the CLI's start-up
 from __future__ import annotations
 
 from ..errors import NotFound
-from . import baseten, docker, local, replicate, sagemaker, ssh, vertex, vm
+from . import azureml, baseten, docker, local, replicate, sagemaker, ssh, vertex, vm
 from .base import ProviderInfo
 
 REGISTRY: dict[str, ProviderInfo] = {m.INFO.name: m.INFO
                                      for m in (local, ssh, docker, sagemaker, replicate, baseten,
-                                               vm, vertex)}
+                                               vm, vertex, azureml)}
 
 #: What a ``providers/<name>.yaml`` may say: prose for people. What code decides on (features,
 #: states, formats, the adapter) is in the provider's Python module, said once.

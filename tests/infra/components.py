@@ -12,6 +12,7 @@ registering. Fixtures (all session-scoped; details in each module and tests/READ
 - ``moto_server``, ``sagemaker_emulator``, ``sagemaker_env``  (tests.infra.sagemaker; the
   emulator runs containers: root)
 - ``vertex_emulator``, ``vertex_env``  (tests.infra.vertex; runs containers: root)
+- ``azureml_emulator``, ``azureml_env``  (tests.infra.azureml; the emulator runs containers: root)
 
 A test using (directly or through other fixtures) a fixture that starts processes is marked
 ``slow``; one needing root components is also marked ``root``; so ``-m "not slow and not
@@ -33,11 +34,12 @@ pytest_plugins = [
     "tests.infra.s3",
     "tests.infra.sagemaker",
     "tests.infra.vertex",
+    "tests.infra.azureml",
 ]
 
 ROOT_FIXTURES = frozenset({"ssh_fleet", "dockerd", "base_image", "systemd_host",
                            "sagemaker_emulator", "sagemaker_env", "vertex_emulator",
-                           "vertex_env"})
+                           "vertex_env", "azureml_emulator", "azureml_env"})
 SLOW_FIXTURES = ROOT_FIXTURES | {"sshd_host", "sshd_user_host", "registry", "s3_store",
                                  "moto_server"}
 

@@ -29,8 +29,9 @@ from typing import Iterator
 from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
-from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
-from ..image_target import ImageDeploys, memory_gib
+from ..base import Call, Context, Observed, ReleaseSpec, Resource
+from ..pushed_image import PushedImageAdapter
+from ..pushed_image import instance_type as chosen_type
 from .api import Aws
 
 TAG_DEPLOYMENT = "mlserve:deployment"
@@ -61,20 +62,9 @@ def tags(ctx: Context, release: str | None = None) -> list[dict]:
 
 
 def instance_type(ctx: Context, snapshot: dict) -> str:
-    """The target's ``instance_type``, else the one ``resources`` maps to (provider table)."""
-    if ctx.target.instance_type:
-        return ctx.target.instance_type
+    """The target's ``instance_type``, else the one ``resources`` map to (provider table)."""
     from ...providers.sagemaker import instance_type_for
-    res = snapshot.get("resources") or {}
-    gpu = res.get("gpu") or None
-    chosen = instance_type_for(float(res.get("cpu", 1)), memory_gib(res.get("memory", "1Gi")),
-                               gpu.get("type") if gpu else None,
-                               int(gpu.get("count", 1)) if gpu else 1)
-    if chosen is None:
-        raise InvalidInput(f"no SageMaker instance type is known for resources {json.dumps(res)}",
-                           where=f"targets.{ctx.target_name}.instance_type",
-                           fix="set the target's instance_type (e.g. ml.g5.xlarge)")
-    return chosen
+    return chosen_type(ctx, snapshot, instance_type_for, "SageMaker instance type", "ml.g5.xlarge")
 
 
 def variant(ctx: Context, snapshot: dict, model: str) -> dict:
@@ -106,7 +96,7 @@ def image_ref(ctx: Context, release_id: str) -> str:
     return f"{ctx.target.repository}:{release_id}"
 
 
-class SageMakerAdapter(ImageDeploys, Adapter):
+class SageMakerAdapter(PushedImageAdapter):
     name = "sagemaker"
 
     def __init__(self) -> None:

@@ -38,7 +38,8 @@ from ...errors import DeployError, InvalidInput
 from ..base import Context, Observed, ReleaseSpec
 from . import (ANSWERING, VARIANT, endpoint_name, image_ref, invoker, release_of,
                resource_name, tags, variant)
-from ..image_target import push_release
+from ..phases import prepare_or_undo
+from ..pushed_image import push_release
 from .api import Aws
 
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -124,14 +125,7 @@ class SageMakerStep:
     # -- prepare ---------------------------------------------------------------------------
     def prepare(self) -> bool:
         """See the module docstring; a failure cleans up what this step made, then raises."""
-        try:
-            return self._prepare()
-        except BaseException:
-            try:
-                self.abort()
-            except Exception as exc:  # noqa: BLE001 - the first failure is the one to show
-                self.ctx.reporter.warn(f"cleaning up after the failed deploy failed too: {exc}")
-            raise
+        return prepare_or_undo(self, self._prepare, self.ctx.reporter)
 
     def _prepare(self) -> bool:
         ctx, rid = self.ctx, self.release.release_id

@@ -30,8 +30,8 @@ from typing import Iterator
 from ...errors import InvalidInput, MlserveError, ProviderError
 from ...providers import info as provider_info
 from ...vocab import Action, DeployState, Feature
-from ..base import Adapter, Call, Context, Observed, ReleaseSpec, Resource
-from ..image_target import ImageDeploys, memory_gib
+from ..base import Call, Context, Observed, ReleaseSpec, Resource
+from ..pushed_image import PushedImageAdapter, memory_gib
 from .api import Gcp
 
 LABEL_DEPLOYMENT = "mlserve-deployment"
@@ -119,7 +119,7 @@ def to_dict(message) -> dict:
     return json_format.MessageToDict(type(message).pb(message))
 
 
-class VertexAdapter(ImageDeploys, Adapter):
+class VertexAdapter(PushedImageAdapter):
     name = "vertex"
 
     def __init__(self) -> None:

@@ -36,7 +36,8 @@ from ..base import Context, Observed, ReleaseSpec
 from . import (CONTAINER_PORT, HEALTH_ROUTE, PREDICT_ROUTE, endpoint_id, image_ref, labels,
                machine, model_id, predictor, replicas)
 from .api import Gcp
-from ..image_target import push_release
+from ..phases import prepare_or_undo
+from ..pushed_image import push_release
 
 
 def undeploy(gcp: Gcp, endpoint: str, deployed_id: str, split: dict[str, int],
@@ -73,14 +74,7 @@ class VertexStep:
     # -- prepare ---------------------------------------------------------------------------
     def prepare(self) -> bool:
         """See the module docstring; a failure cleans up what this step made, then raises."""
-        try:
-            return self._prepare()
-        except BaseException:
-            try:
-                self.abort()
-            except Exception as exc:  # noqa: BLE001 - the first failure is the one to show
-                self.ctx.reporter.warn(f"cleaning up after the failed deploy failed too: {exc}")
-            raise
+        return prepare_or_undo(self, self._prepare, self.ctx.reporter)
 
     def _prepare(self) -> bool:
         ctx, rid, gcp = self.ctx, self.release.release_id, self.gcp

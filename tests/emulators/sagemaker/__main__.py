@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from .api import Store
     from .fleet import Docker
     from .server import make_server
+    from .. import serve_until_signalled
 
     aws = {"endpoint_url": args.aws_endpoint, "region_name": args.region,
            "aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
@@ -43,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                   autoscaling=boto3.client("application-autoscaling", **aws),
                   iam=boto3.client("iam", **aws))
     server = make_server(store, args.host, args.port)
-    from ..serve import serve
-    return serve(server, args.host, args.port_file, "SageMaker emulator", docker.remove_all)
+    port = server.server_address[1]
+    logging.info("SageMaker emulator listening on %s:%d", args.host, port)
+    serve_until_signalled(server, args.port_file, docker.remove_all)
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from ..faults import Fault, parse_errors, take
+
 #: code -> (HTTP status, default message). SageMaker's control plane sends 400 for client
 #: errors including throttling; InternalFailure / ServiceUnavailable are its 5xx.
 ERRORS = {
@@ -48,14 +50,6 @@ ERRORS = {
 
 
 @dataclass
-class Fault:
-    operation: str
-    code: str
-    count: int | None
-    message: str | None = None
-
-
-@dataclass
 class Faults:
     errors: list[Fault] = field(default_factory=list)
     quotas: dict[str, int] = field(default_factory=dict)
@@ -72,14 +66,7 @@ class Faults:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
         with self._lock:
             if "errors" in spec:
-                errors = []
-                for item in spec["errors"]:
-                    if item.get("code") not in ERRORS:
-                        raise ValueError(f"unknown error code {item.get('code')!r}; "
-                                         f"known: {sorted(ERRORS)}")
-                    errors.append(Fault(str(item.get("operation", "*")), item["code"],
-                                        item.get("count", 1), item.get("message")))
-                self.errors = errors
+                self.errors = parse_errors(spec["errors"], ERRORS)
             if "quotas" in spec:
                 self.quotas = {str(k): int(v) for k, v in spec["quotas"].items()}
             if "ping_fail" in spec:
@@ -92,15 +79,11 @@ class Faults:
     def take(self, operation: str) -> tuple[str, int, str] | None:
         """The (code, status, message) this call must fail with, consuming one count."""
         with self._lock:
-            for fault in self.errors:
-                if fault.operation not in ("*", operation) or fault.count == 0:
-                    continue
-                if fault.count is not None:
-                    fault.count -= 1
-                status, default = ERRORS[fault.code]
-                return fault.code, status, (fault.message or default).replace(
-                    "{operation}", operation)
-        return None
+            fault = take(self.errors, operation)
+        if fault is None:
+            return None
+        status, default = ERRORS[fault.code]
+        return fault.code, status, (fault.message or default).replace("{operation}", operation)
 
     def pings_fail(self, image: str) -> bool:
         return any(part in image for part in self.ping_fail)

@@ -18,78 +18,14 @@ such a listener fails the ping check with that reason.
 
 from __future__ import annotations
 
-import ctypes
-import http.client
-import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-PORT = 8080
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def connect_in_netns(pid: int, port: int = PORT, timeout: float = 5.0) -> socket.socket:
-    """A TCP connection to 127.0.0.1:``port`` inside the network namespace of process ``pid``
-    (the socket stays usable from any thread)."""
-    result: dict[str, Any] = {}
-
-    def join_and_connect() -> None:
-        try:
-            with open(f"/proc/{pid}/ns/net", "rb") as ns:
-                if _libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns into the network namespace of {pid}: "
-                                       f"{os.strerror(err)}")
-            result["sock"] = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    # A fresh thread per connection: it ends inside the container's namespace, never the caller.
-    worker = threading.Thread(target=join_and_connect, daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]
-
-
-class NetnsHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a socket opened inside a container's network namespace."""
-
-    def __init__(self, pid: int, port: int = PORT, timeout: float = 60.0) -> None:
-        super().__init__("127.0.0.1", port, timeout=timeout)
-        self._pid = pid
-
-    def connect(self) -> None:
-        self.sock = connect_in_netns(self._pid, self.port, timeout=self.timeout)
-
-
-def listeners(pid: int, port: int = PORT) -> set[str]:
-    """Addresses a socket listens on at ``port`` in ``pid``'s network namespace ("0.0.0.0",
-    "127.0.0.1", "::"...), read from /proc/PID/net/tcp{,6}."""
-    found = set()
-    for table, width in (("tcp", 8), ("tcp6", 32)):
-        try:
-            lines = open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            address, hexport = local.split(":")
-            if state == "0A" and int(hexport, 16) == port and len(address) == width:
-                if width == 8:
-                    found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
-                elif int(address, 16) == 0:
-                    found.add("::")
-                else:
-                    found.add("::1" if address == "0" * 24 + "01000000" else address)
-    return found
+from .. import remove_labelled
+from ..netns import NetnsHTTPConnection, listeners, split_reference
 
 
 @dataclass
@@ -204,11 +140,7 @@ class Docker:
             instance.shipper.join(5)            # ...and sent to CloudWatch Logs
 
     def remove_all(self) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": self.label}):
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+        remove_labelled(self.client, self.label)
 
     # -- CloudWatch Logs -------------------------------------------------------------------
 
@@ -278,16 +210,3 @@ class Docker:
                                 "message": buffer.decode(errors="replace")})
         done.set()
         tick.join(5)
-
-
-def split_reference(image: str) -> tuple[str, str]:
-    """("registry/repo", "tag") of ``registry/repo:tag`` or ``...@sha256:...`` (tag "latest"
-    when none is given)."""
-    if "@" in image:
-        repository, digest = image.split("@", 1)
-        return repository, digest
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = image.rsplit(":", 1)
-        return repository, tag
-    return image, "latest"

@@ -25,12 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     from .containers import Engine
     from .server import make_server
     from .store import Store
+    from .. import serve_until_signalled
 
     engine = Engine(args.docker_host, args.label)
     store = Store(engine, args.project, args.project_number)
     server = make_server(store, args.host, args.port)
-    from ..serve import serve
-    return serve(server, args.host, args.port_file, "Vertex AI emulator", engine.remove_all)
+    logging.info("Vertex AI emulator listening on %s:%d", args.host, server.server_address[1])
+    serve_until_signalled(server, args.port_file, engine.remove_all)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tests.emulators.sagemaker.fleet import NetnsHTTPConnection, listeners, split_reference
+from tests.emulators import remove_labelled
+from tests.emulators.netns import NetnsHTTPConnection, listeners, split_reference
 
 DEFAULT_PORT = 8080
 
@@ -147,11 +148,7 @@ class Engine:
     def remove_all(self) -> None:
         with self.lock:
             self.logs.clear()
-        for container in self.client.containers.list(all=True, filters={"label": self.label}):
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+        remove_labelled(self.client, self.label)
 
 
 def _lines(raw: bytes) -> list[tuple[float, str]]:
