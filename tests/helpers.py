@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,27 @@ def delete_targets(manifest: Path, state: Path | None, *targets: str) -> None:
             service.delete(manifest, target, state)
         except MlserveError:
             pass
+
+
+def migrate_json(capsys: pytest.CaptureFixture, manifest: Path, state: Path, source: str,
+                 dest: str) -> dict:
+    """``mlserve migrate --from SOURCE --to DEST --json --yes``, in-process: it must succeed."""
+    result = run_cli(capsys, "migrate", "--from", source, "--to", dest, "-f", str(manifest),
+                     "--state", str(state), "--json", "--yes")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def assert_secret_hidden(capsys: pytest.CaptureFixture, manifest: Path, state: Path, secret: str,
+                         shown: list[str], *commands: tuple[str, ...]) -> None:
+    """Each command (``mlserve CMD... -f MANIFEST --state STATE``) succeeds, and ``secret`` is in
+    none of their output, in none of ``shown`` (earlier output) and in no file under ``state``."""
+    shown = list(shown)
+    for command in commands:
+        result = run_cli(capsys, *command, "-f", str(manifest), "--state", str(state))
+        assert result.code == 0, result.err
+        shown += [result.out, result.err]
+    assert not any(secret in text for text in shown)
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, delete_targets, kill_at_point, read_until,
-                           run_cli, write_model)
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, assert_secret_hidden, delete_targets,
+                           kill_at_point, migrate_json, read_until, run_cli, write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 from tests.infra.azureml import RESOURCE_GROUP, WORKSPACE
 
@@ -206,15 +206,9 @@ def test_secrets_are_refused_unless_opted_in_and_never_in_the_journal(tmp_path, 
     assert deployed.code == 0, deployed.err
     blue = az.arm("GET", f"onlineEndpoints/{ENDPOINT}/deployments/blue")
     assert blue["properties"]["environmentVariables"]["MLSV_AZ_TOKEN"] == secret  # as documented
-    shown = [deployed.out, deployed.err]
-    for command in (("status", "az", "--json"), ("plan", "az", "--json")):
-        result = cli(capsys, project, state, *command)
-        assert result.code == 0, result.err
-        shown += [result.out, result.err]
-    assert not any(secret in text for text in shown)
-    for path in state.rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path
+    assert_secret_hidden(capsys, project / "mlserve.yaml", state, secret,
+                         [deployed.out, deployed.err], ("status", "az", "--json"),
+                         ("plan", "az", "--json"))
     assert cli(capsys, project, state, "delete", "az", "--yes").code == 0
 
 
@@ -278,20 +272,15 @@ def test_migrate_sagemaker_to_azureml_and_back(tmp_path, capsys, fresh, sagemake
     (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     state = tmp_path / "state"
 
-    def migrate(*args: str) -> dict:
-        result = run_cli(capsys, "migrate", *args, "-f", str(project / "mlserve.yaml"),
-                         "--state", str(state), "--json", "--yes")
-        assert result.code == 0, result.err
-        return json.loads(result.out)
     try:
         assert cli(capsys, project, state, "deploy", "sm").code == 0
-        moved = migrate("--from", "sm", "--to", "az")
+        moved = migrate_json(capsys, project / "mlserve.yaml", state, "sm", "az")
         assert moved["providers"] == {"from": "sagemaker", "to": "azureml"}
         assert moved["compared"] >= 1 and moved["mismatches"] == []
         assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"
         assert sm.client("sagemaker").list_endpoints()["Endpoints"] == []
 
-        moved = migrate("--from", "az", "--to", "sm")
+        moved = migrate_json(capsys, project / "mlserve.yaml", state, "az", "sm")
         assert moved["providers"] == {"from": "azureml", "to": "sagemaker"}
         assert moved["compared"] >= 1 and moved["mismatches"] == []
         assert az.arm("GET", "onlineEndpoints")["value"] == []
@@ -317,10 +306,7 @@ def test_migrate_vertex_to_azureml(tmp_path, capsys, fresh, vertex_env):
     try:
         assert cli(capsys, project, state, "deploy", "vx").code == 0
         assert Vertex(vx).predict("amh-vx")["version"] == "v1"
-        moved = run_cli(capsys, "migrate", "--from", "vx", "--to", "az", "-f",
-                        str(project / "mlserve.yaml"), "--state", str(state), "--json", "--yes")
-        assert moved.code == 0, moved.err
-        result = json.loads(moved.out)
+        result = migrate_json(capsys, project / "mlserve.yaml", state, "vx", "az")
         assert result["providers"] == {"from": "vertex", "to": "azureml"}
         assert result["compared"] >= 1 and result["mismatches"] == []
         assert az.score(ENDPOINT, {"x": [1]})["version"] == "v1"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, delete_targets, read_until, run_cli,
-                           write_model)
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, assert_secret_hidden, delete_targets,
+                           migrate_json, read_until, run_cli, write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 
 def make_project(root: Path, registry, target: dict | None = None, **top) -> Path:
@@ -247,19 +247,14 @@ def test_migrate_local_to_sagemaker_to_docker(tmp_path, capsys, sm):
     (project / "mlserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     state = tmp_path / "state"
 
-    def migrate(*args: str) -> dict:
-        result = run_cli(capsys, "migrate", *args, "-f", str(project / "mlserve.yaml"),
-                         "--state", str(state), "--json", "--yes")
-        assert result.code == 0, result.err
-        return json.loads(result.out)
     try:
         assert cli(capsys, project, state, "deploy", "here").code == 0
-        moved = migrate("--from", "here", "--to", "sm")
+        moved = migrate_json(capsys, project / "mlserve.yaml", state, "here", "sm")
         assert moved["providers"] == {"from": "local", "to": "sagemaker"}
         assert moved["compared"] >= 1 and moved["mismatches"] == []
         assert invoke(sm)["version"] == "v1"
 
-        moved = migrate("--from", "sm", "--to", "box")
+        moved = migrate_json(capsys, project / "mlserve.yaml", state, "sm", "box")
         assert moved["providers"] == {"from": "sagemaker", "to": "docker"}
         assert moved["compared"] >= 1 and moved["mismatches"] == []
         client = sm.client("sagemaker")
@@ -355,16 +350,9 @@ def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_pa
     model = client.describe_model(ModelName=config)
     assert model["PrimaryContainer"]["Environment"]["MLSV_SM_TOKEN"] == secret   # as documented
     assert invoke(sm)["version"] == "v1"
-    shown = [deployed.out, deployed.err]
-    for command in (("status", "sm", "--json"), ("logs", "sm", "--lines", "500"),
-                    ("plan", "sm", "--json")):
-        result = cli(capsys, project, state, *command)
-        assert result.code == 0, result.err
-        shown += [result.out, result.err]
-    assert not any(secret in text for text in shown)
-    for path in state.rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path
+    assert_secret_hidden(capsys, project / "mlserve.yaml", state, secret,
+                         [deployed.out, deployed.err], ("status", "sm", "--json"),
+                         ("logs", "sm", "--lines", "500"), ("plan", "sm", "--json"))
     assert cli(capsys, project, state, "delete", "sm", "--yes").code == 0
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, delete_targets, read_until, run_cli,
-                           write_model)
+from tests.helpers import (MLSERVE, MUST_NOT_LOAD, Poller, assert_secret_hidden, delete_targets,
+                           migrate_json, read_until, run_cli, write_model)
 from tests.infra.containers import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG
 
 # the endpoint model of tests.helpers (write_model): its answer names its version, and
@@ -286,16 +286,9 @@ def test_secrets_reach_the_model_only_when_opted_in_and_never_the_journal(tmp_pa
     model = api.models.get_model(name=api.endpoint().deployed_models[0].model)
     env = {e.name: e.value for e in model.container_spec.env}
     assert env["MLSV_VX_TOKEN"] == secret                # as documented
-    shown = [deployed.out, deployed.err]
-    for command in (("status", "vx", "--json"), ("logs", "vx", "--lines", "500"),
-                    ("plan", "vx", "--json")):
-        result = cli(capsys, project, state, *command)
-        assert result.code == 0, result.err
-        shown += [result.out, result.err]
-    assert not any(secret in text for text in shown)
-    for path in state.rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path
+    assert_secret_hidden(capsys, project / "mlserve.yaml", state, secret,
+                         [deployed.out, deployed.err], ("status", "vx", "--json"),
+                         ("logs", "vx", "--lines", "500"), ("plan", "vx", "--json"))
     assert cli(capsys, project, state, "delete", "vx", "--yes").code == 0
 
 
@@ -315,10 +308,7 @@ def test_migrate_sagemaker_to_vertex(tmp_path, capsys, vx, sagemaker_env):
 
     try:
         assert cli(capsys, project, state, "deploy", "sm").code == 0
-        moved = run_cli(capsys, "migrate", "--from", "sm", "--to", "vx", "-f",
-                        str(project / "mlserve.yaml"), "--state", str(state), "--json", "--yes")
-        assert moved.code == 0, moved.err
-        result = json.loads(moved.out)
+        result = migrate_json(capsys, project / "mlserve.yaml", state, "sm", "vx")
         assert result["providers"] == {"from": "sagemaker", "to": "vertex"}
         assert result["compared"] >= 1 and result["mismatches"] == []
         assert Vertex(vx).predict()["version"] == "v1"
