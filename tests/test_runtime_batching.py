@@ -9,6 +9,8 @@ came in, so batching is observed from outside; ``GET /metrics`` must agree with 
 from __future__ import annotations
 
 import copy
+import http.client
+import json
 import re
 import socket
 import time
@@ -62,6 +64,54 @@ def test_one_request_at_a_time_never_waits_for_a_batch(picky):
     assert metric(text, "mlserve_batch_size_count") == 10
     assert metric(text, "mlserve_batch_size_bucket", "1") == 10
     assert metric(text, "mlserve_batch_queue_wait_seconds_bucket", "0.5") == 10
+
+
+def _on_one_connection(port: int, payloads: list) -> list:
+    """POST each payload in turn on one kept-alive connection: one client, as the runtime sees it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        outputs = []
+        for payload in payloads:
+            conn.request("POST", "/predict", body=json.dumps({"input": payload}),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200
+            outputs.append(json.loads(response.read())["output"])
+        return outputs
+    finally:
+        conn.close()
+
+
+def test_one_client_alone_with_a_fast_model_is_served_on_the_event_loop(picky):
+    """No thread hand-off when nothing could join a batch: the first call is measured in a worker
+    thread; once it is known to take under ``INLINE_MAX`` the rest run on the event loop."""
+    outputs = _on_one_connection(picky.port, [{"sleep": 0.001, "n": i} for i in range(8)])
+    assert [o["echo"]["n"] for o in outputs] == list(range(8))
+    assert outputs[0]["thread"].startswith("mlserve-batch-"), outputs[0]
+    assert {o["thread"] for o in outputs[1:]} == {"MainThread"}, outputs
+    assert {o["batch_size"] for o in outputs} == {1}
+
+
+def test_a_slow_model_is_never_run_on_the_event_loop(picky):
+    """A call over ``INLINE_MAX`` (10 ms) would hold up every other connection: it stays in a worker."""
+    outputs = _on_one_connection(picky.port, [{"sleep": 0.02, "n": i} for i in range(4)])
+    assert all(o["thread"].startswith("mlserve-batch-") for o in outputs), outputs
+
+
+def test_two_clients_at_once_are_batched_in_a_worker_not_served_inline(picky):
+    """While another connection sends predictions too, a request may arrive during a call; only a
+    worker thread leaves the loop free to see it and batch it."""
+    _on_one_connection(picky.port, [{"sleep": 0.001}] * 3)  # the model is known to be fast
+
+    def client(k: int) -> list:
+        return _on_one_connection(picky.port, [{"sleep": 0.001, "client": k, "n": i} for i in range(20)])
+
+    with ThreadPoolExecutor(2) as pool:
+        outputs = [o for run in pool.map(client, (1, 2)) for o in run]
+    inline = [o for o in outputs if o["thread"] == "MainThread"]
+    # The first request of the second client may come while the first is still alone.
+    assert len(inline) <= 2, inline
+    assert max(o["batch_size"] for o in outputs) == 2
 
 
 def test_under_load_batches_fill_to_the_limit_and_metrics_agree(picky):

@@ -19,8 +19,14 @@ Goals (issue 14): at 64 connections >= 0.9x the limit at the same batch size and
 one full batch; at 1 connection p50 <= 1.1x one ``predict`` (decode + predict + encode); ahead of
 BentoML at every load. (With batches of 32 and 64 connections, Little's law puts the mean latency
 at 64 / throughput = 2 x (one batch of 32) / (throughput ÷ limit): above twice a batch of 32 for
-any server below the limit. The table gives p99 against a batch of 64 too.) Rounds interleave the servers; figures are medians over rounds, with the
-machine's load average recorded (the machine is shared). Writes ``batching.json`` and ``batching.md``.
+any server below the limit. The table gives p99 against a batch of 64 too.)
+
+This machine's speed drifts by up to a third within minutes (its memory bandwidth is shared),
+so the limit is measured right beside every run: ``limit.py --serve`` keeps the model loaded and
+measures batch 1, the server's batch and 64 for ``--limit-seconds`` just before and just after
+each run, and each ratio is that run against the mean of the two. Rounds interleave the servers;
+figures are medians over rounds of those per-run ratios, with the machine's load average recorded
+(the machine is shared). Writes ``batching.json`` and ``batching.md``.
 """
 
 from __future__ import annotations
@@ -171,11 +177,22 @@ SERVERS = {s.name: s for s in (MlpRuntime, MlpRuntime64, Bento, Bento64, Lean64,
 DEFAULT_SERVERS = ("runtime", "runtime-b64", "bentoml", "bentoml-b64")
 
 
-def limit(body_file: Path, batch: int, seconds: float) -> dict:
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, str(MLP / "limit.py"), "--batch", str(batch),
-                          "--seconds", str(seconds), str(body_file)],
-                         capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD_BLAS}).stdout
-    return json.loads(out.strip().splitlines()[-1])
+class Limit:
+    """``mlp/limit.py --serve`` on core 0, the model loaded once: the limit measured on request."""
+
+    def __init__(self, body_file: Path) -> None:
+        self.proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(MLP / "limit.py"), "--serve", str(body_file)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **ONE_THREAD_BLAS})
+
+    def measure(self, batch: int, seconds: float) -> dict:
+        self.proc.stdin.write(f"{batch} {seconds}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
 def load_average() -> float:
@@ -184,34 +201,46 @@ def load_average() -> float:
 
 def table(report: dict) -> str:
     """One row per server and load. Each server is held to the limit at its own largest batch
-    and compared with its peer of the same batch size (runtime with bentoml, -b64 with -b64)."""
+    and compared with its peer of the same batch size (runtime with bentoml, -b64 with -b64).
+    Every ratio is the median over rounds of one run against the limit measured right beside it."""
     lim = report["limit"]
-    single_ms = lim["1"]["batch_ms"]
-    lines = [f"limit (model in a loop, one core): batch 1 {lim['1']['rps']:,.0f} req/s ({single_ms:.2f} ms per "
-             f"request); batch 32 {lim['32']['rps']:,.0f} req/s ({lim['32']['batch_ms']:.1f} ms per batch); "
-             f"batch 64 {lim['64']['rps']:,.0f} req/s ({lim['64']['batch_ms']:.1f} ms per batch)", "",
+    measured = "; ".join(f"batch {b} {v['rps']:,.0f} req/s ({v['batch_ms']:.2f} ms per batch)" for b, v in lim.items())
+    lines = [f"limit (model in a loop, one core; medians of every measurement beside a run): {measured}", "",
              "| server | max batch | conns | req/s (median) | x limit at its batch | per CPU-s x limit | p50 / p99 ms | "
              "p50 ÷ one predict | p99 ÷ one full batch | p99 ÷ one batch of 64 | runtime ÷ this | load avg |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     results, batches = report["results"], report["batches"]
     for name, by_conn in results.items():
-        own = lim[str(batches[name])]
         mine = "runtime" + name[len("bentoml"):] if name.startswith("bentoml") else None
         for c, r in by_conn.items():
             base = results.get(mine, {}).get(c)
             ratio = f"{base['rps_2xx'] / r['rps_2xx']:.2f}" if base and r["rps_2xx"] else "-"
-            lines.append(f"| {name} | {batches[name]} | {c} | {r['rps_2xx']:,.0f} | {r['rps_2xx'] / own['rps']:.2f} | "
-                         f"{r['per_cpu_s'] / own['per_cpu_s']:.2f} | "
-                         f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['p50_ms'] / single_ms:.2f} | "
-                         f"{r['p99_ms'] / own['batch_ms']:.2f} | {r['p99_ms'] / lim['64']['batch_ms']:.2f} | "
+            lines.append(f"| {name} | {batches[name]} | {c} | {r['rps_2xx']:,.0f} | {r['x_limit']:.2f} | "
+                         f"{r['per_cpu_x_limit']:.2f} | "
+                         f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['p50_x_predict']:.2f} | "
+                         f"{r['p99_x_batch']:.2f} | {r['p99_x_batch64']:.2f} | "
                          f"{ratio} | {r['load_avg']:.1f} |")
     return "\n".join(lines)
 
 
 def summarise(runs: list[dict]) -> dict:
     keys = ("rps_2xx", "per_cpu_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "core0_others_pct",
-            "core1_others_pct", "load_avg")
+            "core1_others_pct", "load_avg", "x_limit", "per_cpu_x_limit", "p50_x_predict", "p99_x_batch",
+            "p99_x_batch64")
     return {**{k: statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
+
+
+def beside(run: dict, own: dict, single: dict, b64: dict) -> None:
+    """Ratios of one run to the limit measured right beside it (before and after, averaged)."""
+    run["x_limit"] = run["rps_2xx"] / own["rps"]
+    run["per_cpu_x_limit"] = run["per_cpu_s"] / own["per_cpu_s"]
+    run["p50_x_predict"] = run["p50_ms"] / single["batch_ms"]
+    run["p99_x_batch"] = run["p99_ms"] / own["batch_ms"]
+    run["p99_x_batch64"] = run["p99_ms"] / b64["batch_ms"]
+
+
+def mean_of(a: dict, b: dict) -> dict:
+    return {k: (a[k] + b[k]) / 2 for k in ("rps", "per_cpu_s", "batch_ms")}
 
 
 def main() -> int:
@@ -223,6 +252,8 @@ def main() -> int:
                     help=f"comma-separated, of: {', '.join(SERVERS)}")
     ap.add_argument("--cache", type=Path, default=Path("/var/tmp/mlserve-bench"))
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--limit-seconds", type=float, default=1.0,
+                    help="length of each limit measurement beside a run (one before, one after)")
     ap.add_argument("--quiet-pct", type=float, default=10.0)
     ap.add_argument("--quiet-wait", type=float, default=10.0)
     args = ap.parse_args()
@@ -237,6 +268,16 @@ def main() -> int:
     servers: list[Server] = []
     runs: dict = {}
     limits: dict = {str(b): [] for b in (1, BATCH, 64)}
+    lim = Limit(body_file)
+    slice_s = args.limit_seconds
+
+    def beside_limits(batch: int) -> dict:
+        out = {}
+        for b in sorted({1, batch, 64}):
+            out[str(b)] = lim.measure(b, slice_s)
+            limits[str(b)].append(out[str(b)])
+        return out
+
     try:
         for name in args.servers.split(","):
             server = SERVERS[name](args.cache, MLP)
@@ -248,18 +289,21 @@ def main() -> int:
             measure(s, 16, 2.0, s.body(body))  # warm up
         runs = {s.name: {str(c): [] for c in connections} for s in servers}
         for round_no in range(args.rounds):
-            for b in limits:
-                wait_for_quiet(servers, args.quiet_pct, args.quiet_wait)
-                limits[b].append(limit(body_file, b, min(args.duration, 3.0)))
             for s in servers:
                 for c in connections:
                     wait_for_quiet(servers, args.quiet_pct, args.quiet_wait)
+                    before = beside_limits(s.batch)
                     r = measure(s, c, args.duration, s.body(body))
                     r["load_avg"] = load_average()
+                    after = beside_limits(s.batch)
+                    r["limit_beside"] = {b: mean_of(before[b], after[b]) for b in before}
+                    beside(r, r["limit_beside"][str(s.batch)], r["limit_beside"]["1"], r["limit_beside"]["64"])
                     runs[s.name][str(c)].append(r)
-                    print(f"round {round_no + 1} {s.name:8} c={c:3} {r['rps_2xx']:8,.0f} req/s  p50 {r['p50_ms']:.2f} "
-                          f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  load {r['load_avg']:.1f}", file=sys.stderr)
+                    print(f"round {round_no + 1} {s.name:8} c={c:3} {r['rps_2xx']:8,.0f} req/s ({r['x_limit']:.2f}x limit) "
+                          f"p50 {r['p50_ms']:.2f} ({r['p50_x_predict']:.2f}x predict) p99 {r['p99_ms']:.2f} ms "
+                          f"non-2xx {r['non_2xx']}  load {r['load_avg']:.1f}", file=sys.stderr)
     finally:
+        lim.stop()
         for s in servers:
             s.stop()
 
@@ -267,11 +311,12 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "method": {"rounds": args.rounds, "duration_s": args.duration, "connections": connections,
+                   "limit_beside_s": args.limit_seconds,
                    "body_bytes": len(body), "server_core": 0, "wrk_core": 1, "blas_threads": 1, "batch": BATCH},
         "versions": {s.name: s.version() for s in servers},
         "batches": {s.name: s.batch for s in servers},
         "limit": {b: {k: statistics.median(x[k] for x in xs) for k in ("rps", "per_cpu_s", "batch_ms")}
-                  for b, xs in limits.items()},
+                  for b, xs in limits.items() if xs},
         "limit_runs": limits,
         "results": {name: {c: summarise(rs) for c, rs in by_c.items()} for name, by_c in runs.items()},
     }

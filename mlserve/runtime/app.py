@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -34,7 +34,9 @@ from .engines import detect
 from .logs import Logs
 
 JSON_TYPE = (b"content-type", b"application/json")
+JSON_HEADERS = [JSON_TYPE]
 PROMETHEUS_TYPE = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+Response = tuple  # (status, body bytes, [(header name, value), ...]): content-length is the server's
 
 
 def _reject_constant(name: str) -> Any:
@@ -166,6 +168,7 @@ class App:
         self._access = logs.access if settings.access_log else None
         self._redact = logs.redact
         self.runner = None  # set by set_ready(); None means "loading"
+        self.clients = None  # an ``http11.Clients`` when the runtime's own HTTP protocol serves
         self._ready_body = b""
         self.routes = self._build_routes(settings)
 
@@ -195,124 +198,73 @@ class App:
                                     "loop": engines.loop, "http": engines.http}).encode()
         self.runner = runner
 
-    # -- ASGI entry ----------------------------------------------------------------------------
+    # -- transport-neutral core ----------------------------------------------------------------
+
+    async def respond(self, method: str, path: str, body: bytes) -> Response:
+        """The answer to one request whose body has been read whole (within ``max_body``).
+
+        Never raises for a request: a bad one is a 4xx, a model's failure or a bug of ours a 500,
+        each with a JSON body. ``http11.HttpProtocol`` calls this directly; the ASGI entry below
+        (for uvicorn's h11 fallback) reads the body and calls it too.
+        """
+        try:
+            handler = self.routes[path][method]
+        except KeyError:
+            handler = self._unrouted
+        try:
+            return await handler(method, path, body)
+        except HTTPError as exc:
+            return self.error(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: still a JSON answer, never a server's plain text
+            message = self._redact(f"the runtime failed on this request ({_describe(exc)}); see its log")
+            try:
+                self._logs.failure(f"error: the runtime failed on {method} {path}:", exc)
+            except Exception:  # noqa: BLE001 - a log stream that fails must not lose the answer
+                pass
+            return 500, _encode({"error": message}).encode(), JSON_HEADERS
+
+    def error(self, exc: HTTPError) -> Response:
+        return exc.status, _encode({"error": self._redact(str(exc))}).encode(), JSON_HEADERS
+
+    def log_access(self, client, method: str, path: str, status: int, started: float) -> None:
+        if self._access is not None:
+            self._access((self._logs.now, client, method, path, status, perf_counter() - started))
+
+    @property
+    def max_body(self) -> int:
+        return self._max_body
+
+    # -- ASGI entry (uvicorn's h11 protocol, when httptools is not installed) ------------------
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
         started = perf_counter()
         try:
-            handler = self.routes[scope["path"]][scope["method"]]
-        except KeyError:
-            handler = self._unrouted
-        try:
-            status = await handler(scope, receive, send)
+            body = await self._read_body(scope, receive)
         except HTTPError as exc:
-            status = await _respond(send, exc.status, _encode({"error": self._redact(str(exc))}).encode())
-        except Exception as exc:  # noqa: BLE001 - a bug of ours: still a JSON answer, never uvicorn's plain text
-            status = await self._internal_error(scope, send, exc)
-        if self._access is not None:
-            self._access((self._logs.now, scope["client"], scope["method"], scope["path"], status, perf_counter() - started))
-
-    async def _internal_error(self, scope: dict, send: Callable, exc: Exception) -> int:
-        message = self._redact(f"the runtime failed on this request ({_describe(exc)}); see its log")
+            status, payload, headers = self.error(exc)
+        else:
+            status, payload, headers = await self.respond(scope["method"], scope["path"], body)
         try:
-            self._logs.failure(f"error: the runtime failed on {scope['method']} {scope['path']}:", exc)
-            return await _respond(send, 500, _encode({"error": message}).encode())
-        except Exception:  # noqa: BLE001 - the response had started or the client is gone
-            return 500
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*headers, (b"content-length", b"%d" % len(payload))]})
+            await send({"type": "http.response.body", "body": payload})
+        except Exception:  # noqa: BLE001 - the client is gone: nothing to answer
+            pass
+        self.log_access(scope["client"], scope["method"], scope["path"], status, started)
 
-    async def _unrouted(self, scope: dict, receive: Callable, send: Callable) -> int:
-        methods = self.routes.get(scope["path"])
-        if methods is None:
-            raise HTTPError(404, f"no route {scope['path']}")
-        allow = ", ".join(sorted(methods)).encode()
-        body = _encode({"error": f"method {scope['method']} not allowed on {scope['path']}; use {allow.decode()}"}).encode()
-        return await _respond(send, 405, body, [(b"allow", allow)])
-
-    # -- health --------------------------------------------------------------------------------
-
-    async def _alive(self, scope: dict, receive: Callable, send: Callable) -> int:
-        return await _respond(send, 200, b'{"status":"alive"}')
-
-    async def _health(self, scope: dict, receive: Callable, send: Callable) -> int:
-        if self.runner is None:
-            return await _respond(send, 503, b'{"status":"loading"}')
-        return await _respond(send, 200, self._ready_body)
-
-    async def _metrics(self, scope: dict, receive: Callable, send: Callable) -> int:
-        stats = getattr(self.runner, "stats", None)
-        body = stats.render() if stats is not None else "# no batching: the model has no predict_batch, or is loading\n"
-        return await _respond(send, 200, body.encode(), content_type=PROMETHEUS_TYPE)
-
-    async def _kserve_ready(self, scope: dict, receive: Callable, send: Callable) -> int:
-        body = _encode({"name": self._name, "ready": self.runner is not None}).encode()
-        return await _respond(send, 200, body)
-
-    # -- predictions ---------------------------------------------------------------------------
-
-    async def _predict(self, scope: dict, receive: Callable, send: Callable) -> int:
-        request = await self._read_json(scope, receive)
-        if type(request) is not dict or "input" not in request:
-            raise HTTPError(400, 'body must be a JSON object with an "input" key: {"input": ...}')
-        ok, output = await self.runner.submit(request["input"])
-        return await self._answer(send, scope, ok, output, "output")
-
-    async def _invocations(self, scope: dict, receive: Callable, send: Callable) -> int:
-        request = await self._read_json(scope, receive)
-        if type(request) is dict:
-            if "instances" in request:
-                return await self._many(send, scope, request["instances"])
-            if "input" in request:
-                ok, output = await self.runner.submit(request["input"])
-                return await self._answer(send, scope, ok, output, "output")
-        ok, output = await self.runner.submit(request)
-        return await self._answer(send, scope, ok, output, None)
-
-    async def _instances(self, scope: dict, receive: Callable, send: Callable) -> int:
-        request = await self._read_json(scope, receive)
-        if type(request) is not dict or "instances" not in request:
-            raise HTTPError(400, 'body must be a JSON object with an "instances" list: {"instances": [...]}')
-        return await self._many(send, scope, request["instances"])
-
-    async def _many(self, send: Callable, scope: dict, instances: Any) -> int:
-        if type(instances) is not list:
-            raise HTTPError(400, '"instances" must be a JSON list')
-        outcomes = await self.runner.submit_many(instances)
-        for ok, value in outcomes:
-            if not ok:
-                return await self._answer(send, scope, False, value, None)
-        return await self._answer(send, scope, True, [value for _, value in outcomes], "predictions")
-
-    async def _answer(self, send: Callable, scope: dict, ok: bool, value: Any, key: str | None) -> int:
-        if ok:
-            try:
-                body = _encode(value if key is None else {key: value}).encode()
-            except Exception as exc:  # noqa: BLE001 - the output cannot be JSON: the model's fault, reported like a raise
-                value = _not_json(exc)
-            else:
-                return await _respond(send, 200, body)
-        self._logs.failure(f"predict failed for {scope['method']} {scope['path']}:", value)
-        message = self._redact(_describe(value))
-        return await _respond(send, 500, _encode({"error": message}).encode())
-
-    async def _read_json(self, scope: dict, receive: Callable) -> Any:
-        if self.runner is None:
-            raise HTTPError(503, "model is loading; retry when GET /health answers 200")
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes:
         message = await receive()
         body = message.get("body", b"")
-        if message.get("more_body"):
-            body = await self._read_rest(scope, receive, body)
-        elif len(body) > self._max_body:
-            raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
-        return parse_body(body)
-
-    async def _read_rest(self, scope: dict, receive: Callable, first: bytes) -> bytes:
-        """Slow path for bodies that span several reads: Content-Length first, then a running total."""
-        for key, value in scope["headers"]:
+        if not message.get("more_body"):
+            if len(body) > self._max_body:
+                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+            return body
+        for key, value in scope["headers"]:  # Content-Length first, then a running total
             if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > self._max_body):
                 raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
-        chunks, size, more = [first], len(first), True
+        chunks, size, more = [body], len(body), True
         while more:
             message = await receive()
             chunk = message.get("body", b"")
@@ -322,6 +274,81 @@ class App:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+    async def _unrouted(self, method: str, path: str, body: bytes) -> Response:
+        methods = self.routes.get(path)
+        if methods is None:
+            raise HTTPError(404, f"no route {path}")
+        allow = ", ".join(sorted(methods))
+        payload = _encode({"error": f"method {method} not allowed on {path}; use {allow}"}).encode()
+        return 405, payload, [JSON_TYPE, (b"allow", allow.encode())]
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def _alive(self, method: str, path: str, body: bytes) -> Response:
+        return 200, b'{"status":"alive"}', JSON_HEADERS
+
+    async def _health(self, method: str, path: str, body: bytes) -> Response:
+        if self.runner is None:
+            return 503, b'{"status":"loading"}', JSON_HEADERS
+        return 200, self._ready_body, JSON_HEADERS
+
+    async def _metrics(self, method: str, path: str, body: bytes) -> Response:
+        stats = getattr(self.runner, "stats", None)
+        text = stats.render() if stats is not None else "# no batching: the model has no predict_batch, or is loading\n"
+        return 200, text.encode(), [PROMETHEUS_TYPE]
+
+    async def _kserve_ready(self, method: str, path: str, body: bytes) -> Response:
+        return 200, _encode({"name": self._name, "ready": self.runner is not None}).encode(), JSON_HEADERS
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    async def _predict(self, method: str, path: str, body: bytes) -> Response:
+        request = self._read_json(body)
+        if type(request) is not dict or "input" not in request:
+            raise HTTPError(400, 'body must be a JSON object with an "input" key: {"input": ...}')
+        ok, output = await self.runner.submit(request["input"])
+        return self._answer(method, path, ok, output, "output")
+
+    async def _invocations(self, method: str, path: str, body: bytes) -> Response:
+        request = self._read_json(body)
+        if type(request) is dict:
+            if "instances" in request:
+                return await self._many(method, path, request["instances"])
+            if "input" in request:
+                ok, output = await self.runner.submit(request["input"])
+                return self._answer(method, path, ok, output, "output")
+        ok, output = await self.runner.submit(request)
+        return self._answer(method, path, ok, output, None)
+
+    async def _instances(self, method: str, path: str, body: bytes) -> Response:
+        request = self._read_json(body)
+        if type(request) is not dict or "instances" not in request:
+            raise HTTPError(400, 'body must be a JSON object with an "instances" list: {"instances": [...]}')
+        return await self._many(method, path, request["instances"])
+
+    async def _many(self, method: str, path: str, instances: Any) -> Response:
+        if type(instances) is not list:
+            raise HTTPError(400, '"instances" must be a JSON list')
+        outcomes = await self.runner.submit_many(instances)
+        for ok, value in outcomes:
+            if not ok:
+                return self._answer(method, path, False, value, None)
+        return self._answer(method, path, True, [value for _, value in outcomes], "predictions")
+
+    def _answer(self, method: str, path: str, ok: bool, value: Any, key: str | None) -> Response:
+        if ok:
+            try:
+                return 200, _encode(value if key is None else {key: value}).encode(), JSON_HEADERS
+            except Exception as exc:  # noqa: BLE001 - the output cannot be JSON: the model's fault, reported like a raise
+                value = _not_json(exc)
+        self._logs.failure(f"predict failed for {method} {path}:", value)
+        return 500, _encode({"error": self._redact(_describe(value))}).encode(), JSON_HEADERS
+
+    def _read_json(self, body: bytes) -> Any:
+        if self.runner is None:
+            raise HTTPError(503, "model is loading; retry when GET /health answers 200")
+        return parse_body(body)
 
 
 def _describe(exc: BaseException) -> str:
@@ -340,13 +367,3 @@ def _not_json(exc: Exception) -> Exception:
         return ValueError("the output cannot be JSON: it holds a float NaN or Infinity, which JSON cannot carry; "
                           "return None or a string instead")
     return exc
-
-
-async def _respond(send: Callable[[dict], Awaitable[None]], status: int, body: bytes, extra: list | None = None,
-                   content_type: tuple = JSON_TYPE) -> int:
-    headers = [content_type, (b"content-length", b"%d" % len(body))]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return status

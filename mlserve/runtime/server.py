@@ -127,9 +127,15 @@ class Runtime:
         self._activation: asyncio.Task | None = None
 
     def _config(self) -> Config:
+        if detect().http == "httptools":
+            from .http11 import Clients, HttpProtocol as http  # the lean path (issue 14)
+
+            self.app.clients = Clients()
+        else:
+            http = "h11"
         return Config(
             self.app,
-            http=detect().http,
+            http=http,
             ws="none",
             lifespan="off",
             access_log=False,
@@ -208,7 +214,8 @@ class Runtime:
         batch = getattr(model, "predict_batch", None)
         loop = asyncio.get_running_loop()
         if callable(batch):
-            self.runner = Batcher(loop, batch, s.concurrency, s.max_batch_size, s.max_batch_wait_ms)
+            alone = self.app.clients.alone if self.app.clients is not None else (lambda: False)
+            self.runner = Batcher(loop, batch, s.concurrency, s.max_batch_size, s.max_batch_wait_ms, alone)
         elif not asyncio.iscoroutinefunction(predict):
             self.runner = ThreadDispatcher(loop, predict, s.concurrency)
         else:

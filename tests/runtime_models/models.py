@@ -100,8 +100,8 @@ class BrokenLoad:
 
 
 class PickyBatch:
-    """predict_batch for the batching tests: each output says its batch's size and how long the
-    call took; a payload may ask for an output JSON cannot carry (NaN), to sleep, or to fail the
+    """predict_batch for the batching tests: each output says its batch's size, how long the
+    call took and on which thread (``MainThread`` is the event loop's); a payload may ask for an output JSON cannot carry (NaN), to sleep, or to fail the
     whole call (``{"fail": ...}``) or to make it return one output too few (``"short"``)."""
 
     def predict_batch(self, payloads):
@@ -111,6 +111,7 @@ class PickyBatch:
         for p in payloads:
             if isinstance(p, dict) and "fail" in p:
                 raise ValueError(f"refused {p['fail']}")
-        outputs = [{"echo": p, "batch_size": len(payloads), "took": time.monotonic() - started}
+        thread = threading.current_thread().name
+        outputs = [{"echo": p, "batch_size": len(payloads), "took": time.monotonic() - started, "thread": thread}
                    if p != "nan" else float("nan") for p in payloads]
         return outputs[:-1] if "short" in payloads else outputs

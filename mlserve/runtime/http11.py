@@ -1,0 +1,323 @@
+"""The runtime's HTTP/1.1 protocol: httptools parses straight into ``App.respond``, no ASGI.
+
+uvicorn still runs the server (sockets, signals, the date header, graceful shutdown, the
+handover's second listener): it builds one ``HttpProtocol`` per connection, as it builds its own
+protocols. What this replaces is uvicorn's per-request path, which on a small request costs
+about as much CPU as parsing a 1,024-float JSON body (issue 14 measured it: at 64 connections
+it kept a batching server at 0.88x of the model's own limit on one core). Per request this
+does the least the runtime's routes need: the body is collected whole (the routes all take a
+whole JSON body), ``App.respond`` runs as one task, and the answer leaves in one write: status
+line, headers and body together (a ``writelines`` without a copy for a large body).
+
+What it keeps of HTTP/1.1 (RFC 9112), each tested in ``tests/test_runtime_http.py``:
+
+- keep-alive (HTTP/1.1 by default, HTTP/1.0 with ``Connection: keep-alive``), ``Connection:
+  close``, an idle connection closed after ``timeout_keep_alive`` seconds (uvicorn's setting,
+  5 s), also before its first request;
+- pipelining: requests that arrive while one is being answered are answered in order; reading
+  pauses meanwhile, and while the peer does not read what it is sent;
+- chunked request bodies; ``Expect: 100-continue``; ``HEAD`` gets headers only;
+- limits, each answered and the connection closed: a body over ``max_body`` is a 413 as soon as
+  its ``Content-Length`` or running size says so; a request line with headers over 64 KiB is a
+  431; bytes that are not HTTP are a 400; an upgrade (WebSocket, h2c) is a 400;
+- graceful shutdown: uvicorn calls ``shutdown()``; an idle connection closes at once, a busy one
+  after its answer (``Connection: close``); the answer's task is in ``server_state.tasks``, so
+  uvicorn cancels it past ``timeout_graceful_shutdown``.
+
+Every error body is JSON (``{"error": ...}``) like the app's. Without httptools the runtime
+serves through uvicorn's h11 protocol and ``App.__call__`` (ASGI) instead: same answers, slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import urllib.parse
+from collections import deque
+from time import perf_counter
+
+import httptools
+
+from .app import HTTPError, JSON_HEADERS, _encode
+
+MAX_HEAD = 64 * 1024          # request line + headers, bytes
+_LARGE_BODY = 64 * 1024       # above this an answer's body is written beside its head, not copied into it
+_STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Clients:
+    """Whether one client alone is sending requests: what lets ``Batcher`` run a batch of one on
+    the event loop instead of handing it to a thread and back (about 0.1 ms each way on a VM).
+
+    A client is a connection that sent a ``POST`` (a prediction; health checks are ``GET``): while
+    no connection other than the latest one has sent one for ``WINDOW`` seconds, the latest is
+    alone, and no request can arrive unseen while the loop is busy predicting for it. With two or
+    more such clients the batcher sees every arrival and batches as usual. Until the protocol has
+    seen a request (or under uvicorn's h11 fallback, which does not track clients) nobody is alone.
+    """
+
+    WINDOW = 1.0
+
+    __slots__ = ("_latest", "_latest_at", "_other_at")
+
+    def __init__(self) -> None:
+        self._latest = None
+        self._latest_at = 0.0
+        self._other_at = float("-inf")
+
+    def arrived(self, connection, now: float) -> None:
+        if connection is not self._latest:
+            self._other_at = self._latest_at if self._latest is not None else float("-inf")
+            self._latest = connection
+        self._latest_at = now
+
+    def alone(self) -> bool:
+        return self._latest is not None and perf_counter() - self._other_at > self.WINDOW
+
+
+class _Reject(Exception):
+    """A request the protocol answers itself, then closes the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = ("app", "loop", "state", "keep_alive_timeout", "max_body", "transport", "parser", "client",
+                 "url", "chunks", "size", "head_size", "expect_continue", "busy", "pending", "closing",
+                 "idle_timer", "write_paused", "reading_paused", "current", "_head_cache")
+
+    def __init__(self, config, server_state, app_state=None, _loop=None) -> None:
+        self.app = config.app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.state = server_state
+        self.keep_alive_timeout = config.timeout_keep_alive
+        self.max_body = self.app.max_body
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = None
+        self.url = b""
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.head_size = 0
+        self.expect_continue = False
+        self.busy = False            # an answer is being computed
+        self.pending: deque = deque()  # pipelined requests parsed while busy
+        self.closing = False         # close after the answer in progress
+        self.idle_timer = None
+        self.write_paused = False
+        self.reading_paused = False
+        self.current = None          # (method, path, keep-alive, started) of the request being answered
+        self._head_cache = (None, b"")
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc) -> None:
+        self.state.connections.discard(self)
+        self._cancel_idle_timer()
+        self.pending.clear()
+        self.closing = True
+
+    def eof_received(self):
+        return None  # the transport closes; an answer in progress is dropped
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._set_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._set_reading()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close when idle, else after the answer in progress."""
+        self.closing = True
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def _set_reading(self) -> None:
+        pause = self.write_paused or bool(self.pending)
+        if pause != self.reading_paused and not self.transport.is_closing():
+            self.reading_paused = pause
+            (self.transport.pause_reading if pause else self.transport.resume_reading)()
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        self.idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _idle(self) -> None:
+        self.idle_timer = None
+        if not self.busy and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle_timer is not None:
+            self._cancel_idle_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # raised in a callback below: the reason is its context
+            reason = exc.__context__
+            if isinstance(reason, _Reject):
+                self._refuse(reason.status, str(reason))
+            else:
+                self._refuse(500, f"the runtime failed on this request ({type(reason).__name__}); see its log")
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "connection upgrades (WebSocket, h2c) are not served here; send plain HTTP/1.1")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"the request is not valid HTTP/1.1 ({exc})")
+        else:
+            if not self.busy and not self.transport.is_closing():
+                self._arm_idle_timer()  # a request begun and not finished gets the same time as an idle one
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.chunks = []
+        self.size = 0
+        self.head_size = 0
+        self.expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            raise _Reject(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            raise _Reject(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+        if len(name) == 14 and name.lower() == b"content-length":
+            value = value.strip()
+            if value.isdigit() and (len(value) > 18 or int(value) > self.max_body):
+                raise _Reject(413, f"request body is larger than {self.max_body} bytes")
+        elif len(name) == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self.expect_continue and not self.busy and not self.pending:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_body:
+            raise _Reject(413, f"request body is larger than {self.max_body} bytes")
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request = (self.parser.get_method(), self.url, body, self.parser.should_keep_alive(), perf_counter())
+        if self.busy or self.pending:
+            self.pending.append(request)
+            self._set_reading()
+        else:
+            self._start(request)
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def _start(self, request: tuple) -> None:
+        raw_method, url, body, keep_alive, started = request
+        method = raw_method.decode("ascii", "replace")
+        try:
+            raw_path = httptools.parse_url(url).path or b"/"
+        except httptools.HttpParserInvalidURLError:
+            self.current = (method, url.decode("latin-1")[:200], False, started)
+            self._send(*self.app.error(HTTPError(400, "the request target is not a valid URL")))
+            return
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if raw_method == b"POST":
+            self.app.clients.arrived(self, started)
+        self.busy = True
+        self.current = (method, path, keep_alive and not self.closing, started)
+        task = self.loop.create_task(self.app.respond(method, path, body))
+        self.state.tasks.add(task)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task) -> None:
+        self.state.tasks.discard(task)
+        self.busy = False
+        if task.cancelled() or self.transport.is_closing():
+            self.transport.close()  # the server is past its graceful timeout, or the client left
+            return
+        try:
+            status, body, headers = task.result()
+        except BaseException:  # noqa: BLE001 - respond() answers every Exception; anything else ends the connection
+            self.transport.close()
+            return
+        self._send(status, body, headers)
+
+    def _send(self, status: int, body: bytes, headers: list) -> None:
+        method, path, keep_alive, started = self.current
+        keep_alive = keep_alive and not self.closing
+        head = [_STATUS.get(status) or b"HTTP/1.1 %d \r\n" % status, self._default_head()]
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"content-length: %d\r\n" % len(body))
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if method == "HEAD":
+            self.transport.write(b"".join(head))
+        elif len(body) > _LARGE_BODY:
+            self.transport.writelines((b"".join(head), body))
+        else:
+            head.append(body)
+            self.transport.write(b"".join(head))
+        self.state.total_requests += 1
+        self.app.log_access(self.client, method, path, status, started)
+        if not keep_alive:
+            self.transport.close()
+        elif self.pending:
+            self._start(self.pending.popleft())
+            self._set_reading()
+        else:
+            self._arm_idle_timer()
+
+    def _default_head(self) -> bytes:
+        """uvicorn's default headers (the date, refreshed once a second), encoded once per refresh."""
+        defaults = self.state.default_headers
+        cached, encoded = self._head_cache
+        if cached is not defaults:
+            encoded = b"".join(b"%s: %s\r\n" % (name, value) for name, value in defaults)
+            self._head_cache = (defaults, encoded)
+        return encoded
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request the parser stopped on, then close: nothing after it can be trusted."""
+        self.closing = True
+        self.pending.clear()
+        if self.busy or self.transport.is_closing():
+            return  # the answer in progress goes first and closes the connection
+        body = _encode({"error": message}).encode()
+        self.current = (*self._request_line(), False, perf_counter())
+        self._send(status, body, JSON_HEADERS)
+
+    def _request_line(self) -> tuple[str, str]:
+        """Method and path of the request being refused, for the access log, as far as they were read."""
+        try:
+            method = self.parser.get_method().decode("ascii", "replace")
+        except httptools.HttpParserError:
+            method = "-"
+        try:
+            path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else "-"
+        except httptools.HttpParserInvalidURLError:
+            path = "-"
+        return method, path[:200]
