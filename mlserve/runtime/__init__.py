@@ -9,8 +9,9 @@ library, uvicorn (with uvloop and httptools when installed) and its own modules 
 ``mlserve`` module. A test enforces it.
 
 Modules: ``config`` (flags and environment), ``loader`` (import and load the model), ``app`` (the
-ASGI routes), ``dispatch`` (running predict off the loop), ``logs`` (access log and events),
-``masking`` (secrets masked in whatever the process writes), ``engines`` (which event loop and
-HTTP parser it runs, and why not the fast ones), ``server`` (uvicorn, sockets,
-handover, signals).
+routes, transport-neutral, with an ASGI entry), ``http11`` (the HTTP/1.1 protocol on httptools
+that calls them), ``dispatch`` and ``batching`` (running predict and predict_batch off the loop),
+``metrics`` (batching histograms), ``logs`` (access log and events), ``masking`` (secrets masked in
+whatever the process writes), ``engines`` (which event loop and HTTP parser it runs, and why not
+the fast ones), ``server`` (uvicorn's server, sockets, handover, signals).
 """

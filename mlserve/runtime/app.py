@@ -1,4 +1,9 @@
-"""The ASGI application: every provider's routes in one dict, no framework.
+"""The application: every provider's routes in one dict, no framework.
+
+``App.respond(method, path, body)`` answers a request whose body has been read, as
+``(status, body, headers)``; ``http11.HttpProtocol`` calls it directly, and ``App.__call__`` is
+the same app as ASGI for uvicorn's h11 protocol (when httptools is not installed) and in-process
+tests.
 
 | route | answer |
 |---|---|
