@@ -216,6 +216,8 @@ class App:
             handler = self.routes[path][method]
         except KeyError:
             handler = self._unrouted
+            if method == "HEAD":  # RFC 9110 9.1: HEAD wherever GET; the server sends the head only
+                handler = self.routes.get(path, {}).get("GET", handler)
         try:
             return await handler(method, path, body)
         except HTTPError as exc:
@@ -284,7 +286,7 @@ class App:
         methods = self.routes.get(path)
         if methods is None:
             raise HTTPError(404, f"no route {path}")
-        allow = ", ".join(sorted(methods))
+        allow = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
         payload = _encode({"error": f"method {method} not allowed on {path}; use {allow}"}).encode()
         return 405, payload, [JSON_TYPE, (b"allow", allow.encode())]
 

@@ -16,16 +16,24 @@ What it keeps of HTTP/1.1 (RFC 9112), each tested in ``tests/test_runtime_http.p
   5 s), also before its first request;
 - pipelining: requests that arrive while one is being answered are answered in order; reading
   pauses meanwhile, and while the peer does not read what it is sent;
-- chunked request bodies; ``Expect: 100-continue``; ``HEAD`` gets headers only;
-- limits, each answered and the connection closed: a body over ``max_body`` is a 413 as soon as
-  its ``Content-Length`` or running size says so; a request line with headers over 64 KiB is a
-  431; bytes that are not HTTP are a 400; an upgrade (WebSocket, h2c) is a 400;
+- chunked request bodies; ``Expect: 100-continue`` (for a pipelined request, once the answers
+  before it are sent); ``HEAD`` gets headers only;
+- limits, each answered (after the requests pipelined before it) and the connection closed: a
+  body over ``max_body`` is a 413 as soon as its ``Content-Length`` or running size says so; a
+  request line with headers over 64 KiB is a 431 (a header line that never ends is cut off
+  within 64 KiB and one read: httptools holds a line until it ends); bytes that are not HTTP
+  are a 400;
+- ``Upgrade`` (WebSocket, h2c) is ignored, as RFC 9110 7.8 allows: the request is answered as
+  HTTP/1.1, the connection's last (httptools parses nothing after it); HTTP/1.0 keep-alive
+  answers say ``connection: keep-alive``; no ``100 Continue`` to an HTTP/1.0 client; ``HEAD``
+  is answered wherever ``GET`` is;
 - graceful shutdown: uvicorn calls ``shutdown()``; an idle connection closes at once, a busy one
   after its answer (``Connection: close``); the answer's task is in ``server_state.tasks``, so
   uvicorn cancels it past ``timeout_graceful_shutdown``.
 
 Every error body is JSON (``{"error": ...}``) like the app's. Without httptools the runtime
-serves through uvicorn's h11 protocol and ``App.__call__`` (ASGI) instead: same answers, slower.
+serves through uvicorn's h11 protocol and ``App.__call__`` (ASGI) instead: the app's answers are
+the same, slower; errors h11 answers itself (bytes that are not HTTP) are uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -86,8 +94,9 @@ class _Reject(Exception):
 
 class HttpProtocol(asyncio.Protocol):
     __slots__ = ("app", "loop", "state", "keep_alive_timeout", "max_body", "transport", "parser", "client",
-                 "url", "chunks", "size", "head_size", "expect_continue", "busy", "pending", "closing",
-                 "idle_timer", "write_paused", "reading_paused", "current", "_head_cache")
+                 "url", "chunks", "size", "head_size", "in_head", "head_chunks", "expect_continue", "continue_owed",
+                 "busy", "pending", "closing", "refused", "idle_timer", "write_paused", "reading_paused",
+                 "current", "_head_cache")
 
     def __init__(self, config, server_state, app_state=None, _loop=None) -> None:
         self.app = config.app
@@ -102,14 +111,18 @@ class HttpProtocol(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
         self.head_size = 0
+        self.in_head = False         # between a request's first byte and the end of its headers
+        self.head_chunks = 0         # bytes of reads that fell wholly inside one unfinished head
         self.expect_continue = False
+        self.continue_owed = False   # a pipelined request waits for its 100 Continue
         self.busy = False            # an answer is being computed
         self.pending: deque = deque()  # pipelined requests parsed while busy
         self.closing = False         # close after the answer in progress
+        self.refused = False         # the parser stopped: the rest of the stream is ignored
         self.idle_timer = None
         self.write_paused = False
         self.reading_paused = False
-        self.current = None          # (method, path, keep-alive, started) of the request being answered
+        self.current = None          # (method, path, keep-alive, HTTP/1.0, started) of the request answered
         self._head_cache = (None, b"")
 
     # -- connection ----------------------------------------------------------------------------
@@ -167,8 +180,11 @@ class HttpProtocol(asyncio.Protocol):
     # -- parsing -------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.idle_timer is not None:
             self._cancel_idle_timer()
+        was_in_head = self.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:  # raised in a callback below: the reason is its context
@@ -178,10 +194,24 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._refuse(500, f"the runtime failed on this request ({type(reason).__name__}); see its log")
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "connection upgrades (WebSocket, h2c) are not served here; send plain HTTP/1.1")
+            # RFC 9110 7.8: a server may ignore Upgrade (curl --http2 asks for h2c on every plain
+            # request). The request is answered as HTTP/1.1, the last on this connection: httptools
+            # parses nothing after it.
+            self.refused = True
+            self._last_request()
         except httptools.HttpParserError as exc:
             self._refuse(400, f"the request is not valid HTTP/1.1 ({exc})")
         else:
+            if self.in_head:
+                # httptools holds a header line until it ends, so on_header cannot bound it: count
+                # the reads that fell wholly inside this head (the first one may hold earlier requests).
+                if was_in_head:
+                    self.head_chunks += len(data)
+                    if self.head_chunks > MAX_HEAD:
+                        self._refuse(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+                        return
+                else:
+                    self.head_chunks = 0
             if not self.busy and not self.transport.is_closing():
                 self._arm_idle_timer()  # a request begun and not finished gets the same time as an idle one
 
@@ -190,6 +220,7 @@ class HttpProtocol(asyncio.Protocol):
         self.chunks = []
         self.size = 0
         self.head_size = 0
+        self.in_head = True
         self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -203,15 +234,19 @@ class HttpProtocol(asyncio.Protocol):
         if self.head_size > MAX_HEAD:
             raise _Reject(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
         if len(name) == 14 and name.lower() == b"content-length":
-            value = value.strip()
+            value = value.strip().lstrip(b"0")
             if value.isdigit() and (len(value) > 18 or int(value) > self.max_body):
                 raise _Reject(413, f"request body is larger than {self.max_body} bytes")
         elif len(name) == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        if self.expect_continue and not self.busy and not self.pending:
-            self.transport.write(_CONTINUE)
+        self.in_head = False
+        if self.expect_continue and self.parser.get_http_version() != "1.0":  # RFC 9110 15.2: no 1xx to 1.0
+            if self.busy or self.pending:
+                self.continue_owed = True  # sent when the answers before it are
+            else:
+                self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -222,7 +257,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        request = (self.parser.get_method(), self.url, body, self.parser.should_keep_alive(), perf_counter())
+        parser = self.parser
+        request = (parser.get_method(), self.url, body, parser.should_keep_alive(),
+                   parser.get_http_version() == "1.0", perf_counter())
         if self.busy or self.pending:
             self.pending.append(request)
             self._set_reading()
@@ -232,12 +269,16 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------------
 
     def _start(self, request: tuple) -> None:
-        raw_method, url, body, keep_alive, started = request
+        raw_method, url, body, keep_alive, http10, started = request
+        if raw_method is None:  # a refusal queued behind pipelined requests (``_refuse``)
+            self.current = (*url, False, False, started)
+            self._send(*body)
+            return
         method = raw_method.decode("ascii", "replace")
         try:
             raw_path = httptools.parse_url(url).path or b"/"
         except httptools.HttpParserInvalidURLError:
-            self.current = (method, url.decode("latin-1")[:200], False, started)
+            self.current = (method, url.decode("latin-1")[:200], False, http10, started)
             self._send(*self.app.error(HTTPError(400, "the request target is not a valid URL")))
             return
         path = raw_path.decode("latin-1")
@@ -246,7 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         if raw_method == b"POST":
             self.app.clients.arrived(self, started)
         self.busy = True
-        self.current = (method, path, keep_alive and not self.closing, started)
+        self.current = (method, path, keep_alive and not self.closing, http10, started)
         task = self.loop.create_task(self.app.respond(method, path, body))
         self.state.tasks.add(task)
         task.add_done_callback(self._answered)
@@ -265,7 +306,7 @@ class HttpProtocol(asyncio.Protocol):
         self._send(status, body, headers)
 
     def _send(self, status: int, body: bytes, headers: list) -> None:
-        method, path, keep_alive, started = self.current
+        method, path, keep_alive, http10, started = self.current
         keep_alive = keep_alive and not self.closing
         head = [_STATUS.get(status) or b"HTTP/1.1 %d \r\n" % status, self._default_head()]
         for name, value in headers:
@@ -273,6 +314,8 @@ class HttpProtocol(asyncio.Protocol):
         head.append(b"content-length: %d\r\n" % len(body))
         if not keep_alive:
             head.append(b"connection: close\r\n")
+        elif http10:
+            head.append(b"connection: keep-alive\r\n")  # an HTTP/1.0 client assumes close otherwise
         head.append(b"\r\n")
         if method == "HEAD":
             self.transport.write(b"".join(head))
@@ -284,10 +327,14 @@ class HttpProtocol(asyncio.Protocol):
         self.state.total_requests += 1
         self.app.log_access(self.client, method, path, status, started)
         if not keep_alive:
+            self.pending.clear()
             self.transport.close()
         elif self.pending:
             self._start(self.pending.popleft())
             self._set_reading()
+        elif self.continue_owed:
+            self.continue_owed = False
+            self.transport.write(_CONTINUE)
         else:
             self._arm_idle_timer()
 
@@ -301,14 +348,18 @@ class HttpProtocol(asyncio.Protocol):
         return encoded
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer a request the parser stopped on, then close: nothing after it can be trusted."""
-        self.closing = True
-        self.pending.clear()
-        if self.busy or self.transport.is_closing():
-            return  # the answer in progress goes first and closes the connection
-        body = _encode({"error": message}).encode()
-        self.current = (*self._request_line(), False, perf_counter())
-        self._send(status, body, JSON_HEADERS)
+        """Answer a request the parser stopped on, after any parsed before it, then close: nothing
+        after it in the stream can be trusted."""
+        self.refused = True
+        if self.transport.is_closing():
+            return
+        refusal = (None, self._request_line(), (status, _encode({"error": message}).encode(), JSON_HEADERS),
+                   False, False, perf_counter())
+        if self.busy or self.pending:
+            self.pending.append(refusal)
+            self._set_reading()
+        else:
+            self._start(refusal)
 
     def _request_line(self) -> tuple[str, str]:
         """Method and path of the request being refused, for the access log, as far as they were read."""
@@ -321,3 +372,14 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             path = "-"
         return method, path[:200]
+
+    def _last_request(self) -> None:
+        """Make the latest request parsed the connection's last: answered with ``connection: close``."""
+        if self.pending:
+            method, url, body, _, http10, started = self.pending[-1]
+            self.pending[-1] = (method, url, body, False, http10, started)
+        elif self.busy:
+            method, path, _, http10, started = self.current
+            self.current = (method, path, False, http10, started)
+        elif not self.transport.is_closing():
+            self.transport.close()
