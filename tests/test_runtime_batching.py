@@ -176,6 +176,21 @@ def test_clients_that_do_not_come_back_are_waited_for_only_a_quiet_spell(picky):
         assert time.monotonic() - started < 1.0, "a lone request waited for clients that were gone"
 
 
+@pytest.mark.parametrize("picky", [("--max-batch-size", "8", "--max-batch-wait-ms", "2000")], indirect=True)
+def test_after_a_pause_nobody_answered_before_it_is_waited_for(picky):
+    """Clients answered before an idle half second are not due: the first request after the pause
+    goes at once, without the quiet spell (which starts afresh, long, after a pause) or the budget."""
+    flood(picky, [{"input": i} for i in range(8)], workers=8)
+    time.sleep(0.7)
+    _, before, _ = picky.request("GET", "/metrics")
+    status, body, _ = picky.request("POST", "/predict", {"input": 1})
+    assert status == 200 and body["output"]["batch_size"] == 1
+    _, after, _ = picky.request("GET", "/metrics")
+    waited = (metric(after, "mlserve_batch_queue_wait_seconds_sum")
+              - metric(before, "mlserve_batch_queue_wait_seconds_sum"))
+    assert waited < 0.05, f"the request after a pause waited {waited:.3f} s for clients that were gone"
+
+
 # -- hostile batch inputs: one bad request spoils no other ---------------------------------------
 
 BAD = [

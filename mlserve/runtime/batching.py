@@ -31,8 +31,8 @@ add latency. Which batch goes when:
   for its deadline: two half batches on one core cost more than one full one.
 
 The gap between arrivals is a moving average that skips the time a batch kept every client
-waiting (it is measured from the later of the last arrival and the last answer), and a long
-idle gap resets it. Results go back to the loop once per batch (one ``call_soon_threadsafe``).
+waiting (it is measured from the later of the last arrival and the last answer), and an idle
+gap (half a second) resets it and the count of clients due. Results go back to the loop once per batch (one ``call_soon_threadsafe``).
 A ``predict_batch`` that raises, or returns the wrong number of outputs, fails the requests of
 that batch only; a request body that is not JSON never reaches a batch, and each output is
 encoded on its own, so neither spoils a neighbour.
@@ -100,9 +100,13 @@ class Batcher:
         with self._cond:
             gap = now - max(self._last_arrival, self._last_answer)
             self._last_arrival = now
-            self._gap = _IDLE_GAP if gap >= _IDLE_GAP else self._gap + _RATE_WEIGHT * (gap - self._gap)
-            if self._returning:
-                self._returning -= 1
+            if gap >= _IDLE_GAP:  # after a pause the rate starts afresh, and nobody answered before it is due
+                self._gap = _IDLE_GAP
+                self._returning = 0
+            else:
+                self._gap += _RATE_WEIGHT * (gap - self._gap)
+                if self._returning:
+                    self._returning -= 1
             if not self._queue and not self._running and self._inline_ok and self._alone():
                 self._running += 1
                 inline = True
