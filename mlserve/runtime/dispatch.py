@@ -160,6 +160,8 @@ class ThreadDispatcher:
 
 
 class AsyncRunner:
+    needs_task = True  # user code on the loop may ask for its task (asyncio.timeout, current_task)
+
     def __init__(self, predict: Callable[[Any], Any], concurrency: int) -> None:
         self._predict = predict
         self._slots = asyncio.Semaphore(concurrency)

@@ -6,8 +6,11 @@ protocols. What this replaces is uvicorn's per-request path, which on a small re
 about as much CPU as parsing a 1,024-float JSON body (issue 14 measured it: at 64 connections
 it kept a batching server at 0.88x of the model's own limit on one core). Per request this
 does the least the runtime's routes need: the body is collected whole (the routes all take a
-whole JSON body), ``App.respond`` runs as one task, and the answer leaves in one write: status
-line, headers and body together (a ``writelines`` without a copy for a large body).
+whole JSON body), ``App.respond`` runs right in the parser's callback, without a task, up to its
+first wait (a request that needs none, such as a health check or a batch of one run inline, is
+answered there; one that waits for a worker resumes from the future's callback), and the answer
+leaves in one write: status line, headers and body together (a ``writelines`` without a copy for
+a large body). An ``async def predict`` gets a task (it may ask for one: ``asyncio.timeout``).
 
 What it keeps of HTTP/1.1 (RFC 9112), each tested in ``tests/test_runtime_http.py``:
 
@@ -28,8 +31,8 @@ What it keeps of HTTP/1.1 (RFC 9112), each tested in ``tests/test_runtime_http.p
   answers say ``connection: keep-alive``; no ``100 Continue`` to an HTTP/1.0 client; ``HEAD``
   is answered wherever ``GET`` is;
 - graceful shutdown: uvicorn calls ``shutdown()``; an idle connection closes at once, a busy one
-  after its answer (``Connection: close``); the answer's task is in ``server_state.tasks``, so
-  uvicorn cancels it past ``timeout_graceful_shutdown``.
+  after its answer (``Connection: close``); uvicorn waits ``timeout_graceful_shutdown`` for the
+  connections to close (and cancels the tasks of ``async def predict`` answers past it).
 
 Every error body is JSON (``{"error": ...}``) like the app's. Without httptools the runtime
 serves through uvicorn's h11 protocol and ``App.__call__`` (ASGI) instead: the app's answers are
@@ -39,6 +42,7 @@ the same, slower; errors h11 answers itself (bytes that are not HTTP) are uvicor
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import urllib.parse
 from collections import deque
@@ -288,22 +292,56 @@ class HttpProtocol(asyncio.Protocol):
             self.app.clients.arrived(self, started)
         self.busy = True
         self.current = (method, path, keep_alive and not self.closing, http10, started)
-        task = self.loop.create_task(self.app.respond(method, path, body))
-        self.state.tasks.add(task)
-        task.add_done_callback(self._answered)
+        answer = self.app.respond(method, path, body)
+        if getattr(self.app.runner, "needs_task", False):
+            # An ``async def predict`` may need a task of its own (asyncio.timeout, current_task()).
+            task = self.loop.create_task(answer)
+            self.state.tasks.add(task)
+            task.add_done_callback(self._answered)
+        else:
+            self._step(answer)
+
+    def _step(self, answer, _future=None) -> None:
+        """Run ``App.respond`` up to its next wait, as a task would, without a task: a request
+        that needs no wait (health, errors, a batch of one run inline) is answered right here,
+        and one that waits for a worker resumes from the future's callback. A task would cost
+        two more turns of the event loop per request."""
+        try:
+            awaited = answer.send(None)
+        except StopIteration as done:
+            self._respond(done.value)
+            return
+        except BaseException:  # noqa: BLE001 - respond() answers every Exception; anything else ends the connection
+            self.busy = False
+            self.transport.close()
+            return
+        if awaited is None:  # a bare yield (asyncio.sleep(0)): go round the loop once
+            self.loop.call_soon(self._step, answer)
+        elif getattr(awaited, "_asyncio_future_blocking", None):
+            awaited._asyncio_future_blocking = False
+            awaited.add_done_callback(functools.partial(self._step, answer))
+        else:
+            answer.throw(RuntimeError(f"the runtime cannot await {awaited!r} outside a task"))
 
     def _answered(self, task: asyncio.Task) -> None:
         self.state.tasks.discard(task)
-        self.busy = False
-        if task.cancelled() or self.transport.is_closing():
-            self.transport.close()  # the server is past its graceful timeout, or the client left
+        if task.cancelled():
+            self.busy = False
+            self.transport.close()  # the server is past its graceful timeout
             return
         try:
-            status, body, headers = task.result()
+            answer = task.result()
         except BaseException:  # noqa: BLE001 - respond() answers every Exception; anything else ends the connection
+            self.busy = False
             self.transport.close()
             return
-        self._send(status, body, headers)
+        self._respond(answer)
+
+    def _respond(self, answer: tuple) -> None:
+        self.busy = False
+        if self.transport.is_closing():
+            return  # the client left
+        self._send(*answer)
 
     def _send(self, status: int, body: bytes, headers: list) -> None:
         method, path, keep_alive, http10, started = self.current
