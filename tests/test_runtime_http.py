@@ -324,6 +324,18 @@ def test_content_length_over_the_limit_is_413_before_the_body(echo):
         assert_json_error(conn.response(), 413, "larger than")
 
 
+def test_a_refused_client_may_finish_sending_before_the_connection_closes(echo):
+    """A lingering close (RFC 9112 9.6): after a 413 the server stops writing but reads and
+    discards what the client still sends, so the client is not reset before it reads the answer."""
+    with Conn(echo.port) as conn:
+        conn.send(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY * 50))
+        answer = conn.response()
+        assert_json_error(answer, 413, f"larger than {MAX_BODY} bytes")
+        for _ in range(10):
+            conn.send(b"x" * MAX_BODY * 5)  # a reset connection raises here (EPIPE, ECONNRESET)
+        assert conn.at_eof()
+
+
 def test_content_length_with_leading_zeros_is_its_value(echo):
     body = b'{"input": 1}'
     with Conn(echo.port) as conn:

@@ -224,14 +224,17 @@ class App:
             return self.error(exc)
         except Exception as exc:  # noqa: BLE001 - a bug of ours: still a JSON answer, never a server's plain text
             message = self._redact(f"the runtime failed on this request ({_describe(exc)}); see its log")
-            try:
-                self._logs.failure(f"error: the runtime failed on {method} {path}:", exc)
-            except Exception:  # noqa: BLE001 - a log stream that fails must not lose the answer
-                pass
+            self.log_failure(f"error: the runtime failed on {method} {path}:", exc)
             return 500, _encode({"error": message}).encode(), JSON_HEADERS
 
     def error(self, exc: HTTPError) -> Response:
         return exc.status, _encode({"error": self._redact(str(exc))}).encode(), JSON_HEADERS
+
+    def log_failure(self, message: str, exc: BaseException) -> None:
+        try:
+            self._logs.failure(message, exc)
+        except Exception:  # noqa: BLE001 - a log stream that fails must not lose the answer
+            pass
 
     def log_access(self, client, method: str, path: str, status: int, started: float) -> None:
         if self._access is not None:

@@ -21,7 +21,9 @@ What it keeps of HTTP/1.1 (RFC 9112), each tested in ``tests/test_runtime_http.p
   pauses meanwhile, and while the peer does not read what it is sent;
 - chunked request bodies; ``Expect: 100-continue`` (for a pipelined request, once the answers
   before it are sent); ``HEAD`` gets headers only;
-- limits, each answered (after the requests pipelined before it) and the connection closed: a
+- limits, each answered (after the requests pipelined before it) and the connection closed
+  lingering (the server stops writing and discards what the client still sends, 2 s at most, so
+  a client mid-body is not reset before it reads the answer): a
   body over ``max_body`` is a 413 as soon as its ``Content-Length`` or running size says so; a
   request line with headers over 64 KiB is a 431 (a header line that never ends is cut off
   within 64 KiB and one read: httptools holds a line until it ends); bytes that are not HTTP
@@ -53,6 +55,7 @@ import httptools
 from .app import HTTPError, JSON_HEADERS, _encode
 
 MAX_HEAD = 64 * 1024          # request line + headers, bytes
+LINGER = 2.0                  # seconds a refused client may go on sending before the connection closes
 _LARGE_BODY = 64 * 1024       # above this an answer's body is written beside its head, not copied into it
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -196,6 +199,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(reason, _Reject):
                 self._refuse(reason.status, str(reason))
             else:
+                self.app.log_failure("error: the runtime's HTTP protocol failed on a request:", reason)
                 self._refuse(500, f"the runtime failed on this request ({type(reason).__name__}); see its log")
         except httptools.HttpParserUpgrade:
             # RFC 9110 7.8: a server may ignore Upgrade (curl --http2 asks for h2c on every plain
@@ -366,7 +370,14 @@ class HttpProtocol(asyncio.Protocol):
         self.app.log_access(self.client, method, path, status, started)
         if not keep_alive:
             self.pending.clear()
-            self.transport.close()
+            if self.refused and self.transport.can_write_eof():
+                # A lingering close (RFC 9112 9.6): the client may still be sending the body we
+                # refused; closing now would reset the connection and it could lose this answer.
+                # Stop writing, keep reading (and discarding) until it closes, LINGER at most.
+                self.transport.write_eof()
+                self.loop.call_later(LINGER, self.transport.close)
+            else:
+                self.transport.close()
         elif self.pending:
             self._start(self.pending.popleft())
             self._set_reading()
