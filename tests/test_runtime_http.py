@@ -424,6 +424,9 @@ def test_head_over_64_kib_is_431_and_closes(echo):
     with Conn(echo.port) as conn:  # a request target alone, not yet ended
         conn.send(b"GET /" + b"a" * (65 * 1024))
         assert_json_error(conn.response(), 431, "longer than 65536 bytes")
+    with Conn(echo.port) as conn:  # an absolute-form target without a path (logged as "/")
+        conn.send(b"GET http://x HTTP/1.1\r\nX-Big: " + b"a" * (65 * 1024) + b"\r\n\r\n")
+        assert_json_error(conn.response(), 431, "longer than 65536 bytes")
 
 
 def test_a_header_line_over_64_kib_is_431_before_it_ends(echo):

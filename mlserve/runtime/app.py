@@ -121,6 +121,17 @@ def _jsonable(obj: Any) -> Any:
 _encode = _make_encoder()
 
 
+def declared_too_large(content_length: bytes, limit: int) -> bool:
+    """True when a ``Content-Length`` value declares more than ``limit`` bytes. Leading zeros
+    are no size (``0012`` is 12); a value that is not a number is the HTTP parser's to refuse."""
+    digits = content_length.strip().lstrip(b"0")
+    return digits.isdigit() and (len(digits) > 18 or int(digits) > limit)
+
+
+def body_too_large(limit: int) -> str:
+    return f"request body is larger than {limit} bytes"
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -269,18 +280,18 @@ class App:
         body = message.get("body", b"")
         if not message.get("more_body"):
             if len(body) > self._max_body:
-                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+                raise HTTPError(413, body_too_large(self._max_body))
             return body
         for key, value in scope["headers"]:  # Content-Length first, then a running total
-            if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > self._max_body):
-                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+            if key == b"content-length" and declared_too_large(value, self._max_body):
+                raise HTTPError(413, body_too_large(self._max_body))
         chunks, size, more = [body], len(body), True
         while more:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                raise HTTPError(413, f"request body is larger than {self._max_body} bytes")
+                raise HTTPError(413, body_too_large(self._max_body))
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)

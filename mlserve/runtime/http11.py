@@ -52,13 +52,21 @@ from time import perf_counter
 
 import httptools
 
-from .app import HTTPError, JSON_HEADERS, _encode
+from .app import HTTPError, JSON_HEADERS, _encode, body_too_large, declared_too_large
 
 MAX_HEAD = 64 * 1024          # request line + headers, bytes
 LINGER = 2.0                  # seconds a refused client may go on sending before the connection closes
 _LARGE_BODY = 64 * 1024       # above this an answer's body is written beside its head, not copied into it
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HEAD_TOO_LONG = f"the request line and headers are longer than {MAX_HEAD} bytes"
+
+
+def _path(url: bytes) -> str:
+    """The path of a request target, percent-decoded (``/`` when it has none, as ``http://x``);
+    ``httptools.HttpParserInvalidURLError`` when the target is not a URL."""
+    path = (httptools.parse_url(url).path or b"/").decode("latin-1")
+    return urllib.parse.unquote(path) if "%" in path else path
 
 
 class Clients:
@@ -216,7 +224,7 @@ class HttpProtocol(asyncio.Protocol):
                 if was_in_head:
                     self.head_chunks += len(data)
                     if self.head_chunks > MAX_HEAD:
-                        self._refuse(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+                        self._refuse(431, _HEAD_TOO_LONG)
                         return
                 else:
                     self.head_chunks = 0
@@ -235,16 +243,15 @@ class HttpProtocol(asyncio.Protocol):
         self.url += url
         self.head_size += len(url)
         if self.head_size > MAX_HEAD:
-            raise _Reject(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+            raise _Reject(431, _HEAD_TOO_LONG)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD:
-            raise _Reject(431, f"the request line and headers are longer than {MAX_HEAD} bytes")
+            raise _Reject(431, _HEAD_TOO_LONG)
         if len(name) == 14 and name.lower() == b"content-length":
-            value = value.strip().lstrip(b"0")
-            if value.isdigit() and (len(value) > 18 or int(value) > self.max_body):
-                raise _Reject(413, f"request body is larger than {self.max_body} bytes")
+            if declared_too_large(value, self.max_body):
+                raise _Reject(413, body_too_large(self.max_body))
         elif len(name) == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
             self.expect_continue = True
 
@@ -259,7 +266,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > self.max_body:
-            raise _Reject(413, f"request body is larger than {self.max_body} bytes")
+            raise _Reject(413, body_too_large(self.max_body))
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -284,14 +291,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         method = raw_method.decode("ascii", "replace")
         try:
-            raw_path = httptools.parse_url(url).path or b"/"
+            path = _path(url)
         except httptools.HttpParserInvalidURLError:
             self.current = (method, url.decode("latin-1")[:200], False, http10, started)
             self._send(*self.app.error(HTTPError(400, "the request target is not a valid URL")))
             return
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
         if raw_method == b"POST":
             self.app.clients.arrived(self, started)
         self.busy = True
@@ -417,7 +421,7 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             method = "-"
         try:
-            path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else "-"
+            path = _path(self.url) if self.url else "-"
         except httptools.HttpParserInvalidURLError:
             path = "-"
         return method, path[:200]
