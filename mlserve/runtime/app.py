@@ -35,6 +35,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from .batching import Clients
 from .engines import detect
 from .logs import Logs
 
@@ -184,7 +185,7 @@ class App:
         self._access = logs.access if settings.access_log else None
         self._redact = logs.redact
         self.runner = None  # set by set_ready(); None means "loading"
-        self.clients = None  # an ``http11.Clients`` when the runtime's own HTTP protocol serves
+        self.clients = Clients()  # who sends predictions; only ``http11`` reports them
         self._ready_body = b""
         self.routes = self._build_routes(settings)
 

@@ -23,7 +23,7 @@ add latency. Which batch goes when:
 - **One client alone is served on the event loop.** Handing a request to a worker thread and
   the answer back costs about 0.1 ms each way on a VM (each side waits to be scheduled), which
   is 5% of a 4 ms model. So when nothing runs or waits, one client alone is sending predictions
-  (``http11.Clients``: no other connection sent one for a second, so nothing can arrive unseen
+  (``Clients``: no other connection sent one for a second, so nothing can arrive unseen
   while the loop is busy) and the model's last batch of one took under ``INLINE_MAX`` (10 ms: the
   most a health check then waits), the batch of one runs right there. A second client, or a
   slower call, and batches go to the workers again.
@@ -67,12 +67,43 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class Clients:
+    """Whether one client alone is sending requests: what lets ``Batcher`` run a batch of one on
+    the event loop instead of handing it to a thread and back (about 0.1 ms each way on a VM).
+
+    ``http11.HttpProtocol`` reports each arrival. A client is a connection that sent a ``POST``
+    (a prediction; health checks are ``GET``): while
+    no connection other than the latest one has sent one for ``WINDOW`` seconds, the latest is
+    alone, and no request can arrive unseen while the loop is busy predicting for it. With two or
+    more such clients the batcher sees every arrival and batches as usual. Until the protocol has
+    seen a request (or under uvicorn's h11 fallback, which does not track clients) nobody is alone.
+    """
+
+    WINDOW = 1.0
+
+    __slots__ = ("_latest", "_latest_at", "_other_at")
+
+    def __init__(self) -> None:
+        self._latest = None
+        self._latest_at = 0.0
+        self._other_at = float("-inf")
+
+    def arrived(self, connection, now: float) -> None:
+        if connection is not self._latest:
+            self._other_at = self._latest_at if self._latest is not None else float("-inf")
+            self._latest = connection
+        self._latest_at = now
+
+    def alone(self) -> bool:
+        return self._latest is not None and perf_counter() - self._other_at > self.WINDOW
+
+
 class Batcher:
     def __init__(self, loop: asyncio.AbstractEventLoop, predict_batch: Callable[[list], list],
                  concurrency: int, max_batch_size: int, max_batch_wait_ms: int,
                  alone: Callable[[], bool] = lambda: False) -> None:
         self._loop = loop
-        self._alone = alone            # True while one client alone sends requests (``http11.Clients``)
+        self._alone = alone            # True while one client alone sends requests (``Clients.alone``)
         self._inline_ok = False        # the last batch of one took less than INLINE_MAX
         self._predict_batch = predict_batch
         self._max = max_batch_size

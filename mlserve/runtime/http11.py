@@ -69,36 +69,6 @@ def _path(url: bytes) -> str:
     return urllib.parse.unquote(path) if "%" in path else path
 
 
-class Clients:
-    """Whether one client alone is sending requests: what lets ``Batcher`` run a batch of one on
-    the event loop instead of handing it to a thread and back (about 0.1 ms each way on a VM).
-
-    A client is a connection that sent a ``POST`` (a prediction; health checks are ``GET``): while
-    no connection other than the latest one has sent one for ``WINDOW`` seconds, the latest is
-    alone, and no request can arrive unseen while the loop is busy predicting for it. With two or
-    more such clients the batcher sees every arrival and batches as usual. Until the protocol has
-    seen a request (or under uvicorn's h11 fallback, which does not track clients) nobody is alone.
-    """
-
-    WINDOW = 1.0
-
-    __slots__ = ("_latest", "_latest_at", "_other_at")
-
-    def __init__(self) -> None:
-        self._latest = None
-        self._latest_at = 0.0
-        self._other_at = float("-inf")
-
-    def arrived(self, connection, now: float) -> None:
-        if connection is not self._latest:
-            self._other_at = self._latest_at if self._latest is not None else float("-inf")
-            self._latest = connection
-        self._latest_at = now
-
-    def alone(self) -> bool:
-        return self._latest is not None and perf_counter() - self._other_at > self.WINDOW
-
-
 class _Reject(Exception):
     """A request the protocol answers itself, then closes the connection."""
 

@@ -128,9 +128,7 @@ class Runtime:
 
     def _config(self) -> Config:
         if detect().http == "httptools":
-            from .http11 import Clients, HttpProtocol as http  # the lean path (issue 14)
-
-            self.app.clients = Clients()
+            from .http11 import HttpProtocol as http  # the lean path (issue 14)
         else:
             http = "h11"
         return Config(
@@ -214,8 +212,8 @@ class Runtime:
         batch = getattr(model, "predict_batch", None)
         loop = asyncio.get_running_loop()
         if callable(batch):
-            alone = self.app.clients.alone if self.app.clients is not None else (lambda: False)
-            self.runner = Batcher(loop, batch, s.concurrency, s.max_batch_size, s.max_batch_wait_ms, alone)
+            self.runner = Batcher(loop, batch, s.concurrency, s.max_batch_size, s.max_batch_wait_ms,
+                                  self.app.clients.alone)
         elif not asyncio.iscoroutinefunction(predict):
             self.runner = ThreadDispatcher(loop, predict, s.concurrency)
         else:
